@@ -1,0 +1,224 @@
+"""Counting and timing inside one pipeline call, installed once per loaded pipeline.
+
+* **Compute counting.** A tiny diffusers hook on every transformer block (and every
+  attention module) counts forwards that actually ran. It is registered *before* any cache
+  hook, so it sits innermost: a block served from cache never reaches it. Executed / the
+  baseline's executed is the compute fraction, a hardware-independent bound on speedup.
+* **Timing.** Marks at the text encoders, each transformer call, each step end and the VAE
+  decode. On CUDA the marks are CUDA events read after one synchronize at the end of the
+  call (no sync inside the loop); on CPU they are ``perf_counter`` readings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+_COUNTER_HOOK = "repro_compute_counter"
+
+
+class _Clock:
+    """Marks on a timeline: CUDA events on GPU (read later), perf_counter on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def seconds(self, start: Any, end: Any) -> float:
+        if self.cuda:
+            return start.elapsed_time(end) / 1000.0
+        return end - start
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
+@dataclass
+class CallRecord:
+    """Everything measured during one pipeline call."""
+
+    e2e_s: float = 0.0
+    denoise_s: float = 0.0
+    text_encode_s: float = 0.0
+    vae_decode_s: float = 0.0
+    transformer_s: float = 0.0
+    inter_step_gap_s: float = 0.0
+    step_s: list[float] = field(default_factory=list)
+    blocks_executed: int = 0
+    blocks_possible: int = 0
+    attention_executed: int = 0
+    attention_possible: int = 0
+    transformer_calls: int = 0
+    step_computed: list[float] = field(default_factory=list)
+
+    @property
+    def other_s(self) -> float:
+        return max(0.0, self.e2e_s - self.denoise_s - self.text_encode_s - self.vae_decode_s)
+
+
+class Instrumentation:
+    """Installs counters and timers on a pipeline; `record()` wraps one pipeline call."""
+
+    def __init__(self, pipe: Any, device: torch.device):
+        self.pipe = pipe
+        self.clock = _Clock(device)
+        self.transformer = pipe.transformer
+        self.blocks = _transformer_blocks(self.transformer)
+        self.attention = _attention_modules(self.transformer, self.blocks)
+        self._active = False
+        self._reset()
+        self._install()
+
+    # -- installation -------------------------------------------------------------------------
+
+    def _install(self) -> None:
+        from diffusers.hooks import HookRegistry, ModelHook
+
+        outer = self
+
+        class _Counter(ModelHook):
+            def __init__(self, kind: str):
+                super().__init__()
+                self.kind = kind
+
+            def pre_forward(self, module, *args, **kwargs):
+                if outer._active:
+                    if self.kind == "block":
+                        outer._blocks_in_call += 1
+                    else:
+                        outer._attn_in_call += 1
+                return args, kwargs
+
+        for kind, modules in (("block", self.blocks), ("attention", self.attention)):
+            for module in modules:
+                registry = HookRegistry.check_if_exists_or_initialize(module)
+                if registry.get_hook(_COUNTER_HOOK) is None:
+                    registry.register_hook(_Counter(kind), _COUNTER_HOOK)
+
+        self.transformer.register_forward_pre_hook(self._transformer_start)
+        self.transformer.register_forward_hook(self._transformer_end)
+        for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+            encoder = getattr(self.pipe, name, None)
+            if isinstance(encoder, torch.nn.Module):
+                encoder.register_forward_pre_hook(self._text_start)
+                encoder.register_forward_hook(self._text_end)
+        vae = getattr(self.pipe, "vae", None)
+        if vae is not None and hasattr(vae, "decode") and not getattr(vae.decode, "_repro_timed", False):
+            vae.decode = self._timed_decode(vae.decode)
+
+    def _timed_decode(self, decode):
+        def decode_timed(*args, **kwargs):
+            if not self._active:
+                return decode(*args, **kwargs)
+            start = self.clock.mark()
+            out = decode(*args, **kwargs)
+            self._vae_spans.append((start, self.clock.mark()))
+            return out
+
+        decode_timed._repro_timed = True
+        return decode_timed
+
+    # -- hook callbacks -----------------------------------------------------------------------
+
+    def _transformer_start(self, module, args):
+        if self._active:
+            self._blocks_in_call = 0
+            self._attn_in_call = 0
+            self._call_start = self.clock.mark()
+
+    def _transformer_end(self, module, args, output):
+        if self._active:
+            self._calls.append((self._call_start, self.clock.mark(), self._blocks_in_call, self._attn_in_call))
+
+    def _text_start(self, module, args):
+        if self._active:
+            self._text_start_mark = self.clock.mark()
+
+    def _text_end(self, module, args, output):
+        if self._active:
+            self._text_spans.append((self._text_start_mark, self.clock.mark()))
+
+    def step_end_callback(self, pipe, step_index, timestep, callback_kwargs):
+        """Pass as the pipeline's ``callback_on_step_end``: marks where each denoising step ends."""
+        if self._active:
+            self._step_ends.append((self.clock.mark(), len(self._calls)))
+        return {}
+
+    # -- recording ----------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._calls: list[tuple] = []
+        self._step_ends: list[tuple] = []
+        self._text_spans: list[tuple] = []
+        self._vae_spans: list[tuple] = []
+        self._blocks_in_call = 0
+        self._attn_in_call = 0
+
+    def start(self) -> Any:
+        self._reset()
+        self._active = True
+        return self.clock.mark()
+
+    def stop(self, start_mark: Any) -> CallRecord:
+        end_mark = self.clock.mark()
+        self._active = False
+        self.clock.sync()
+        sec = self.clock.seconds
+        rec = CallRecord(e2e_s=sec(start_mark, end_mark))
+        rec.text_encode_s = sum(sec(a, b) for a, b in self._text_spans)
+        rec.vae_decode_s = sum(sec(a, b) for a, b in self._vae_spans)
+        rec.transformer_calls = len(self._calls)
+        rec.transformer_s = sum(sec(a, b) for a, b, _, _ in self._calls)
+        rec.blocks_executed = sum(n for *_, n, _ in self._calls)
+        rec.attention_executed = sum(n for *_, n in self._calls)
+        rec.blocks_possible = len(self.blocks) * len(self._calls)
+        rec.attention_possible = len(self.attention) * len(self._calls)
+        if not self._calls:
+            return rec
+        # Steps: from the step-end callback when the pipeline has one, else one transformer call per step.
+        ends = self._step_ends or [(c[1], i + 1) for i, c in enumerate(self._calls)]
+        first_call = 0
+        step_start = self._calls[0][0]
+        for end, calls_done in ends:
+            calls = self._calls[first_call:calls_done]
+            if calls:
+                possible = len(self.blocks) * len(calls)
+                rec.step_computed.append(sum(c[2] for c in calls) / possible if possible else 1.0)
+            rec.step_s.append(sec(step_start, end))
+            if calls_done < len(self._calls):
+                next_start = self._calls[calls_done][0]
+                last_end = self._calls[calls_done - 1][1] if calls_done else step_start
+                rec.inter_step_gap_s += sec(last_end, next_start)
+                step_start = next_start
+            first_call = calls_done
+        rec.denoise_s = sec(self._calls[0][0], ends[-1][0])
+        return rec
+
+
+def _transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
+    from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
+
+    blocks = []
+    for name, child in transformer.named_children():
+        if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS and isinstance(child, torch.nn.ModuleList):
+            blocks.extend(child)
+    return blocks
+
+
+def _attention_modules(transformer: torch.nn.Module, blocks: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    from diffusers.hooks._common import _ATTENTION_CLASSES
+
+    found = []
+    for block in blocks:
+        found.extend(m for m in block.modules() if isinstance(m, _ATTENTION_CLASSES))
+    return found

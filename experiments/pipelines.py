@@ -1,0 +1,135 @@
+"""Loading a diffusers pipeline from a spec: hub id, local folder, or a tiny family built in code.
+
+Hub ids resolve through the standard Hugging Face cache (``HF_HOME``) and honour
+``HF_HUB_OFFLINE``; when the weights are not there, :class:`ModelUnavailable` says which
+model is missing and how to fetch it. Remote code runs only when the spec sets
+``model.trust_remote_code: true``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import SpecError
+
+
+class ModelUnavailable(RuntimeError):
+    """The model's weights are not on this machine and cannot be downloaded now."""
+
+
+def resolve_device(name: str) -> str:
+    """`auto` = cuda > mps > cpu; an explicit device that is absent is an error, not a silent fallback."""
+    import torch
+
+    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SpecError("model.device: cuda was requested but no CUDA device is available (use auto or cpu)")
+    if name == "mps" and not has_mps:
+        raise SpecError("model.device: mps was requested but is not available (use auto or cpu)")
+    return name
+
+
+def load_pipeline(model: Any) -> Any:
+    """Build or load the pipeline of `model` (a ModelSpec), cast per-component dtypes, move it to its device."""
+    import torch
+
+    device = resolve_device(model.device)
+    if model.tiny:
+        from experiments.families import get_family
+
+        pipe = get_family(model.tiny).build_tiny()  # float32, random weights from a fixed seed
+        if model.dtype != "float32":
+            pipe = pipe.to(getattr(torch, model.dtype))
+    else:
+        pipe = _from_pretrained(model)
+    for component, dtype in model.component_dtypes.items():
+        module = getattr(pipe, component, None)
+        if not isinstance(module, torch.nn.Module):
+            names = sorted(k for k, v in pipe.components.items() if isinstance(v, torch.nn.Module))
+            raise SpecError(f"model.component_dtypes: pipeline has no component {component!r}; components: {', '.join(names)}")
+        module.to(getattr(torch, dtype))
+    if model.vae_tiling and hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
+        pipe.vae.enable_tiling()
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pipeline_class(name: str | None) -> Any:
+    import diffusers
+
+    if name is None:
+        return diffusers.DiffusionPipeline
+    cls = getattr(diffusers, name, None)
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise SpecError(f"model.pipeline_class: diffusers has no pipeline class {name!r} (e.g. WanPipeline, FluxPipeline)")
+    return cls
+
+
+def _from_pretrained(model: Any) -> Any:
+    import torch
+
+    cls = pipeline_class(model.pipeline_class)
+    kwargs: dict[str, Any] = {"torch_dtype": getattr(torch, model.dtype)}
+    if model.revision:
+        kwargs["revision"] = model.revision
+    if model.trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if model.path:
+        path = Path(model.path)
+        if not (path / "model_index.json").is_file():
+            raise SpecError(f"model.path: {path} is not a diffusers pipeline folder (no model_index.json)")
+        return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
+    try:
+        return cls.from_pretrained(model.id, **kwargs)
+    except (OSError, ValueError) as exc:  # huggingface_hub's offline / not-cached errors subclass these
+        if not _looks_missing(exc):
+            raise
+        raise ModelUnavailable(missing_model_message(model.id)) from None
+
+
+def missing_model_message(model_id: str) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+    why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
+    return (
+        f"model {model_id!r} is not in the Hugging Face cache ({cache}) and {why}. "
+        f"Fetch it on a machine with internet: `repro fetch-weights SPEC` (or `hf download {model_id}`), "
+        f"then point HF_HOME at that cache."
+    )
+
+
+def _looks_missing(exc: Exception) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(s in text for s in ("offline", "local_files_only", "cannot find", "connection", "not found",
+                                   "couldn't connect", "does not appear to have", "localentrynotfound", "resolve"))
+
+
+def fetch_model(model: Any) -> str:
+    """Download a hub model into the standard cache ahead of time; returns the local snapshot folder."""
+    if not model.id:
+        return model.path or f"tiny:{model.tiny} (built in code, nothing to fetch)"
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(model.id, revision=model.revision)
+
+
+def family_of(model: Any, pipe: Any = None) -> Any:
+    """The registered family of a model spec (tiny name, pipeline class, hub id or loaded pipeline), or None."""
+    from experiments.families import all_families, family_for, get_family
+
+    if model.tiny:
+        return get_family(model.tiny)
+    if model.pipeline_class:
+        found = family_for(model.pipeline_class)
+        if found:
+            return found
+    if model.id:
+        for family in all_families().values():
+            if model.id in family.hub_ids:
+                return family
+    return family_for(pipe) if pipe is not None else None

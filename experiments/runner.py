@@ -1,0 +1,271 @@
+"""The generation engine: one loaded pipeline, many generations with identical seeds and settings.
+
+A baseline and every cached point of a (prompt, seed) share the generator seed, the prompt
+and every pipeline keyword; the only difference is the cache enabled on the transformer
+for the duration of that generation (enabled before, disabled in ``finally``, so points
+never leak into each other or into baselines).
+
+Example::
+
+    engine = Engine(spec)
+    base = engine.generate(GenerationRequest(prompt="a fox", seed=0))
+    fast = engine.generate(GenerationRequest(prompt="a fox", seed=0, method="first_block_cache",
+                                             params={"threshold": 0.1}))
+    print(base.summary()["e2e_s"], fast.summary()["compute_executed"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from experiments.instrumentation import CallRecord, Instrumentation
+from experiments.methods import get_method
+
+
+class GenerationFailed(RuntimeError):
+    """A generation produced no usable output (e.g. NaN pixels); recorded as a failed point."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    seed: int
+    method: str | None = None  # None: the uncached baseline
+    params: dict[str, Any] = field(default_factory=dict)
+    optimization: dict[str, Any] = field(default_factory=dict)
+    mag_ratios: tuple[float, ...] | None = None  # MagCache: resolved calibration
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # uint8, [F, H, W, 3]; an image has F == 1
+    kind: str  # "image" | "video"
+    runs: list[CallRecord]  # the timed repeats (warm-ups discarded)
+    peak_memory_bytes: int | None
+    device: str
+    repeats_identical: bool
+    compile_s: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Medians and spreads over the timed repeats, plus compute counts (identical across repeats)."""
+        def stat(name: str) -> list[float]:
+            return [getattr(r, name) for r in self.runs]
+
+        e2e = stat("e2e_s")
+        first = self.runs[0]
+        return {
+            "e2e_s": statistics.median(e2e),
+            "e2e_min_s": min(e2e),
+            "e2e_max_s": max(e2e),
+            "e2e_runs_s": e2e,
+            "denoise_s": statistics.median(stat("denoise_s")),
+            "denoise_runs_s": stat("denoise_s"),
+            "text_encode_s": statistics.median(stat("text_encode_s")),
+            "vae_decode_s": statistics.median(stat("vae_decode_s")),
+            "transformer_s": statistics.median(stat("transformer_s")),
+            "inter_step_gap_s": statistics.median(stat("inter_step_gap_s")),
+            "other_s": statistics.median([r.other_s for r in self.runs]),
+            "step_s": [statistics.median(s) for s in zip(*stat("step_s"))],
+            "compute_executed": first.blocks_executed,
+            "compute_possible": first.blocks_possible,
+            "attention_executed": first.attention_executed,
+            "attention_possible": first.attention_possible,
+            "transformer_calls": first.transformer_calls,
+            "step_computed": first.step_computed,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "repeats_identical": self.repeats_identical,
+            "compile_s": self.compile_s,
+        }
+
+
+class Engine:
+    """Owns one pipeline (loaded once, lazily) and generates with honest timing and counting."""
+
+    def __init__(self, spec: Any, pipe: Any = None):
+        self.spec = spec
+        self._pipe = pipe
+        self._instr: Instrumentation | None = None
+        self.loads = 0  # how many times a pipeline was loaded (the Ray executor checks it stays 1)
+        self.on_step: Callable[[int, int], None] | None = None
+        self._kind = "image"
+
+    # -- pipeline -----------------------------------------------------------------------------
+
+    @property
+    def pipe(self) -> Any:
+        if self._pipe is None:
+            from experiments.pipelines import load_pipeline
+
+            self._pipe = load_pipeline(self.spec.model)
+            self.loads += 1
+        if self._instr is None:
+            import torch
+
+            self._instr = Instrumentation(self._pipe, torch.device(self._pipe.device))
+        return self._pipe
+
+    @property
+    def device(self) -> str:
+        return str(self.pipe.device)
+
+    def family(self):
+        from experiments.pipelines import family_of
+
+        return family_of(self.spec.model, self.pipe)
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        pipe = self.pipe
+        timing = self.spec.timing
+        with self._cache_enabled(request), self._optimized(request) as compile_info:
+            for _ in range(timing.warmup):
+                self._call(request)
+            outputs, runs, peaks = [], [], []
+            for _ in range(timing.repeats):
+                frames, record, peak = self._timed_call(request)
+                outputs.append(frames)
+                runs.append(record)
+                peaks.append(peak)
+        frames = outputs[0]
+        if not np.isfinite(frames).all():  # pragma: no cover - uint8 is always finite; guard stays for floats
+            raise GenerationFailed("output has non-finite pixels")
+        identical = all(np.array_equal(frames, o) for o in outputs[1:])
+        peak = max(peaks) if peaks and peaks[0] is not None else None
+        return GenerationResult(
+            frames=frames, kind=self._kind, runs=runs, peak_memory_bytes=peak,
+            device=str(pipe.device), repeats_identical=identical, compile_s=compile_info.get("compile_s"),
+        )
+
+    def calibrate_mag_cache(self, prompt: str, seed: int) -> dict[str, list[float]]:
+        """One uncached pass with MagCache in calibration mode; ratios per CFG branch, read from the hook's state."""
+        from diffusers.hooks import MagCacheConfig
+        from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK
+
+        pipe = self.pipe
+        steps = self.spec.generation.num_inference_steps
+        ratios: dict[str, list[float]] = {}
+        pipe.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=steps))
+        try:
+            for module in pipe.transformer.modules():
+                registry = getattr(module, "_diffusers_hook", None)
+                hook = registry.get_hook(_MAG_CACHE_BLOCK_HOOK) if registry is not None else None
+                if hook is not None and hook.is_tail:
+                    hook._perform_calibration_step = _recording(hook, ratios)
+            with contextlib.redirect_stdout(io.StringIO()):  # the hook prints the ratios; we keep them instead
+                self._call(GenerationRequest(prompt=prompt, seed=seed))
+        finally:
+            pipe.transformer.disable_cache()
+        if not ratios:
+            raise GenerationFailed("MagCache calibration recorded no ratios: the transformer has no hookable blocks")
+        return ratios
+
+    # -- internals ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _cache_enabled(self, request: GenerationRequest):
+        if request.method is None:
+            yield
+            return
+        method = get_method(request.method)
+        params = {**self._family_extra(request.method), **request.params}
+        config = method.build_config(
+            params, pipe=self.pipe, num_inference_steps=self.spec.generation.num_inference_steps,
+            mag_ratios=list(request.mag_ratios) if request.mag_ratios else None,
+        )
+        transformer = self.pipe.transformer
+        transformer.enable_cache(config)
+        try:
+            yield
+        finally:
+            transformer.disable_cache()
+
+    @contextlib.contextmanager
+    def _optimized(self, request: GenerationRequest):
+        if not request.optimization or all(_is_default(k, v) for k, v in request.optimization.items()):
+            yield {}
+            return
+        from experiments.optimizations import applied
+
+        with applied(self.pipe, request.optimization, warm=lambda: self._call(request)) as info:
+            yield info
+
+    def _family_extra(self, method: str) -> dict[str, Any]:
+        family = self.family()
+        support = family.methods.get(method) if family else None
+        return dict(support.extra) if support else {}
+
+    def _kwargs(self, request: GenerationRequest) -> dict[str, Any]:
+        import torch
+
+        kwargs = self.spec.generation.pipeline_kwargs()
+        kwargs.update(prompt=request.prompt, output_type="np",
+                      generator=torch.Generator("cpu").manual_seed(request.seed))
+        if "callback_on_step_end" in inspect.signature(type(self.pipe).__call__).parameters:
+            kwargs["callback_on_step_end"] = self._step_end
+        return kwargs
+
+    def _step_end(self, pipe, step_index, timestep, callback_kwargs):
+        self._instr.step_end_callback(pipe, step_index, timestep, callback_kwargs)
+        if self.on_step is not None:
+            self.on_step(step_index + 1, self.spec.generation.num_inference_steps)
+        return {}
+
+    def _call(self, request: GenerationRequest) -> np.ndarray:
+        import torch
+
+        transformer = self.pipe.transformer
+        if hasattr(transformer, "_reset_stateful_cache"):
+            transformer._reset_stateful_cache()
+        with torch.inference_mode():
+            result = self.pipe(**self._kwargs(request))
+        return self._to_frames(result)
+
+    def _timed_call(self, request: GenerationRequest) -> tuple[np.ndarray, CallRecord, int | None]:
+        import torch
+
+        cuda = self.pipe.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = self._instr.start()
+        try:
+            frames = self._call(request)
+        finally:
+            record = self._instr.stop(start)
+        peak = torch.cuda.max_memory_allocated() if cuda else None
+        return frames, record, peak
+
+    def _to_frames(self, result: Any) -> np.ndarray:
+        video = getattr(result, "frames", None)
+        out = video if video is not None else result.images
+        arr = np.asarray(out[0], dtype=np.float32)
+        self._kind = "video" if video is not None else "image"
+        if arr.ndim == 3:
+            arr = arr[None]
+        if not np.isfinite(arr).all():
+            raise GenerationFailed(f"pipeline output has {int((~np.isfinite(arr)).sum())} non-finite values (NaN/inf)")
+        return (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def _recording(hook: Any, ratios: dict[str, list[float]]):
+    """Wrap a MagCache tail hook's calibration step to keep each ratio under its CFG branch name."""
+    original = hook._perform_calibration_step
+
+    def perform(state, residual):
+        original(state, residual)
+        context = hook.state_manager._context
+        ratios.setdefault(context.name if context else "inference", []).append(float(state.calibration_ratios[-1]))
+
+    return perform
+
+
+def _is_default(key: str, value: Any) -> bool:
+    return value in ("none", "native", False, None)

@@ -1,0 +1,347 @@
+"""The experiment spec: a YAML file validated into typed objects.
+
+A spec names a model, the generation settings shared by every run, the prompts and
+seeds, the cache methods with their sweep grids, optional optimization axes, the
+metrics, timing and tracking settings. Everything a user can get wrong is reported as
+one :class:`SpecError` naming the field, the value and what is allowed.
+
+Example::
+
+    spec = load_spec("configs/tiny.yaml", overrides=["generation.num_inference_steps=8"])
+    print(spec.name, len(spec.prompts), spec.methods[0].name)
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from experiments.errors import SpecError
+
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """Where the pipeline comes from: exactly one of `id` (hub id), `path` (local folder) or `tiny` (built in code)."""
+
+    id: str | None = None
+    path: str | None = None
+    tiny: str | None = None
+    pipeline_class: str | None = None
+    revision: str | None = None
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    component_dtypes: dict[str, Literal["float32", "float16", "bfloat16"]] = Field(default_factory=dict)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    trust_remote_code: bool = False
+    vae_tiling: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        given = [k for k in ("id", "path", "tiny") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of model.id (a Hugging Face hub id), model.path (a local folder) "
+                f"or model.tiny (a family built in code); got {given or 'none'}"
+            )
+        return self
+
+    @property
+    def source(self) -> str:
+        return self.id or self.path or f"tiny:{self.tiny}"
+
+
+class GenerationSpec(BaseModel):
+    """Pipeline keyword arguments shared by every generation. Unknown keys pass through to the pipeline."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    height: int | None = Field(default=None, gt=0)
+    width: int | None = Field(default=None, gt=0)
+    num_frames: int | None = Field(default=None, gt=0)
+    num_inference_steps: int = Field(default=28, gt=0)
+    guidance_scale: float | None = Field(default=None, ge=0)
+    negative_prompt: str | None = None
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments handed to the pipeline call (None means: use the pipeline's default)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class MethodSpec(_Strict):
+    """One cache method: fixed `params` plus a `sweep` grid whose cartesian product gives the points."""
+
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    # MagCache only: "auto" calibrates once per (model, scheduler, steps, resolution) and reuses it.
+    calibrate: Literal["auto", "never"] = "auto"
+    # Which calibration array to use when the pipeline runs CFG as two passes.
+    cfg_branch: Literal["cond", "uncond"] = "cond"
+
+    @field_validator("sweep")
+    @classmethod
+    def _non_empty_axes(cls, sweep):
+        for key, values in sweep.items():
+            if not values:
+                raise ValueError(f"sweep axis {key!r} is an empty list; give at least one value")
+        return sweep
+
+    @property
+    def display_name(self) -> str:
+        return self.label or self.name
+
+
+class OptimizationsSpec(_Strict):
+    """Acceleration knobs swept orthogonally to the cache grid (issue: beyond caching)."""
+
+    compile: list[Literal["none", "full", "regional"]] = Field(default_factory=lambda: ["none"])
+    attention_backend: list[str] = Field(default_factory=lambda: ["native"])
+    layerwise_casting: list[Literal["none", "float8_e4m3fn", "float8_e5m2"]] = Field(default_factory=lambda: ["none"])
+    offload: list[Literal["none", "model", "sequential", "group"]] = Field(default_factory=lambda: ["none"])
+    vae_tiling: list[bool] = Field(default_factory=lambda: [False])
+
+    def axes(self) -> dict[str, list[Any]]:
+        return {k: list(v) for k, v in self.model_dump().items()}
+
+
+class MetricsSpec(_Strict):
+    names: list[Literal["lpips", "psnr", "ssim", "clip"]] = Field(default_factory=lambda: ["lpips", "psnr", "ssim", "clip"])
+    lpips_net: Literal["alex", "vgg"] = "alex"
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str = "laion2b_s34b_b79k"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(default=16, gt=0)
+    # Only for tests and smoke runs: build LPIPS/CLIP with random weights when pretrained ones are missing.
+    # Every score made that way is labelled "random-weights" in its name.
+    allow_random_weights: bool = False
+
+
+class TimingSpec(_Strict):
+    warmup: int = Field(default=1, ge=0)
+    repeats: int = Field(default=3, ge=1)
+
+
+class WandbSpec(_Strict):
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    project: str = "diffusion-cache-repro"
+    entity: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class OutputSpec(_Strict):
+    dir: str | None = None  # default: runs/<name>
+    mp4: bool = True
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str | None = None
+    model: ModelSpec
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    prompts: list[str]
+    seeds: list[int]
+    methods: list[MethodSpec]
+    optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    timing: TimingSpec = Field(default_factory=TimingSpec)
+    wandb: WandbSpec = Field(default_factory=WandbSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, prompts):
+        if not prompts:
+            raise ValueError("no prompts given; list at least one prompt (or a file with one prompt per line)")
+        for i, p in enumerate(prompts):
+            if not p.strip():
+                raise ValueError(f"prompt {i} is empty")
+        return prompts
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, seeds):
+        if not isinstance(seeds, list) or not seeds:
+            raise ValueError("seeds must be a non-empty list of integers, e.g. [0, 1]")
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise ValueError(f"seed {s!r} is not an integer; seeds must be integers, e.g. [0, 1]")
+            if s < 0:
+                raise ValueError(f"seed {s} is negative; seeds must be integers >= 0")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds contain duplicates: {seeds}")
+        return seeds
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods):
+        if not methods:
+            raise ValueError("no cache methods given; add at least one entry under `methods`")
+        labels = [m.display_name for m in methods]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"method entries {dupes} appear twice; give each a distinct `label`")
+        return methods
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
+
+    def spec_hash(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of `obj` (sorted keys), first 16 hex digits."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read, override, validate. Raises SpecError with one clear message on any problem."""
+    path = Path(path)
+    raw = read_yaml_mapping(path)
+    for item in overrides:
+        apply_override(raw, item)
+    raw = _resolve_prompts(raw, path.parent)
+    spec = _validate(raw, path)
+    from experiments.methods import check_method_spec  # heavy (diffusers) import only when validating
+
+    for i, m in enumerate(spec.methods):
+        check_method_spec(m, where=f"{path}: methods[{i}] ({m.name})", generation=spec.generation)
+    return spec
+
+
+def read_yaml_mapping(path: Path) -> dict:
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        # safe_load refuses python tags (e.g. !!python/object) with a ConstructorError
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}{where}: not valid YAML for a spec: {problem}. Only plain YAML is accepted (no python tags).") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec must be a YAML mapping (name:, model:, prompts:, ...), got {type(data).__name__}")
+    return data
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one `--set key.path=value`; the value is parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in item:
+        raise SpecError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. generation.num_inference_steps=20")
+    key, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        raise SpecError(f"--set {item!r}: value {text!r} is not valid YAML") from None
+    parts = key.strip().split(".")
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _step(node, part, item, create=True)
+    last = parts[-1]
+    if isinstance(node, list):
+        index = _index(node, last, item)
+        node[index] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SpecError(f"--set {item!r}: {'.'.join(parts[:-1])} is not a mapping or list")
+
+
+def _step(node: Any, part: str, item: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, item)]
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            node[part] = {}
+        return node[part]
+    raise SpecError(f"--set {item!r}: cannot descend into {part!r} (not a mapping or list)")
+
+
+def _index(node: list, part: str, item: str) -> int:
+    try:
+        index = int(part)
+        node[index]
+    except (ValueError, IndexError):
+        raise SpecError(f"--set {item!r}: {part!r} is not a valid index into a list of {len(node)}") from None
+    return index
+
+
+def _resolve_prompts(raw: dict, base: Path) -> dict:
+    prompts = raw.get("prompts")
+    if isinstance(prompts, dict) and set(prompts) == {"file"}:
+        file = Path(prompts["file"])
+        file = file if file.is_absolute() else base / file
+        if not file.is_file():
+            raise SpecError(f"prompts.file: prompts file not found: {file} (one prompt per line)")
+        lines = [ln.strip() for ln in file.read_text().splitlines()]
+        raw = {**raw, "prompts": [ln for ln in lines if ln and not ln.startswith("#")]}
+        if not raw["prompts"]:
+            raise SpecError(f"prompts.file: {file} holds no prompts (one prompt per line, # starts a comment)")
+    elif prompts is not None and not isinstance(prompts, list):
+        raise SpecError("prompts: expected a list of strings or {file: prompts.txt}, got " + type(prompts).__name__)
+    return raw
+
+
+def _validate(raw: dict, path: Path) -> Spec:
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = _format_loc(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            field = err["loc"][-1]
+            parent = _model_at(err["loc"][:-1])
+            allowed = sorted(parent.model_fields) if parent else []
+            near = difflib.get_close_matches(str(field), allowed, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            msg = f"unknown field {field!r}{hint} Allowed: {', '.join(allowed)}"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in err and err["type"] not in ("value_error",):
+            msg = f"{msg} (got {err['input']!r})"
+        raise SpecError(f"{path}: {loc}: {msg}") from None
+
+
+def _format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        inner = getattr(ann, "__args__", None)
+        candidates = [ann, *(inner or ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model

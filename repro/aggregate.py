@@ -1,0 +1,205 @@
+"""Tidy tables from the store: one row per item (point x prompt x seed) and one per point.
+
+Per item: speedup = speed-baseline median end-to-end time / cached median time (and the
+same for the denoise loop), compute fraction = transformer blocks executed / blocks the
+speed baseline executed, the reference metrics against the quality baseline, and the
+CLIP change vs the baseline. Per point: the mean over items with a 95% bootstrap interval
+(PSNR: infinite values capped as `metrics.aggregate` states). These tables feed the
+Pareto front, `repro best`, W&B, exports and `paper_figures`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from repro.pareto import BETTER, pareto_mask
+from repro.store import Store
+
+QUALITY = ("lpips", "psnr", "ssim", "clip", "clip_delta")
+NAN = float("nan")
+
+
+def item_rows(store: Store) -> list[dict[str, Any]]:
+    gens = {g["key"]: g for g in store.generations()}
+    scores = store.scores()
+    labels = {p["point_id"]: p["label"] for p in store.points()}
+    methods = {p["point_id"]: p["method"] for p in store.points()}
+    rows = []
+    for g in gens.values():
+        s = g.get("summary") or {}
+        speed_ref = gens.get(g.get("speed_baseline_key") or g["key"])
+        quality_ref_key = g.get("quality_baseline_key")
+        sc = scores.get(g["key"], {})
+        ref_sc = scores.get(quality_ref_key, {}) if quality_ref_key else sc
+        ok = g["status"] == "ok"
+        ref_ok = speed_ref is not None and speed_ref["status"] == "ok"
+        row = {
+            "key": g["key"], "role": g["role"], "point_id": g["point_id"],
+            "method": "baseline" if g["role"] == "baseline" else methods.get(g["point_id"], g["method"]),
+            "label": "baseline" if g["role"] == "baseline" else labels.get(g["point_id"], g["point_id"]),
+            "prompt_index": g["prompt_index"], "prompt": g["prompt"], "seed": g["seed"],
+            "status": g["status"], "error": g["error"], "kind": g["kind"],
+            "frames_dir": str(store.run_dir / g["media_dir"]) if g.get("media_dir") else None,
+            "mp4": str(store.run_dir / g["mp4"]) if g.get("mp4") else None,
+            "e2e_s": g["e2e_s"] if ok else NAN, "denoise_s": g["denoise_s"] if ok else NAN,
+            "speedup": _ratio(speed_ref, g, "e2e_s") if ok and ref_ok else NAN,
+            "speedup_denoise": _ratio(speed_ref, g, "denoise_s") if ok and ref_ok else NAN,
+            "compute_fraction": (g["compute_executed"] / speed_ref["compute_executed"])
+            if ok and ref_ok and speed_ref["compute_executed"] else NAN,
+            "peak_memory_mb": (g["peak_memory_bytes"] / 2**20) if ok and g["peak_memory_bytes"] else NAN,
+            "device": g["device"],
+        }
+        for part in ("text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s"):
+            v = s.get(part)
+            row[part] = NAN if v is None or not ok else float(v)
+        row["step_computed"] = json.dumps(s.get("step_computed", []))
+        for m in ("lpips", "psnr", "ssim"):
+            row[m] = sc[m]["value"] if m in sc and sc[m]["value"] is not None else (
+                _identity(m) if not quality_ref_key and ok else NAN)
+        row["clip"] = sc["clip"]["value"] if "clip" in sc else NAN
+        base_clip = ref_sc.get("clip", {}).get("value") if ref_sc else None
+        row["clip_delta"] = (row["clip"] - base_clip) if base_clip is not None and not math.isnan(row["clip"]) else NAN
+        rows.append(row)
+    return rows
+
+
+def metric_labels(store: Store) -> dict[str, str]:
+    """Human labels for the quality columns; random-weight networks are named as such."""
+    labels = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "clip": "CLIP score", "clip_delta": "ΔCLIP score"}
+    seen: dict[str, str] = {}
+    for per_gen in store.scores().values():
+        for metric, s in per_gen.items():
+            seen.setdefault(metric, s["label"])
+    if "lpips" in seen:
+        labels["lpips"] = f"LPIPS ({seen['lpips'].removeprefix('lpips_')})"
+    if "clip" in seen:
+        name = seen["clip"].removeprefix("clip_")
+        labels["clip"] = f"CLIP score ({name})"
+        labels["clip_delta"] = f"ΔCLIP score ({name})"
+    for k, v in list(labels.items()):
+        if "[random-weights]" in v:
+            labels[k] = v.replace("[random-weights]", "").replace(" )", ")").rstrip() + " [random weights]"
+    return labels
+
+
+def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    import metrics
+
+    items = items if items is not None else item_rows(store)
+    points = {p["point_id"]: p for p in store.points()}
+    order = ["baseline"] + list(points)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for it in items:
+        groups.setdefault(it["point_id"], []).append(it)
+    rows = []
+    for pid in order + sorted(set(groups) - set(order)):
+        its = groups.get(pid)
+        if not its:
+            continue
+        p = points.get(pid, {})
+        ok = [i for i in its if i["status"] == "ok"]
+        failed = [i for i in its if i["status"] != "ok"]
+        status = "ok" if not failed else ("failed" if not ok else "partial")
+        first = its[0]
+        row = {
+            "point_id": pid, "method": first["method"], "label": first["label"],
+            "params": json.dumps(p.get("params", {}), sort_keys=True),
+            "key_param": p.get("key_param"), "key_value": p.get("key_value"),
+            "optimization": _opt_label(p.get("optimization", {})) if p else _baseline_opt(pid),
+            "status": status, "error": failed[0]["error"] if failed else None, "n_items": len(ok),
+            "n_failed": len(failed), "python_call": p.get("python_call"), "spec_snippet": p.get("spec_snippet"),
+        }
+        lat = sorted(i["e2e_s"] for i in ok)
+        row["latency_s"] = _mean([i["e2e_s"] for i in ok])
+        row["latency_q25_s"] = _quantile(lat, 0.25)
+        row["latency_q75_s"] = _quantile(lat, 0.75)
+        for col in ("denoise_s", "speedup_denoise", "compute_fraction", "peak_memory_mb", "text_encode_s",
+                    "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s"):
+            row[col] = _mean([i[col] for i in ok])
+        for col in ("speedup", *QUALITY):
+            agg = metrics.aggregate([i[col] for i in ok if not _isnan(i[col])], col) if ok else None
+            if not agg or not agg.get("n"):
+                row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = NAN, NAN, NAN
+            else:
+                row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = agg["mean"], agg["ci_low"], agg["ci_high"]
+        row["step_computed"] = json.dumps(_mean_lists([json.loads(i["step_computed"]) for i in ok]))
+        if status != "ok":
+            for col in ("speedup", *QUALITY):
+                row[col] = NAN if status == "failed" else row[col]
+        rows.append(row)
+    _mark_fronts(rows)
+    return rows
+
+
+def _mark_fronts(rows: list[dict[str, Any]]) -> None:
+    for m in ("lpips", "psnr", "ssim", "clip_delta"):
+        eligible = [r for r in rows if r["method"] != "baseline" and r["status"] == "ok"]
+        mask = pareto_mask([r["speedup"] for r in eligible], [r[m] for r in eligible], BETTER[m])
+        for r in rows:
+            r[f"on_front_{m}"] = False
+        for r, on in zip(eligible, mask):
+            r[f"on_front_{m}"] = on
+
+
+def tables(store: Store):
+    """(points, items) as pandas DataFrames with the attrs paper_figures reads."""
+    import pandas as pd
+
+    items = item_rows(store)
+    points = pd.DataFrame(point_rows(store, items))
+    meta = store.meta()
+    spec = meta.get("spec", {})
+    points.attrs["metric_labels"] = metric_labels(store)
+    points.attrs["title"] = f"{spec.get('name', store.run_dir.name)} ({spec.get('model', {}).get('tiny') and 'tiny ' or ''}{_model_name(spec)})"
+    return points, pd.DataFrame(items)
+
+
+def _model_name(spec: dict[str, Any]) -> str:
+    m = spec.get("model", {})
+    return m.get("id") or (Path(m["path"]).name if m.get("path") else m.get("tiny") or "model")
+
+
+def _ratio(ref: dict[str, Any], g: dict[str, Any], col: str) -> float:
+    return ref[col] / g[col] if ref and ref.get(col) and g.get(col) else NAN
+
+
+def _identity(metric: str) -> float:
+    return {"lpips": 0.0, "psnr": math.inf, "ssim": 1.0}[metric]
+
+
+def _mean(values: list[float]) -> float:
+    vals = [v for v in values if v is not None and not _isnan(v)]
+    return sum(vals) / len(vals) if vals else NAN
+
+
+def _mean_lists(lists: list[list[float]]) -> list[float]:
+    lists = [x for x in lists if x]
+    if not lists:
+        return []
+    n = min(len(x) for x in lists)
+    return [sum(x[i] for x in lists) / len(lists) for i in range(n)]
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return NAN
+    pos = (len(sorted_values) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _isnan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _opt_label(opt: dict[str, Any]) -> str:
+    from repro.plan import optimization_label
+
+    return optimization_label(opt)
+
+
+def _baseline_opt(point_id: str) -> str:
+    return point_id.partition(" | ")[2] or "none"

@@ -1,0 +1,309 @@
+"""The `repro` command line. Heavy imports (torch, diffusers, metrics) stay inside commands,
+so `repro --help` answers at once.
+
+Exit codes: 0 success; 1 some generations failed (recorded, the rest ran); 2 bad input
+(spec, flag, path) with one clear message and nothing written; 3 missing model or metric
+weights (the message says how to fetch them); 130 interrupted (resume by re-running).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+EXIT_BAD_INPUT, EXIT_MISSING_WEIGHTS = 2, 3
+
+
+def _friendly_errors(fn):
+    """Turn the errors a user can fix into one line on stderr and a distinct exit code."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from experiments.errors import SpecError
+
+        try:
+            return fn(*args, **kwargs)
+        except SpecError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except Exception as exc:
+            if type(exc).__name__ in ("ModelUnavailable", "WeightsMissing"):
+                click.echo(f"error: {exc}", err=True)
+                sys.exit(EXIT_MISSING_WEIGHTS)
+            raise
+    return wrapper
+
+
+def _load(spec_path: str, overrides: tuple[str, ...], out: str | None = None):
+    from experiments.spec import load_spec
+
+    extra = (f"output.dir={out}",) if out else ()
+    return load_spec(spec_path, overrides=(*overrides, *extra))
+
+
+def _run_spec(run_dir: str):
+    """The resolved spec a run directory was made with."""
+    from experiments.spec import Spec
+    from repro.store import Store
+
+    store = Store.open_existing(run_dir)
+    meta = store.meta()
+    store.close()
+    spec = Spec.model_validate(meta["spec"])
+    return spec.model_copy(update={"output": spec.output.model_copy(update={"dir": str(run_dir)})})
+
+
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+                          help="Override a spec field, e.g. --set generation.num_inference_steps=20 (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="diffusion-cache-repro")
+def main() -> None:
+    """Reproducible speed vs quality sweeps of training-free diffusion caches (diffusers.hooks)."""
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<spec name>).")
+@set_option
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), help="Ray: number of workers (default: one per GPU, or 1).")
+@click.option("--ray-address", help="Ray: join this cluster instead of starting Ray locally.")
+@click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
+              help="Override the spec's wandb.mode (auto: online with credentials, else offline).")
+@click.option("--only", multiple=True, metavar="KEY=VALUE", help="Restrict to method=NAME, point=ID, prompt=I, seed=S.")
+@click.option("--retry-failed", is_flag=True, help="Run only the generations that failed before.")
+@click.option("--dry-run", is_flag=True, help="Print the plan and what would run; load nothing.")
+@_friendly_errors
+def sweep(spec, out, overrides, executor, workers, ray_address, wandb_mode, only, retry_failed, dry_run):
+    """Run or resume the sweep described by SPEC."""
+    from repro.sweep import run_sweep
+
+    loaded = _load(spec, overrides, out)
+    outcome = run_sweep(loaded, executor=executor, wandb_mode=wandb_mode, only=only, retry_failed=retry_failed,
+                        dry_run=dry_run, workers=workers, ray_address=ray_address)
+    sys.exit(outcome.exit_code)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@set_option
+@_friendly_errors
+def validate(spec, overrides):
+    """Check SPEC and print the plan without loading any model."""
+    from repro.plan import build_plan
+
+    loaded = _load(spec, overrides)
+    plan = build_plan(loaded)
+    click.echo(f"{spec}: valid ({loaded.name}, model {loaded.model.source}, spec hash {loaded.spec_hash()})")
+    click.echo(plan.describe())
+    for p in plan.points:
+        click.echo(f"  {p.point_id:32s} {p.method_label:20s} {p.label}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False))
+@set_option
+@_friendly_errors
+def calibrate(spec, out, overrides):
+    """Compute and store MagCache ratios for SPEC (a sweep reuses them)."""
+    from repro.executors.local import LocalExecutor
+    from repro.lock import RunLock
+    from repro.plan import build_plan
+    from repro.store import Store
+
+    loaded = _load(spec, overrides, out)
+    plan = build_plan(loaded)
+    if not plan.calibrations:
+        click.echo("no MagCache entry in this spec needs calibration")
+        return
+    with RunLock(loaded.run_dir):
+        store = Store(loaded.run_dir)
+        executor = LocalExecutor(loaded)
+        for cal in plan.calibrations:
+            ratios = store.calibration(cal.key)
+            if ratios is None:
+                got = executor.calibrate(cal.prompt, cal.seed)
+                used = cal.cfg_branch if cal.cfg_branch in got else next(iter(got))
+                store.put_calibration(cal.key, got, used, {"prompt": cal.prompt, "seed": cal.seed,
+                                                          "steps": len(got[used]), "branches": sorted(got)})
+                ratios = store.calibration(cal.key)
+            for branch, values in ratios["ratios"].items():
+                mark = " (used)" if branch == ratios["used"] else ""
+                click.echo(f"{cal.key} {branch}{mark}: {[round(v, 5) for v in values]}")
+        store.close()
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Rescore everything, not only what is missing.")
+@set_option
+@_friendly_errors
+def score(run_dir, force, overrides):
+    """(Re)score the generations of RUN_DIR, e.g. after adding CLIP with --set metrics.names=[...]."""
+    from experiments.spec import Spec, apply_override
+    from repro.lock import RunLock
+    from repro.scoring import RunScorer
+    from repro.store import Store
+
+    spec = _run_spec(run_dir)
+    raw = spec.model_dump(mode="json")
+    for item in overrides:
+        apply_override(raw, item)
+    spec = Spec.model_validate(raw)
+    with RunLock(Path(run_dir)):
+        store = Store(run_dir)
+        n = RunScorer(spec.metrics, store).score_missing(force=force)
+        store.set_meta(spec=spec.model_dump(mode="json"))
+        store.close()
+    click.echo(f"scored {n} generation(s) in {run_dir}")
+
+
+@main.command("score-folders")
+@click.argument("dir_a", type=click.Path(exists=True, file_okay=False))
+@click.argument("dir_b", type=click.Path(exists=True, file_okay=False))
+@click.option("--metrics", "names", default="lpips,psnr,ssim", show_default=True)
+@click.option("--allow-random-weights", is_flag=True, help="Tests/smoke runs only; scores are labelled so.")
+@_friendly_errors
+def score_folders(dir_a, dir_b, names, allow_random_weights):
+    """Score two folders of images against each other (files paired by name)."""
+    import metrics
+
+    result = metrics.score_folders(dir_a, dir_b, names=tuple(names.split(",")),
+                                   allow_random_weights=allow_random_weights)
+    for row in result["items"]:
+        click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
+    click.echo("aggregate: " + "  ".join(f"{k}={v}" for k, v in result["aggregate"].items()))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--metric", type=click.Choice(["lpips", "psnr", "ssim", "clip_delta", "all"]), default="all",
+              show_default=True)
+@_friendly_errors
+def pareto(run_dir, metric):
+    """Print the Pareto front(s) of speedup vs quality."""
+    from repro.aggregate import tables
+    from repro.report import format_points
+    from repro.store import Store
+
+    points, _ = tables(Store.open_existing(run_dir))
+    for m in (["lpips", "psnr", "ssim", "clip_delta"] if metric == "all" else [metric]):
+        if points[m].notna().any():
+            click.echo(f"\nPareto front: speedup vs {m}")
+            click.echo(format_points(points, only_front=m))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--max", "maxima", multiple=True, metavar="METRIC=VALUE", help="Upper bound, e.g. lpips=0.1.")
+@click.option("--min", "minima", multiple=True, metavar="METRIC=VALUE", help="Lower bound, e.g. psnr=30.")
+@_friendly_errors
+def best(run_dir, maxima, minima):
+    """Print the fastest point meeting every quality gate, as a spec snippet and a Python call."""
+    from repro.aggregate import tables
+    from repro.pareto import best_point, parse_gates
+    from repro.report import format_best
+    from repro.store import Store
+
+    gates = parse_gates(maxima, minima)
+    store = Store.open_existing(run_dir)
+    points, _ = tables(store)
+    choice = best_point(points.to_dict("records"), gates)
+    if choice is None:
+        click.echo("no point meets every gate", err=True)
+        sys.exit(1)
+    ratios = None
+    if '"mag_ratios"' not in (choice.get("params") or "") and "MagCacheConfig" in (choice.get("python_call") or ""):
+        cal = store.calibrations()
+        ratios = cal[0]["ratios"][cal[0]["used"]] if cal else None
+    click.echo(format_best(choice, gates, ratios))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), help="Default RUN_DIR/figures.")
+@click.option("--format", "formats", default="png,pdf,svg", show_default=True)
+@_friendly_errors
+def figures(run_dir, out, formats):
+    """Write Pareto plots, tables, grids, heat maps and an index page for RUN_DIR."""
+    from experiments.errors import SpecError
+    from repro.aggregate import tables
+    from repro.store import Store
+
+    allowed = {"png", "pdf", "svg"}
+    fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+    bad = [f for f in fmts if f not in allowed]
+    if bad or not fmts:
+        raise SpecError(f"--format {formats!r}: allowed formats are png, pdf, svg (comma-separated)")
+    import paper_figures
+
+    store = Store.open_existing(run_dir)
+    points, items = tables(store)
+    out_dir = Path(out) if out else Path(run_dir) / "figures"
+    written = paper_figures.make_all(points, items, store.calibrations(), out_dir, formats=fmts)
+    paper_figures.write_index(written, out_dir)
+    click.echo(f"wrote {len(written)} figures and tables to {out_dir} (browse {out_dir / 'index.md'})")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet", "jsonl"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Default RUN_DIR/export.")
+@_friendly_errors
+def export(run_dir, fmt, out):
+    """Write tidy tables: one row per item and one per point."""
+    from repro.export import export_tables
+
+    for path in export_tables(run_dir, fmt, out):
+        click.echo(str(path))
+
+
+@main.command("fetch-weights")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@set_option
+@_friendly_errors
+def fetch_weights(spec, overrides):
+    """Download everything SPEC needs (model, LPIPS backbone, CLIP) into the standard caches."""
+    import metrics
+    from experiments.pipelines import fetch_model
+
+    loaded = _load(spec, overrides)
+    click.echo(f"model: {fetch_model(loaded.model)}")
+    m = loaded.metrics
+    for line in metrics.fetch_weights(lpips_net=m.lpips_net, clip_model=m.clip_model,
+                                      clip_pretrained=m.clip_pretrained,
+                                      metrics=tuple(n for n in m.names if n in ("lpips", "clip"))):
+        click.echo(f"metrics: {line}")
+
+
+@main.command()
+@click.option("--family", help="Only this family.")
+def methods(family):
+    """Print the cache method x model family matrix: supported, unsupported (why), untested."""
+    from experiments.families import METHODS, all_families, get_family
+
+    fams = [get_family(family)] if family else list(all_families().values())
+    width = max(len(m) for m in METHODS) + 2
+    click.echo("family".ljust(16) + "".join(m.ljust(width) for m in METHODS))
+    reasons = []
+    for fam in fams:
+        cells = []
+        for m in METHODS:
+            support = fam.methods.get(m)
+            status = support.status if support else "untested"
+            cells.append(status.ljust(width))
+            if support and support.status != "supported":
+                reasons.append(f"  {fam.name} / {m}: {support.reason}")
+        click.echo(fam.name.ljust(16) + "".join(cells))
+    if reasons:
+        click.echo("\nreasons:")
+        click.echo("\n".join(reasons))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

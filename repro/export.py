@@ -1,0 +1,38 @@
+"""`repro export`: the tidy item and point tables as CSV, Parquet or JSON Lines.
+
+Files are written under a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from repro.aggregate import tables
+from repro.store import Store
+
+
+def export_tables(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> list[Path]:
+    store = Store.open_existing(run_dir)
+    points, items = tables(store)
+    meta = store.meta()
+    store.close()
+    for df in (points, items):  # provenance on every row
+        df["spec_hash"] = meta.get("spec_hash")
+        for pkg, version in (meta.get("versions") or {}).items():
+            df[f"version_{pkg}"] = version
+    out_dir = Path(out) if out else Path(run_dir) / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, df in (("points", points), ("items", items)):
+        path = out_dir / f"{name}.{fmt}"
+        tmp = path.with_name(f".tmp-{path.name}")
+        if fmt == "csv":
+            df.to_csv(tmp, index=False)
+        elif fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_json(tmp, orient="records", lines=True)
+        os.replace(tmp, path)
+        written.append(path)
+    return written

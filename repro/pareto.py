@@ -1,0 +1,82 @@
+"""Pareto fronts of speed vs quality, and quality gates.
+
+A point is on the front of (speedup, metric) when no other point is at least as fast and
+at least as good with one of the two strictly better. Equal points are all kept: ties do
+not dominate each other.
+
+Example::
+
+    >>> pareto_mask([1.0, 2.0, 1.5], [0.1, 0.3, 0.3], better="min")
+    [True, True, False]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+#: Which direction of each quality metric is better.
+BETTER = {"lpips": "min", "psnr": "max", "ssim": "max", "clip": "max", "clip_delta": "max"}
+
+
+def pareto_mask(speedups: Sequence[float], quality: Sequence[float], better: str) -> list[bool]:
+    """True where the point is not dominated; NaN points are never on the front."""
+    sign = -1.0 if better == "min" else 1.0
+    pts = [(s, sign * q) for s, q in zip(speedups, quality)]
+    valid = [not (_nan(s) or _nan(q)) for s, q in pts]
+    mask = []
+    for i, (s, q) in enumerate(pts):
+        if not valid[i]:
+            mask.append(False)
+            continue
+        dominated = any(
+            valid[j] and s2 >= s and q2 >= q and (s2 > s or q2 > q)
+            for j, (s2, q2) in enumerate(pts) if j != i
+        )
+        mask.append(not dominated)
+    return mask
+
+
+def parse_gates(maxima: Sequence[str], minima: Sequence[str]) -> list[tuple[str, str, float]]:
+    """`--max lpips=0.1 --min psnr=30` -> [("lpips", "max", 0.1), ("psnr", "min", 30.0)]."""
+    from experiments.errors import SpecError
+
+    gates = []
+    for kind, items in (("max", maxima), ("min", minima)):
+        for item in items:
+            name, _, value = item.partition("=")
+            if name not in BETTER and name not in ("speedup", "compute_fraction", "peak_memory_mb", "latency_s"):
+                raise SpecError(f"--{kind} {item!r}: unknown metric {name!r}; allowed: {', '.join([*BETTER, 'speedup', 'compute_fraction', 'peak_memory_mb', 'latency_s'])}")
+            try:
+                gates.append((name, kind, float(value)))
+            except ValueError:
+                raise SpecError(f"--{kind} {item!r}: expected METRIC=NUMBER, e.g. lpips=0.1") from None
+    return gates
+
+
+def best_point(points: list[dict[str, Any]], gates: list[tuple[str, str, float]]) -> dict[str, Any] | None:
+    """The fastest ok point meeting every gate (ties: the better first gated metric, then the label)."""
+    def meets(p: dict[str, Any]) -> bool:
+        for name, kind, limit in gates:
+            v = p.get(name)
+            if v is None or _nan(v):
+                return False
+            if (kind == "max" and v > limit) or (kind == "min" and v < limit):
+                return False
+        return True
+
+    ok = [p for p in points if p.get("status") == "ok" and p.get("method") != "baseline" and meets(p)]
+    if not ok:
+        return None
+    first = gates[0][0] if gates else None
+
+    def rank(p):
+        q = p.get(first, 0.0) if first else 0.0
+        q = -q if first and BETTER.get(first) == "max" else q
+        return (-p["speedup"], q, p["label"])
+
+    return sorted(ok, key=rank)[0]
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))

@@ -1,0 +1,225 @@
+"""From a spec to the work of a sweep: points, baseline jobs, cached jobs, calibrations.
+
+Every generation is identified by a key: a hash of everything that affects its output
+(model, generation settings, prompt, seed, method, params, optimizations, calibration,
+and the library and code versions). Re-running a spec skips keys already in the store;
+a changed spec reuses every key that is still valid (e.g. the baselines when only
+thresholds were added).
+
+The quality reference of a cached point is the unoptimized, uncached generation of the
+same (prompt, seed). Its speed reference is the uncached generation with the *same*
+optimizations, so a cache on top of torch.compile is compared against compile alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from experiments.methods import expand_grid, get_method
+from experiments.spec import Spec, stable_hash
+
+#: Bump when a code change alters generated pixels, so stale generations are not reused.
+CODE_VERSION = "1"
+
+_SHORT = {"threshold": "t", "retention_ratio": "r", "max_skip_steps": "k", "cache_interval": "n",
+          "spatial_attention_block_skip_range": "s", "max_consecutive_cached": "c"}
+
+
+@dataclass(frozen=True)
+class Point:
+    point_id: str
+    method: str  # registry name, e.g. "mag_cache"
+    method_label: str  # the spec's label for this entry (defaults to the method name)
+    params: dict[str, Any]
+    optimization: dict[str, Any]
+    label: str
+    key_param: str | None
+    key_value: Any
+    calibration_key: str | None = None
+    cfg_branch: str = "cond"
+
+    def record(self) -> dict[str, Any]:
+        method = get_method(self.method)
+        return {
+            "point_id": self.point_id, "method": self.method_label, "label": self.label, "params": self.params,
+            "optimization": self.optimization, "key_param": self.key_param, "key_value": self.key_value,
+            "python_call": method.python_call(self.params),
+            "spec_snippet": _yaml_snippet(self.method, self.params),
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    role: str  # "baseline" | "cached"
+    point_id: str  # "baseline" for baselines (plus an optimization suffix when optimized)
+    method: str | None
+    params: dict[str, Any]
+    optimization: dict[str, Any]
+    prompt_index: int
+    prompt: str
+    seed: int
+    quality_baseline_key: str | None = None
+    speed_baseline_key: str | None = None
+    calibration_key: str | None = None
+
+    @property
+    def description(self) -> str:
+        what = "baseline" if self.role == "baseline" else f"{self.point_id}"
+        return f"{what} | prompt {self.prompt_index} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    key: str
+    prompt: str
+    seed: int
+    cfg_branch: str
+
+
+@dataclass
+class Plan:
+    points: list[Point]
+    baselines: list[Job]
+    cached: list[Job]
+    calibrations: list[Calibration] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> list[Job]:
+        return self.baselines + self.cached
+
+    def describe(self) -> str:
+        lines = [f"{len(self.baselines)} baseline generations, {len(self.cached)} cached generations, "
+                 f"{len(self.points)} points, {len(self.calibrations)} MagCache calibration(s)"]
+        by_method: dict[str, int] = {}
+        for p in self.points:
+            by_method[p.method_label] = by_method.get(p.method_label, 0) + 1
+        for name, n in by_method.items():
+            lines.append(f"  {name}: {n} points")
+        return "\n".join(lines)
+
+
+@lru_cache(maxsize=1)
+def versions() -> dict[str, str]:
+    """Versions that can change generated pixels (read from package metadata: no heavy imports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"code": CODE_VERSION}
+    for pkg in ("torch", "diffusers", "transformers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def model_identity(spec: Spec) -> dict[str, Any]:
+    m = spec.model
+    return {"source": m.source, "pipeline_class": m.pipeline_class, "revision": m.revision, "dtype": m.dtype,
+            "component_dtypes": dict(sorted(m.component_dtypes.items())), "vae_tiling": m.vae_tiling}
+
+
+def optimization_grid(spec: Spec) -> list[dict[str, Any]]:
+    axes = spec.optimizations.axes()
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def is_default_optimization(opt: dict[str, Any]) -> bool:
+    return all(v in ("none", "native", False) for v in opt.values())
+
+
+def optimization_label(opt: dict[str, Any]) -> str:
+    parts = [f"{k}={v}" for k, v in opt.items() if v not in ("none", "native", False)]
+    return ",".join(parts) or "none"
+
+
+def build_plan(spec: Spec) -> Plan:
+    check_support(spec)
+    base_identity = {"model": model_identity(spec), "generation": spec.generation.pipeline_kwargs(),
+                     "versions": versions()}
+    opts = optimization_grid(spec)
+    default_opt = next(o for o in opts if is_default_optimization(o)) if any(map(is_default_optimization, opts)) \
+        else {k: v[0] for k, v in spec.optimizations.axes().items()}
+    items = [(i, p, s) for i, p in enumerate(spec.prompts) for s in spec.seeds]
+
+    def key(**parts: Any) -> str:
+        return stable_hash({**base_identity, **parts})
+
+    baselines: dict[tuple, Job] = {}
+
+    def baseline(opt: dict[str, Any], i: int, prompt: str, seed: int) -> Job:
+        k = (optimization_label(opt), i, seed)
+        if k not in baselines:
+            # an optimized baseline is itself scored against the unoptimized one (e.g. compile drift)
+            quality = None if opt == default_opt else baseline(default_opt, i, prompt, seed).key
+            baselines[k] = Job(
+                key=key(prompt=prompt, seed=seed, method=None, params={}, optimization=opt),
+                role="baseline", point_id=_baseline_id(opt), method=None, params={}, optimization=opt,
+                prompt_index=i, prompt=prompt, seed=seed, quality_baseline_key=quality,
+            )
+        return baselines[k]
+
+    for i, prompt, seed in items:  # the quality references exist even if only optimized points are run
+        baseline(default_opt, i, prompt, seed)
+
+    points: list[Point] = []
+    cached: list[Job] = []
+    calibrations: dict[str, Calibration] = {}
+    for mspec in spec.methods:
+        method = get_method(mspec.name)
+        calib = None
+        if method.needs_calibration and "mag_ratios" not in mspec.params:
+            calib = stable_hash({"calibration": "mag_cache", **base_identity})
+            calibrations.setdefault(calib, Calibration(calib, spec.prompts[0], spec.seeds[0], mspec.cfg_branch))
+        key_param = next(iter(mspec.sweep), None) or next((k for k in method.key_params if k in mspec.params), None)
+        for opt in opts:
+            for params in expand_grid(mspec.params, mspec.sweep):
+                label = _label(mspec.sweep or {k: None for k in method.key_params if k in params}, params)
+                if not is_default_optimization(opt):
+                    label = f"{label} | {optimization_label(opt)}"
+                point_id = f"{mspec.display_name}-{stable_hash({'m': mspec.name, 'p': params, 'o': opt, 'c': mspec.cfg_branch})[:8]}"
+                points.append(Point(point_id, mspec.name, mspec.display_name, params, opt, label, key_param,
+                                    params.get(key_param) if key_param else None, calib, mspec.cfg_branch))
+                for i, prompt, seed in items:
+                    quality = baseline(default_opt, i, prompt, seed)
+                    speed = baseline(opt, i, prompt, seed)
+                    cached.append(Job(
+                        key=key(prompt=prompt, seed=seed, method=mspec.name, params=params, optimization=opt,
+                                calibration=[calib, mspec.cfg_branch] if calib else None),
+                        role="cached", point_id=point_id, method=mspec.name, params=params, optimization=opt,
+                        prompt_index=i, prompt=prompt, seed=seed, quality_baseline_key=quality.key,
+                        speed_baseline_key=speed.key, calibration_key=calib,
+                    ))
+    return Plan(points, list(baselines.values()), cached, list(calibrations.values()))
+
+
+def check_support(spec: Spec) -> None:
+    """Refuse a method the model's family cannot run, before any model loads."""
+    from experiments.errors import SpecError
+    from experiments.pipelines import family_of
+
+    family = family_of(spec.model)
+    if family is None:
+        return
+    for i, m in enumerate(spec.methods):
+        support = family.methods.get(m.name)
+        if support is not None and support.status == "unsupported":
+            raise SpecError(f"methods[{i}]: {m.name} does not support the {family.name} family: {support.reason}")
+
+
+def _baseline_id(opt: dict[str, Any]) -> str:
+    return "baseline" if is_default_optimization(opt) else f"baseline | {optimization_label(opt)}"
+
+
+def _label(axes: dict[str, Any], params: dict[str, Any]) -> str:
+    shown = [k for k in axes if k in params] or list(params)[:1]
+    return " ".join(f"{_SHORT.get(k, k)}={params[k]}" for k in shown) or "default"
+
+
+def _yaml_snippet(method: str, params: dict[str, Any]) -> str:
+    import yaml
+
+    return yaml.safe_dump([{"name": method, "params": params}], sort_keys=False).rstrip()

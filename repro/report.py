@@ -1,0 +1,72 @@
+"""Plain-text views of a run for the terminal: the points table, Pareto fronts, the best point."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TextIO
+
+COLUMNS = (("label", "point", 26), ("method", "method", 18), ("speedup", "speedup", 8),
+           ("compute_fraction", "compute", 8), ("lpips", "lpips", 7), ("psnr", "psnr", 7), ("ssim", "ssim", 6),
+           ("clip_delta", "dCLIP", 7), ("latency_s", "latency_s", 9), ("status", "status", 7))
+
+
+def format_points(points, only_front: str | None = None) -> str:
+    rows = points.to_dict("records")
+    if only_front:
+        rows = [r for r in rows if r.get(f"on_front_{only_front}")]
+    head = " ".join(f"{title:>{w}}" if i > 1 else f"{title:<{w}}" for i, (_, title, w) in enumerate(COLUMNS))
+    lines = [head]
+    for r in rows:
+        cells = []
+        for i, (col, _, w) in enumerate(COLUMNS):
+            v = r.get(col)
+            text = _fmt(col, v)
+            cells.append(f"{text:>{w}}" if i > 1 else f"{text[:w]:<{w}}")
+        lines.append(" ".join(cells))
+    labels = points.attrs.get("metric_labels", {})
+    random = [v for v in labels.values() if "random weights" in v]
+    if random:
+        lines.append("note: " + "; ".join(random) + " -- made with random-weight networks, not comparable to published scores")
+    lines.append("psnr: identical outputs are inf per item; means cap inf at 100 dB")
+    return "\n".join(lines)
+
+
+def print_points(points, stream: TextIO) -> None:
+    print(format_points(points), file=stream)
+
+
+def format_best(point: dict[str, Any], gates: list[tuple[str, str, float]], mag_ratios: list[float] | None) -> str:
+    gate_text = ", ".join(f"{n} {'<=' if k == 'max' else '>='} {v:g}" for n, k, v in gates) or "no gates"
+    lines = [f"fastest point with {gate_text}: {point['method']} {point['label']}",
+             f"  speedup {point['speedup']:.2f}x, lpips {_fmt('lpips', point.get('lpips'))}, "
+             f"psnr {_fmt('psnr', point.get('psnr'))}, ssim {_fmt('ssim', point.get('ssim'))}",
+             "", "spec snippet (methods:)", _indent(point.get("spec_snippet") or "", 2), "", "python"]
+    call = point.get("python_call") or ""
+    if mag_ratios is not None:
+        call = call.replace("MagCacheConfig(", f"MagCacheConfig(mag_ratios={[round(r, 5) for r in mag_ratios]}, "
+                                              f"num_inference_steps={len(mag_ratios)}, ")
+        call = call.split("  # also set")[0]
+    lines.append(_indent(call, 2))
+    return "\n".join(lines)
+
+
+def _indent(text: str, n: int) -> str:
+    return "\n".join(" " * n + line for line in text.splitlines())
+
+
+def _fmt(col: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        if math.isinf(v):
+            return "inf"
+        if col in ("speedup",):
+            return f"{v:.2f}x"
+        if col in ("psnr",):
+            return f"{v:.2f}"
+        if col in ("latency_s",):
+            return f"{v:.3f}"
+        return f"{v:.3f}"
+    return str(v)

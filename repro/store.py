@@ -1,0 +1,211 @@
+"""The results store: one SQLite file per run directory.
+
+A generation row is written only after its media are complete on disk (written under a
+temporary name, then renamed), and every write commits at once, so a crash or ``kill -9``
+loses at most the generation in flight and never leaves a row that points at half a file.
+
+Tables: ``meta`` (resolved spec, hashes, versions, device), ``points`` (the plan's points),
+``generations`` (one row per baseline or cached generation), ``scores`` (one row per
+generation and metric) and ``calibrations`` (MagCache ratios).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS points (
+    point_id TEXT PRIMARY KEY, method TEXT NOT NULL, label TEXT NOT NULL, params TEXT NOT NULL,
+    optimization TEXT NOT NULL, key_param TEXT, key_value TEXT, python_call TEXT, spec_snippet TEXT
+);
+CREATE TABLE IF NOT EXISTS generations (
+    key TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('baseline', 'cached')),
+    point_id TEXT NOT NULL,
+    method TEXT, params TEXT NOT NULL, optimization TEXT NOT NULL,
+    prompt_index INTEGER NOT NULL, prompt TEXT NOT NULL, seed INTEGER NOT NULL,
+    quality_baseline_key TEXT, speed_baseline_key TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error TEXT,
+    kind TEXT, media_dir TEXT, mp4 TEXT, num_frames INTEGER, height INTEGER, width INTEGER,
+    e2e_s REAL, denoise_s REAL, compute_executed INTEGER, compute_possible INTEGER,
+    peak_memory_bytes INTEGER, summary TEXT, device TEXT,
+    spec_hash TEXT, code_version TEXT, attempts INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scores (
+    generation_key TEXT NOT NULL, metric TEXT NOT NULL, label TEXT NOT NULL, value REAL,
+    per_frame TEXT NOT NULL, random_weights INTEGER NOT NULL, reference_key TEXT,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (generation_key, metric)
+);
+CREATE TABLE IF NOT EXISTS calibrations (
+    key TEXT PRIMARY KEY, ratios TEXT NOT NULL, used TEXT NOT NULL, meta TEXT NOT NULL, created_at TEXT NOT NULL
+);
+"""
+
+STORE_FILE = "results.sqlite"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _json(value: Any) -> str:
+    # inf/NaN are not JSON; store them as strings so the file stays readable by any JSON parser
+    return json.dumps(value, sort_keys=True, default=str, allow_nan=True)
+
+
+class Store:
+    """Thin, explicit access to the run's SQLite file. Every write commits immediately."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / STORE_FILE
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    @classmethod
+    def open_existing(cls, run_dir: str | Path) -> "Store":
+        from experiments.errors import SpecError
+
+        if not (Path(run_dir) / STORE_FILE).is_file():
+            raise SpecError(f"{run_dir}: no {STORE_FILE} here; is this a run directory made by `repro sweep`?")
+        return cls(run_dir)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def set_meta(self, **values: Any) -> None:
+        with self.db:
+            for k, v in values.items():
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, _json(v)))
+
+    def meta(self) -> dict[str, Any]:
+        return {r["key"]: json.loads(r["value"]) for r in self.db.execute("SELECT * FROM meta")}
+
+    # -- points -------------------------------------------------------------------------------
+
+    def put_points(self, points: list[dict[str, Any]]) -> None:
+        with self.db:
+            for p in points:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO points VALUES (?,?,?,?,?,?,?,?,?)",
+                    (p["point_id"], p["method"], p["label"], _json(p["params"]), _json(p["optimization"]),
+                     p.get("key_param"), _json(p.get("key_value")), p.get("python_call"), p.get("spec_snippet")),
+                )
+
+    def points(self) -> list[dict[str, Any]]:
+        rows = [dict(r) for r in self.db.execute("SELECT * FROM points ORDER BY rowid")]
+        for r in rows:
+            r["params"] = json.loads(r["params"])
+            r["optimization"] = json.loads(r["optimization"])
+            r["key_value"] = json.loads(r["key_value"]) if r["key_value"] is not None else None
+        return rows
+
+    # -- generations --------------------------------------------------------------------------
+
+    def put_generation(self, row: dict[str, Any]) -> None:
+        """Insert or replace one generation; its media must already be complete on disk."""
+        row = dict(row)
+        previous = self.generation(row["key"])
+        row["attempts"] = (previous["attempts"] + 1) if previous else 1
+        row["created_at"] = _now()
+        for field in ("params", "optimization", "summary"):
+            if field in row and not isinstance(row[field], str):
+                row[field] = _json(row[field])
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.db:
+            self.db.execute(f"INSERT OR REPLACE INTO generations ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def generation(self, key: str) -> dict[str, Any] | None:
+        r = self.db.execute("SELECT * FROM generations WHERE key = ?", (key,)).fetchone()
+        return _decode_generation(r) if r else None
+
+    def generations(self, role: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM generations WHERE 1=1", []
+        if role:
+            sql, args = sql + " AND role = ?", [*args, role]
+        if status:
+            sql, args = sql + " AND status = ?", [*args, status]
+        return [_decode_generation(r) for r in self.db.execute(sql + " ORDER BY rowid", args)]
+
+    def statuses(self) -> dict[str, str]:
+        return {r["key"]: r["status"] for r in self.db.execute("SELECT key, status FROM generations")}
+
+    # -- scores -------------------------------------------------------------------------------
+
+    def put_scores(self, generation_key: str, scores: dict[str, dict[str, Any]], reference_key: str | None) -> None:
+        with self.db:
+            for metric, s in scores.items():
+                self.db.execute(
+                    "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?)",
+                    (generation_key, metric, s["label"], _finite_or_text(s["value"]), _json(s["per_frame"]),
+                     int("[random-weights]" in s["label"]), reference_key, _now()),
+                )
+
+    def scores(self) -> dict[str, dict[str, dict[str, Any]]]:
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in self.db.execute("SELECT * FROM scores"):
+            out.setdefault(r["generation_key"], {})[r["metric"]] = {
+                "value": _from_db(r["value"]), "label": r["label"], "per_frame": json.loads(r["per_frame"]),
+                "random_weights": bool(r["random_weights"]),
+            }
+        return out
+
+    def scored_keys(self, metric: str) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT generation_key FROM scores WHERE metric = ?", (metric,))}
+
+    # -- calibrations -------------------------------------------------------------------------
+
+    def put_calibration(self, key: str, ratios: dict[str, list[float]], used: str, meta: dict[str, Any]) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO calibrations VALUES (?,?,?,?,?)",
+                            (key, _json(ratios), used, _json(meta), _now()))
+
+    def calibration(self, key: str) -> dict[str, Any] | None:
+        r = self.db.execute("SELECT * FROM calibrations WHERE key = ?", (key,)).fetchone()
+        return _decode_calibration(r) if r else None
+
+    def calibrations(self) -> list[dict[str, Any]]:
+        return [_decode_calibration(r) for r in self.db.execute("SELECT * FROM calibrations ORDER BY rowid")]
+
+    def iter_rows(self, table: str) -> Iterator[dict[str, Any]]:
+        if table not in ("meta", "points", "generations", "scores", "calibrations"):
+            raise ValueError(table)
+        yield from (dict(r) for r in self.db.execute(f"SELECT * FROM {table}"))
+
+
+def _decode_generation(r: sqlite3.Row) -> dict[str, Any]:
+    d = dict(r)
+    for field in ("params", "optimization", "summary"):
+        if d.get(field):
+            d[field] = json.loads(d[field])
+    return d
+
+
+def _decode_calibration(r: sqlite3.Row) -> dict[str, Any]:
+    d = dict(r)
+    d["ratios"] = json.loads(d["ratios"])
+    d["meta"] = json.loads(d["meta"])
+    return d
+
+
+def _finite_or_text(value: float | None) -> Any:
+    # SQLite stores inf as a REAL fine; NaN becomes NULL, which is what "not computed" means.
+    return None if value is None or value != value else float(value)
+
+
+def _from_db(value: Any) -> float | None:
+    return None if value is None else float(value)

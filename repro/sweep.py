@@ -1,0 +1,282 @@
+"""`repro sweep`: plan, generate (baselines first), store, score, aggregate, report.
+
+The driver is the only writer of the store. Each finished generation is written (media
+renamed into place, then its row committed) and scored before the next one is recorded,
+so an interrupted sweep resumes exactly where it stopped. Ctrl-C asks the executor to stop
+after the generation in flight; a second Ctrl-C aborts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from experiments.errors import SpecError
+from experiments.media import clean_partial, write_frames
+from experiments.runner import GenerationRequest
+from experiments.spec import Spec
+from repro.lock import RunLock
+from repro.plan import Job, Plan, build_plan, versions
+from repro.progress import Progress
+from repro.store import Store
+
+EXIT_OK, EXIT_FAILED_POINTS, EXIT_INTERRUPTED = 0, 1, 130
+
+
+@dataclass
+class SweepOutcome:
+    run_dir: Path
+    generated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    failed_keys: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_FAILED_POINTS if self.failed else EXIT_OK
+
+
+def select(plan: Plan, only: tuple[str, ...]) -> Plan:
+    """Restrict to `--only method=NAME` / `point=ID` / `prompt=I` / `seed=S` (repeatable, all must match)."""
+    filters: dict[str, set[str]] = {}
+    for item in only:
+        key, _, value = item.partition("=")
+        if key not in ("method", "point", "prompt", "seed") or not value:
+            raise SpecError(f"--only {item!r}: expected method=NAME, point=ID, prompt=INDEX or seed=SEED")
+        filters.setdefault(key, set()).add(value)
+    if not filters:
+        return plan
+
+    def keep_point(p) -> bool:
+        return ("method" not in filters or {p.method, p.method_label} & filters["method"]) and \
+               ("point" not in filters or p.point_id in filters["point"])
+
+    def keep_item(j: Job) -> bool:
+        return ("prompt" not in filters or str(j.prompt_index) in filters["prompt"]) and \
+               ("seed" not in filters or str(j.seed) in filters["seed"])
+
+    points = [p for p in plan.points if keep_point(p)]
+    if not points:
+        known = sorted({p.method_label for p in plan.points})
+        raise SpecError(f"--only {' '.join(only)} matches no point; methods in this spec: {', '.join(known)}")
+    ids = {p.point_id for p in points}
+    cached = [j for j in plan.cached if j.point_id in ids and keep_item(j)]
+    needed = {j.quality_baseline_key for j in cached} | {j.speed_baseline_key for j in cached}
+    baselines = [j for j in plan.baselines if j.key in needed or (keep_item(j) and not cached)]
+    calib = {j.calibration_key for j in cached}
+    return Plan(points, baselines, cached, [c for c in plan.calibrations if c.key in calib])
+
+
+def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = None, only: tuple[str, ...] = (),
+              retry_failed: bool = False, dry_run: bool = False, workers: int | None = None,
+              ray_address: str | None = None, stream: TextIO | None = None) -> SweepOutcome:
+    stream = stream or sys.stderr
+    plan = select(build_plan(spec), only)
+    run_dir = spec.run_dir
+    if dry_run:
+        print(plan.describe(), file=stream)
+        _print_todo(plan, run_dir, retry_failed, stream)
+        return SweepOutcome(run_dir)
+
+    with RunLock(run_dir):
+        store = Store(run_dir)
+        try:
+            return _run(spec, plan, store, executor, wandb_mode, retry_failed, workers, ray_address, stream)
+        finally:
+            store.close()
+
+
+def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ray_address, stream) -> SweepOutcome:
+    from repro.scoring import RunScorer
+
+    outcome = SweepOutcome(spec.run_dir)
+    store.set_meta(spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), versions=versions(),
+                   python=sys.version.split()[0])
+    clean_partial(spec.run_dir / "media")
+    store.put_points([p.record() for p in plan.points])
+    statuses = store.statuses()
+    if retry_failed:
+        todo = [j for j in plan.jobs if statuses.get(j.key) == "failed"]
+    else:
+        todo = [j for j in plan.jobs if j.key not in statuses]
+    outcome.skipped = len(plan.jobs) - len(todo)
+    print(plan.describe(), file=stream)
+    print(f"{len(todo)} generation(s) to run, {outcome.skipped} already in {spec.run_dir}", file=stream)
+
+    scorer = RunScorer(spec.metrics, store)
+    if todo or _unscored(store, scorer):
+        _ = scorer.scorer  # build the metric networks now: missing weights stop us before hours of generation
+
+    progress = Progress(len(todo), stream)
+    stop = _StopFlag(progress)
+    frames_cache: dict[str, Any] = {}
+    if todo:
+        executor = _make_executor(executor_kind, spec, progress, workers, ray_address)
+        try:
+            executor.start()
+            ratios = _calibrations(plan, todo, store, executor, progress)
+            work = [(j, _request(j, ratios)) for j in sorted(todo, key=lambda j: j.role != "baseline")]
+            with stop.installed():
+                executor.run(
+                    work,
+                    on_start=lambda job: progress.start(job.description, spec.generation.num_inference_steps),
+                    on_done=lambda job, result: _record(job, result, spec, store, scorer, progress, outcome,
+                                                        frames_cache),
+                    should_stop=stop.requested,
+                )
+        finally:
+            executor.close()
+            progress.close()
+    outcome.interrupted = stop.requested()
+    if not outcome.interrupted:
+        scorer.score_missing()
+    outcome.failed = sum(1 for j in plan.jobs if store.statuses().get(j.key) == "failed")
+    _report(spec, store, wandb_mode, stream)
+    if outcome.interrupted:
+        print("interrupted: finished generations are saved; run the same command again to resume", file=stream)
+    elif outcome.failed:
+        print(f"{outcome.failed} generation(s) failed (recorded with their errors); "
+              f"retry them with --retry-failed", file=stream)
+    return outcome
+
+
+def _make_executor(kind, spec, progress, workers, ray_address):
+    from repro.executors import make_executor
+
+    return make_executor(kind, spec, on_step=progress.step, workers=workers, address=ray_address)
+
+
+def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, tuple]:
+    """MagCache ratios per calibration key: computed once, stored, reused by every later sweep."""
+    needed = {j.calibration_key for j in todo if j.calibration_key}
+    out: dict[str, tuple] = {}
+    for cal in plan.calibrations:
+        if cal.key not in needed:
+            continue
+        stored = store.calibration(cal.key)
+        if stored is None:
+            progress.note(f"calibrating MagCache (prompt 0, seed {cal.seed})")
+            ratios = executor.calibrate(cal.prompt, cal.seed)
+            used = cal.cfg_branch if cal.cfg_branch in ratios else next(iter(ratios))
+            store.put_calibration(cal.key, ratios, used, {"prompt": cal.prompt, "seed": cal.seed,
+                                                          "steps": len(ratios[used]), "branches": sorted(ratios)})
+            stored = store.calibration(cal.key)
+            if len(ratios) > 1:
+                progress.note(f"MagCache calibration gave {len(ratios)} ratio arrays ({', '.join(sorted(ratios))}: "
+                              f"CFG runs as separate passes); the sweep uses {used!r}")
+        out[cal.key] = tuple(stored["ratios"][stored["used"]])
+    return out
+
+
+def _request(job: Job, ratios: dict[str, tuple]) -> GenerationRequest:
+    return GenerationRequest(prompt=job.prompt, seed=job.seed, method=job.method, params=job.params,
+                             optimization=job.optimization,
+                             mag_ratios=ratios.get(job.calibration_key) if job.calibration_key else None)
+
+
+def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: Progress, outcome: SweepOutcome,
+            frames_cache: dict[str, Any]) -> None:
+    row = {
+        "key": job.key, "role": job.role, "point_id": job.point_id, "method": job.method, "params": job.params,
+        "optimization": job.optimization, "prompt_index": job.prompt_index, "prompt": job.prompt, "seed": job.seed,
+        "quality_baseline_key": job.quality_baseline_key, "speed_baseline_key": job.speed_baseline_key,
+        "spec_hash": spec.spec_hash(), "code_version": versions()["code"],
+    }
+    if isinstance(result, BaseException):
+        error = f"{type(result).__name__}: {result}".strip()
+        store.put_generation({**row, "status": "failed", "error": error[:2000]})
+        outcome.failed_keys.append(job.key)
+        progress.finish(f"FAILED ({error.splitlines()[0][:120]})")
+        return
+    folder = spec.run_dir / "media" / job.key
+    paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video")
+    summary = result.summary()
+    store.put_generation({
+        **row, "status": "ok", "error": None, "kind": result.kind,
+        "media_dir": str(Path(paths["media_dir"]).relative_to(spec.run_dir)),
+        "mp4": str(Path(paths["mp4"]).relative_to(spec.run_dir)) if paths["mp4"] else None,
+        "num_frames": int(result.frames.shape[0]), "height": int(result.frames.shape[1]),
+        "width": int(result.frames.shape[2]), "e2e_s": summary["e2e_s"], "denoise_s": summary["denoise_s"],
+        "compute_executed": summary["compute_executed"], "compute_possible": summary["compute_possible"],
+        "peak_memory_bytes": summary["peak_memory_bytes"], "summary": summary, "device": result.device,
+    })
+    outcome.generated += 1
+    note = f"{summary['e2e_s']:.2f}s, blocks {summary['compute_executed']}/{summary['compute_possible']}"
+    try:
+        if job.quality_baseline_key is None:
+            frames_cache.clear()  # keep one baseline in memory: cached points of it usually follow
+            frames_cache[job.key] = result.frames
+            scorer.score_baseline(job.key, job.prompt, result.frames)
+        elif store.statuses().get(job.quality_baseline_key) == "ok":
+            scores = scorer.score_cached(job.key, job.quality_baseline_key, job.prompt, result.frames,
+                                         frames_cache.get(job.quality_baseline_key))
+            if "lpips" in scores:
+                note += f", lpips {scores['lpips']['value']:.3f}"
+    except Exception as exc:  # a scoring problem must not lose the generation; `repro score` retries it
+        note += f", scoring failed: {type(exc).__name__}: {exc}"
+    progress.finish(note)
+
+
+def _unscored(store: Store, scorer) -> bool:
+    names = [*scorer.reference_names, *(["clip"] if scorer.wants_clip else [])]
+    ok = [g["key"] for g in store.generations(status="ok")]
+    return any(g not in store.scored_keys(n) for n in names for g in ok)
+
+
+def _report(spec: Spec, store: Store, wandb_mode: str | None, stream: TextIO) -> None:
+    from repro.aggregate import tables
+    from repro.report import print_points
+    from repro.tracking import log_sweep
+
+    points, items = tables(store)
+    print_points(points, stream)
+    log_sweep(spec, store, points, items, mode=wandb_mode or spec.wandb.mode, stream=stream)
+
+
+def _print_todo(plan: Plan, run_dir: Path, retry_failed: bool, stream: TextIO) -> None:
+    done: dict[str, str] = {}
+    if (run_dir / "results.sqlite").is_file():
+        store = Store(run_dir)
+        done = store.statuses()
+        store.close()
+    todo = [j for j in plan.jobs if (done.get(j.key) == "failed" if retry_failed else j.key not in done)]
+    print(f"{len(todo)} generation(s) would run; {len(plan.jobs) - len(todo)} already in {run_dir}", file=stream)
+    for p in plan.points:
+        print(f"  {p.point_id:32s} {p.method_label:20s} {p.label}", file=stream)
+
+
+class _StopFlag:
+    """First Ctrl-C: stop after the generation in flight. Second: abort now."""
+
+    def __init__(self, progress: Progress):
+        self._requested = False
+        self.progress = progress
+
+    def requested(self) -> bool:
+        return self._requested
+
+    def _handle(self, signum, frame):
+        if self._requested:
+            raise KeyboardInterrupt
+        self._requested = True
+        self.progress.note("stopping after the current generation (Ctrl-C again to abort now)")
+
+    def installed(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def ctx():
+            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, h in previous.items():
+                    signal.signal(s, h)
+
+        return ctx()

@@ -132,8 +132,8 @@ register_method(CacheMethod(
 def get_method(name: str) -> CacheMethod:
     if name not in METHODS:
         near = difflib.get_close_matches(name, METHODS, n=1)
-        hint = f" Did you mean {near[0]!r}?" if near else ""
-        raise SpecError(f"unknown cache method {name!r}.{hint} Known methods: {', '.join(METHODS)}")
+        hint = f"; did you mean {near[0]!r}?" if near else "."
+        raise SpecError(f"unknown cache method {name!r}{hint} Known methods: {', '.join(METHODS)}")
     return METHODS[name]
 
 
@@ -152,7 +152,10 @@ def expand_grid(params: dict[str, Any], sweep: dict[str, list[Any]]) -> list[dic
 
 def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> None:
     """Validate a spec's method entry against the diffusers config dataclass, without loading a model."""
-    method = get_method(method_spec.name)
+    try:
+        method = get_method(method_spec.name)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
     fields = method.fields()
     settable = method.settable()
     both = set(method_spec.params) & set(method_spec.sweep)
@@ -164,9 +167,9 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
                 raise SpecError(f"{where}: {group}.{key} is set automatically from the pipeline; remove it")
             if key not in fields:
                 near = difflib.get_close_matches(key, settable, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
+                hint = f"; did you mean {near[0]!r}?" if near else "."
                 raise SpecError(
-                    f"{where}: unknown parameter {key!r} for {method.name} ({method.config_class_name}).{hint} "
+                    f"{where}: unknown parameter {key!r} for {method.name} ({method.config_class_name}){hint} "
                     f"Valid parameters: {', '.join(settable)}"
                 )
     if method.name == "mag_cache" and "mag_ratios" not in method_spec.params and method_spec.calibrate == "never":

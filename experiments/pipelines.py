@@ -74,7 +74,7 @@ def _from_pretrained(model: Any) -> Any:
     import torch
 
     cls = pipeline_class(model.pipeline_class)
-    kwargs: dict[str, Any] = {"torch_dtype": getattr(torch, model.dtype)}
+    kwargs: dict[str, Any] = {_dtype_kwarg(): getattr(torch, model.dtype)}
     if model.revision:
         kwargs["revision"] = model.revision
     if model.trust_remote_code:
@@ -90,6 +90,15 @@ def _from_pretrained(model: Any) -> Any:
         if not _looks_missing(exc):
             raise
         raise ModelUnavailable(missing_model_message(model.id)) from None
+
+
+def _dtype_kwarg() -> str:
+    # diffusers renamed `torch_dtype` to `dtype` (0.40); older releases only know the former
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    return "dtype" if Version(version("diffusers")) >= Version("0.40") else "torch_dtype"
 
 
 def missing_model_message(model_id: str) -> str:

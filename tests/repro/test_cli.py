@@ -1,0 +1,76 @@
+"""The `repro` command line as a user meets it: fast help, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, tiny_spec_dict
+
+
+def repro(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "repro.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, repro.cli; print(any(m in sys.modules for m in ('torch', 'diffusers', 'metrics')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_validate_prints_the_plan():
+    out = repro("validate", "configs/tiny.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "4 baseline generations, 28 cached generations, 7 points" in out.stdout
+    assert "mag_cache: 4 points" in out.stdout
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"methods": [{"name": "teacache", "sweep": {"threshold": [0.1]}}]}, "unknown cache method 'teacache'"),
+    ({"methods": [{"name": "first_block_cache", "sweep": {"threshhold": [0.1]}}]}, "did you mean 'threshold'"),
+    ({"methods": [{"name": "first_block_cache", "sweep": {"threshold": [-1]}}]}, "must be >= 0"),
+    ({"prompts": []}, "no prompts"),
+    ({"seeds": ["a"]}, "not an integer"),
+])
+def test_bad_spec_exits_2_with_one_line_and_writes_nothing(tmp_path, change, needle):
+    run_dir = tmp_path / "run"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec_dict(run_dir, **change)))
+    for verb in ("validate", "sweep"):
+        out = repro(verb, str(spec))
+        assert out.returncode == 2, out.stderr
+        assert needle in out.stderr and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert not run_dir.exists()
+
+
+def test_python_tag_yaml_is_refused(tmp_path):
+    spec = tmp_path / "evil.yaml"
+    spec.write_text("name: !!python/object/apply:os.getcwd []\n")
+    out = repro("validate", str(spec))
+    assert out.returncode == 2 and "not valid YAML" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    spec = tmp_path / "list.yaml"
+    spec.write_text("[1, 2]\n")
+    assert "must be a YAML mapping" in repro("validate", str(spec)).stderr
+    out = repro("validate", str(tmp_path / "nope.yaml"))
+    assert out.returncode == 2 and "not found" in out.stderr
+
+
+def test_bad_flags_exit_2(tmp_path):
+    assert repro("sweep", "configs/tiny.yaml", "--executor", "slurm").returncode == 2
+    out = repro("sweep", "configs/tiny.yaml", "--set", "nonsense", "--dry-run")
+    assert out.returncode == 2 and "KEY.PATH=VALUE" in out.stderr
+    out = repro("pareto", str(tmp_path))
+    assert out.returncode == 2 and "no results.sqlite" in out.stderr
+
+
+def test_methods_matrix_lists_families():
+    out = repro("methods")
+    assert out.returncode == 0
+    assert "wan" in out.stdout and "first_block_cache" in out.stdout

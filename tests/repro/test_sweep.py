@@ -1,0 +1,214 @@
+"""`repro sweep` end to end on the tiny Wan twin: one baseline per item, resume, failures, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from experiments.errors import SpecError
+from experiments.media import read_frames
+from experiments.spec import Spec
+from repro.lock import RunLock
+from repro.store import Store
+from repro.sweep import run_sweep
+from tests.conftest import ROOT, tiny_spec_dict
+
+pytestmark = pytest.mark.slow
+
+METHODS = [
+    {"name": "first_block_cache", "sweep": {"threshold": [0.0, 0.3]}},
+    {"name": "mag_cache", "params": {"max_skip_steps": 2, "retention_ratio": 0.0}, "sweep": {"threshold": [0.5]}},
+]
+
+
+def spec_for(run_dir: Path, **changes) -> Spec:
+    return Spec.model_validate(tiny_spec_dict(run_dir, methods=METHODS, **changes))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("sweep") / "run"
+    spec = spec_for(run_dir)
+    t0 = time.perf_counter()
+    outcome = run_sweep(spec)
+    first_run_s = time.perf_counter() - t0
+    return spec, outcome, first_run_s
+
+
+def test_one_baseline_per_prompt_seed(finished):
+    spec, outcome, _ = finished
+    assert outcome.exit_code == 0 and outcome.failed == 0
+    store = Store(spec.run_dir)
+    baselines = store.generations(role="baseline")
+    cached = store.generations(role="cached")
+    items = len(spec.prompts) * len(spec.seeds)
+    assert len(baselines) == items
+    assert len({(b["prompt_index"], b["seed"]) for b in baselines}) == items
+    assert len(cached) == 3 * items  # FBC x2 + MagCache x1
+    assert all(c["quality_baseline_key"] in {b["key"] for b in baselines} for c in cached)
+    assert all(g["status"] == "ok" for g in baselines + cached)
+
+
+def test_threshold_zero_reproduces_baseline_bit_for_bit(finished):
+    spec, _, _ = finished
+    store = Store(spec.run_dir)
+    scores = store.scores()
+    for g in store.generations(role="cached"):
+        if g["method"] == "first_block_cache" and g["params"]["threshold"] == 0.0:
+            base = store.generation(g["quality_baseline_key"])
+            assert np.array_equal(read_frames(spec.run_dir / g["media_dir"]), read_frames(spec.run_dir / base["media_dir"]))
+            assert scores[g["key"]]["psnr"]["value"] == float("inf")
+            assert scores[g["key"]]["ssim"]["value"] == pytest.approx(1.0)
+
+
+def test_compute_fraction_below_one_only_when_skipping(finished):
+    from repro.aggregate import tables
+
+    spec, _, _ = finished
+    points, items = tables(Store(spec.run_dir))
+    by_label = {(r["method"], r["label"]): r for r in points.to_dict("records")}
+    assert by_label[("baseline", "baseline")]["compute_fraction"] == 1.0
+    assert by_label[("first_block_cache", "t=0.0")]["compute_fraction"] == 1.0
+    assert by_label[("first_block_cache", "t=0.3")]["compute_fraction"] < 1.0
+    assert by_label[("mag_cache", "t=0.5")]["compute_fraction"] < 1.0
+    assert by_label[("first_block_cache", "t=0.3")]["psnr"] < 100
+
+
+def test_magcache_calibrated_once_with_both_branches(finished):
+    spec, _, _ = finished
+    cals = Store(spec.run_dir).calibrations()
+    assert len(cals) == 1
+    assert set(cals[0]["ratios"]) == {"cond", "uncond"} and cals[0]["used"] == "cond"
+    assert len(cals[0]["ratios"]["cond"]) == spec.generation.num_inference_steps
+
+
+def test_rerun_generates_nothing_and_is_fast(finished):
+    spec, _, first_run_s = finished
+    t0 = time.perf_counter()
+    again = run_sweep(spec)
+    assert again.generated == 0 and again.exit_code == 0
+    assert again.skipped == len(Store(spec.run_dir).generations())
+    assert time.perf_counter() - t0 < 0.5 * first_run_s
+
+
+def test_added_threshold_reuses_baselines_and_calibration(finished, tmp_path):
+    spec, _, _ = finished
+    methods = [dict(METHODS[0], sweep={"threshold": [0.0, 0.3, 0.6]}), METHODS[1]]
+    wider = Spec.model_validate(tiny_spec_dict(spec.run_dir, methods=methods))
+    outcome = run_sweep(wider)
+    items = len(spec.prompts) * len(spec.seeds)
+    assert outcome.generated == items  # only the new threshold's cached generations
+    assert len(Store(spec.run_dir).calibrations()) == 1
+
+
+def test_failed_point_is_isolated_and_retried_alone(tmp_path):
+    methods = [METHODS[0], {"name": "faster_cache", "params": {"tensor_format": "NOPE"}}]
+    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", methods=methods))
+    outcome = run_sweep(spec)
+    assert outcome.exit_code == 1
+    store = Store(spec.run_dir)
+    failed = store.generations(status="failed")
+    assert failed and {g["method"] for g in failed} == {"faster_cache"}
+    assert all("tensor_format" in g["error"] for g in failed)
+    assert all(g["status"] == "ok" for g in store.generations() if g["method"] != "faster_cache")
+    before = {g["key"]: g["attempts"] for g in store.generations()}
+    retry = run_sweep(spec, retry_failed=True)
+    assert retry.exit_code == 1 and retry.generated == 0
+    after = {g["key"]: g["attempts"] for g in Store(spec.run_dir).generations()}
+    for key, attempts in after.items():
+        assert attempts == before[key] + (1 if key in {g["key"] for g in failed} else 0)
+
+
+def test_second_sweep_on_same_dir_is_refused(tmp_path):
+    spec = spec_for(tmp_path / "run")
+    with RunLock(spec.run_dir):
+        with pytest.raises(SpecError, match="being written by another sweep"):
+            run_sweep(spec)
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    spec = spec_for(tmp_path / "run")
+    run_sweep(spec, dry_run=True)
+    assert "2 baseline generations, 6 cached generations" in capsys.readouterr().err
+    assert not spec.run_dir.exists()
+
+
+def test_only_restricts_to_one_method(tmp_path):
+    spec = spec_for(tmp_path / "run")
+    outcome = run_sweep(spec, only=("method=first_block_cache",))
+    store = Store(spec.run_dir)
+    assert {g["method"] for g in store.generations(role="cached")} == {"first_block_cache"}
+    assert outcome.generated == 2 + 4
+    with pytest.raises(SpecError, match="matches no point"):
+        run_sweep(spec, only=("method=nope",))
+
+
+def _count_rows(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _start_sweep(spec_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _wait_rows(db: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while _count_rows(db) < n:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "sweep made no progress"
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_sweep_then_resume_matches_uninterrupted(finished, tmp_path):
+    spec, _, _ = finished
+    run_dir = tmp_path / "killed"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict(run_dir, methods=METHODS)))
+    proc = _start_sweep(spec_path)
+    _wait_rows(run_dir / "results.sqlite", 3, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _count_rows(run_dir / "results.sqlite") < 8
+    resumed = subprocess.run([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    reference = Store(spec.run_dir)
+    ref_scores, got_scores = reference.scores(), Store(run_dir).scores()
+    ref_keys = {g["key"] for g in reference.generations() if g["method"] != "first_block_cache"
+                or g["params"]["threshold"] in (0.0, 0.3)}
+    got = Store(run_dir).generations()
+    assert {g["key"] for g in got} == ref_keys
+    assert all(g["attempts"] == 1 and g["status"] == "ok" for g in got)
+    for key in ref_keys:
+        for metric, s in ref_scores.get(key, {}).items():
+            assert got_scores[key][metric]["value"] == pytest.approx(s["value"], abs=1e-6)
+    assert not list((run_dir / "media").glob(".tmp-*"))
+
+
+def test_ctrl_c_stops_after_current_generation(tmp_path):
+    run_dir = tmp_path / "interrupted"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict(run_dir, methods=METHODS)))
+    proc = _start_sweep(spec_path)
+    _wait_rows(run_dir / "results.sqlite", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    rows = _count_rows(run_dir / "results.sqlite")
+    assert 1 <= rows < 8
+    assert all((run_dir / g["media_dir"]).is_dir() for g in Store(run_dir).generations(status="ok"))

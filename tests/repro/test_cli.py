@@ -7,6 +7,9 @@ import sys
 
 import pytest
 import yaml
+from click.testing import CliRunner
+
+from repro.cli import main
 
 from tests.conftest import ROOT, tiny_spec_dict
 
@@ -40,11 +43,19 @@ def test_bad_spec_exits_2_with_one_line_and_writes_nothing(tmp_path, change, nee
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec_dict(run_dir, **change)))
     for verb in ("validate", "sweep"):
-        out = repro(verb, str(spec))
-        assert out.returncode == 2, out.stderr
-        assert needle in out.stderr and "Traceback" not in out.stderr
+        out = CliRunner().invoke(main, [verb, str(spec)])
+        assert out.exit_code == 2, out.output
+        assert needle in out.stderr and out.exception is None or isinstance(out.exception, SystemExit)
         assert len(out.stderr.strip().splitlines()) == 1
     assert not run_dir.exists()
+
+
+def test_bad_spec_in_a_real_process_has_no_traceback(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec_dict(tmp_path / "run", seeds=[0.5])))
+    out = repro("sweep", str(spec))
+    assert out.returncode == 2 and "not an integer" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_python_tag_yaml_is_refused(tmp_path):

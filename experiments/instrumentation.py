@@ -1,9 +1,12 @@
 """Counting and timing inside one pipeline call, installed once per loaded pipeline.
 
-* **Compute counting.** A tiny diffusers hook on every transformer block (and every
-  attention module) counts forwards that actually ran. It is registered *before* any cache
-  hook, so it sits innermost: a block served from cache never reaches it. Executed / the
-  baseline's executed is the compute fraction, a hardware-independent bound on speedup.
+* **Compute counting.** A tiny diffusers hook on every transformer block and on every
+  attention and feed-forward sublayer inside them counts forwards that actually ran. It is
+  registered *before* any cache hook, so it sits innermost: work served from cache never
+  reaches it. The compute fraction counts sublayers (attention + feed-forward), so caches
+  that skip whole blocks (First Block Cache, MagCache) and caches that skip attention only
+  (Pyramid Attention Broadcast, FasterCache, TaylorSeer) are measured on one scale; for
+  block-skipping caches it equals the fraction of blocks executed.
 * **Timing.** Marks at the text encoders, each transformer call, each step end and the VAE
   decode. On CUDA the marks are CUDA events read after one synchronize at the end of the
   call (no sync inside the loop); on CPU they are ``perf_counter`` readings.
@@ -56,8 +59,8 @@ class CallRecord:
     step_s: list[float] = field(default_factory=list)
     blocks_executed: int = 0
     blocks_possible: int = 0
-    attention_executed: int = 0
-    attention_possible: int = 0
+    units_executed: int = 0  # attention + feed-forward sublayers inside the blocks
+    units_possible: int = 0
     transformer_calls: int = 0
     step_computed: list[float] = field(default_factory=list)
 
@@ -74,7 +77,7 @@ class Instrumentation:
         self.clock = _Clock(device)
         self.transformer = pipe.transformer
         self.blocks = _transformer_blocks(self.transformer)
-        self.attention = _attention_modules(self.transformer, self.blocks)
+        self.units = _compute_units(self.blocks)
         self._active = False
         self._reset()
         self._install()
@@ -96,10 +99,10 @@ class Instrumentation:
                     if self.kind == "block":
                         outer._blocks_in_call += 1
                     else:
-                        outer._attn_in_call += 1
+                        outer._units_in_call += 1
                 return args, kwargs
 
-        for kind, modules in (("block", self.blocks), ("attention", self.attention)):
+        for kind, modules in (("block", self.blocks), ("unit", self.units)):
             for module in modules:
                 registry = HookRegistry.check_if_exists_or_initialize(module)
                 if registry.get_hook(_COUNTER_HOOK) is None:
@@ -133,12 +136,12 @@ class Instrumentation:
     def _transformer_start(self, module, args):
         if self._active:
             self._blocks_in_call = 0
-            self._attn_in_call = 0
+            self._units_in_call = 0
             self._call_start = self.clock.mark()
 
     def _transformer_end(self, module, args, output):
         if self._active:
-            self._calls.append((self._call_start, self.clock.mark(), self._blocks_in_call, self._attn_in_call))
+            self._calls.append((self._call_start, self.clock.mark(), self._blocks_in_call, self._units_in_call))
 
     def _text_start(self, module, args):
         if self._active:
@@ -162,7 +165,7 @@ class Instrumentation:
         self._text_spans: list[tuple] = []
         self._vae_spans: list[tuple] = []
         self._blocks_in_call = 0
-        self._attn_in_call = 0
+        self._units_in_call = 0
 
     def start(self) -> Any:
         self._reset()
@@ -180,9 +183,9 @@ class Instrumentation:
         rec.transformer_calls = len(self._calls)
         rec.transformer_s = sum(sec(a, b) for a, b, _, _ in self._calls)
         rec.blocks_executed = sum(n for *_, n, _ in self._calls)
-        rec.attention_executed = sum(n for *_, n in self._calls)
+        rec.units_executed = sum(n for *_, n in self._calls)
         rec.blocks_possible = len(self.blocks) * len(self._calls)
-        rec.attention_possible = len(self.attention) * len(self._calls)
+        rec.units_possible = len(self.units) * len(self._calls)
         if not self._calls:
             return rec
         # Steps: from the step-end callback when the pipeline has one, else one transformer call per step.
@@ -192,8 +195,8 @@ class Instrumentation:
         for end, calls_done in ends:
             calls = self._calls[first_call:calls_done]
             if calls:
-                possible = len(self.blocks) * len(calls)
-                rec.step_computed.append(sum(c[2] for c in calls) / possible if possible else 1.0)
+                possible = len(self.units) * len(calls)
+                rec.step_computed.append(sum(c[3] for c in calls) / possible if possible else 1.0)
             rec.step_s.append(sec(step_start, end))
             if calls_done < len(self._calls):
                 next_start = self._calls[calls_done][0]
@@ -215,10 +218,12 @@ def _transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
     return blocks
 
 
-def _attention_modules(transformer: torch.nn.Module, blocks: list[torch.nn.Module]) -> list[torch.nn.Module]:
-    from diffusers.hooks._common import _ATTENTION_CLASSES
+def _compute_units(blocks: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """Attention and feed-forward sublayers of the blocks; the blocks themselves if none are recognised."""
+    from diffusers.hooks._common import _ATTENTION_CLASSES, _FEEDFORWARD_CLASSES
 
-    found = []
-    for block in blocks:
-        found.extend(m for m in block.modules() if isinstance(m, _ATTENTION_CLASSES))
-    return found
+    kinds = (*_ATTENTION_CLASSES, *_FEEDFORWARD_CLASSES)
+    found = [m for block in blocks for m in block.modules() if isinstance(m, kinds)]
+    # a block without recognised sublayers still counts as one unit of work
+    covered = {id(b) for b in blocks if any(isinstance(m, kinds) for m in b.modules())}
+    return found + [b for b in blocks if id(b) not in covered]

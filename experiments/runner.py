@@ -52,6 +52,8 @@ class GenerationResult:
     device: str
     repeats_identical: bool
     compile_s: float | None = None
+    recompiles: int | None = None  # dynamo frames compiled after the first (warm) call
+    optimization_info: dict[str, Any] = field(default_factory=dict)  # what experiments.optimizations.applied reported
 
     def summary(self) -> dict[str, Any]:
         """Medians and spreads over the timed repeats, plus compute counts (identical across repeats)."""
@@ -73,15 +75,17 @@ class GenerationResult:
             "inter_step_gap_s": statistics.median(stat("inter_step_gap_s")),
             "other_s": statistics.median([r.other_s for r in self.runs]),
             "step_s": [statistics.median(s) for s in zip(*stat("step_s"))],
-            "compute_executed": first.blocks_executed,
-            "compute_possible": first.blocks_possible,
-            "attention_executed": first.attention_executed,
-            "attention_possible": first.attention_possible,
+            "compute_executed": first.units_executed,
+            "compute_possible": first.units_possible,
+            "blocks_executed": first.blocks_executed,
+            "blocks_possible": first.blocks_possible,
             "transformer_calls": first.transformer_calls,
             "step_computed": first.step_computed,
             "peak_memory_bytes": self.peak_memory_bytes,
             "repeats_identical": self.repeats_identical,
             "compile_s": self.compile_s,
+            "recompiles": self.recompiles,
+            "optimization_info": self.optimization_info,
         }
 
 
@@ -142,6 +146,7 @@ class Engine:
         return GenerationResult(
             frames=frames, kind=self._kind, runs=runs, peak_memory_bytes=peak,
             device=str(pipe.device), repeats_identical=identical, compile_s=compile_info.get("compile_s"),
+            recompiles=compile_info.get("recompiles"), optimization_info=dict(compile_info),
         )
 
     def calibrate_mag_cache(self, prompt: str, seed: int) -> dict[str, list[float]]:

@@ -95,9 +95,13 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
 def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ray_address, stream) -> SweepOutcome:
     from repro.scoring import RunScorer
 
+    from repro.provenance import environment, write_run_files
+
     outcome = SweepOutcome(spec.run_dir)
+    env = environment()
     store.set_meta(spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), versions=versions(),
-                   python=sys.version.split()[0])
+                   environment=env)
+    write_run_files(spec.run_dir, spec, env)
     clean_partial(spec.run_dir / "media")
     store.put_points([p.record() for p in plan.points])
     statuses = store.statuses()

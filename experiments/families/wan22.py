@@ -1,0 +1,60 @@
+"""Wan 2.2 text-to-video A14B: WanPipeline with two experts (mixture of experts by timestep).
+
+`transformer` denoises the high-noise steps (t >= boundary_ratio * 1000), `transformer_2` the
+low-noise steps; each has its own guidance scale (`guidance_scale`, `guidance_scale_2`).
+Cache methods enabled through `pipe.transformer.enable_cache` only touch the high-noise expert;
+`transformer_2` runs uncached unless it is cached as well.
+"""
+
+from __future__ import annotations
+
+from experiments.families import Family, register_family, unsupported
+from experiments.families.wan import FAMILY as WAN
+
+
+def build_tiny():
+    from experiments.families.wan import build_tiny_wan
+
+    return build_tiny_wan(two_stage=True)
+
+
+FAMILY = register_family(
+    Family(
+        name="wan22",
+        pipeline_class="WanPipeline",
+        transformer_class="WanTransformer3DModel",
+        output="video",
+        cfg="separate",
+        hub_ids=("Wan-AI/Wan2.2-T2V-A14B-Diffusers",),
+        dtype="bfloat16",
+        component_dtypes={"vae": "float32"},
+        defaults={
+            "height": 720,
+            "width": 1280,
+            "num_frames": 81,
+            "num_inference_steps": 40,
+            "guidance_scale": 4.0,
+            "guidance_scale_2": 3.0,
+        },
+        tiny_generation={
+            "height": 32,
+            "width": 32,
+            "num_frames": 5,
+            "num_inference_steps": 8,
+            "guidance_scale": 4.0,
+            "guidance_scale_2": 3.0,
+            "max_sequence_length": 16,
+        },
+        methods={
+            **WAN.methods,
+            "mag_cache": unsupported(
+                "pipe.transformer (the high-noise expert) only runs the steps with t >= boundary_ratio * 1000, "
+                "so a calibration with num_inference_steps=N never reaches step N and prints no ratios "
+                "(probe: 'MagCache calibration printed no ratios'); each expert would need its own step count "
+                "and ratios"
+            ),
+        },
+        build_tiny=build_tiny,
+        notes="cache methods on pipe.transformer cover only the high-noise expert; transformer_2 stays uncached",
+    )
+)

@@ -1,0 +1,80 @@
+"""Every family x every supported cache method on the tiny twins, through the engine.
+
+For each pair: the method's no-op setting (where it has one) reproduces the baseline
+exactly, and a positive setting skips work (compute fraction < 1) while keeping the
+family's output shape. The matrix that `repro methods` prints is the one tested here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from experiments.families import METHODS, all_families
+from experiments.methods import get_method
+from experiments.runner import Engine, GenerationRequest
+from experiments.spec import Spec
+
+pytestmark = pytest.mark.slow
+
+POSITIVE = {
+    "first_block_cache": {"threshold": 1.0},
+    "mag_cache": {"threshold": 10.0, "retention_ratio": 0.0, "max_skip_steps": 2},
+    "pyramid_attention_broadcast": {"spatial_attention_block_skip_range": 2,
+                                    "spatial_attention_timestep_skip_range": (-1, 1001)},
+    # the window must start after the first step: FasterCache cannot approximate from an empty cache
+    "faster_cache": {"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 681)},
+    "taylorseer_cache": {"cache_interval": 2, "disable_cache_before_step": 1},
+    "sea_cache": {"threshold": 10.0},
+}
+PAIRS = [(f, m) for f, fam in sorted(all_families().items()) for m in METHODS
+         if fam.methods.get(m) is not None and fam.methods[m].status == "supported"]
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    cache: dict[str, tuple[Engine, object]] = {}
+
+    def get(family: str):
+        if family not in cache:
+            fam = all_families()[family]
+            gen = {**fam.tiny_generation, "num_inference_steps": 6}
+            spec = Spec.model_validate({
+                "name": f"matrix-{family}", "model": {"tiny": family, "device": "cpu"}, "generation": gen,
+                "prompts": ["a red fox in snow"], "seeds": [0], "methods": [{"name": "first_block_cache"}],
+                "timing": {"warmup": 0, "repeats": 1}, "output": {"dir": str(tmp_path_factory.mktemp(family))},
+            })
+            engine = Engine(spec)
+            cache[family] = (engine, engine.generate(GenerationRequest(prompt="a red fox in snow", seed=0)))
+        return cache[family]
+    return get
+
+
+@pytest.mark.parametrize("family, method", PAIRS)
+def test_supported_method_on_family(engines, family, method):
+    engine, baseline = engines(family)
+    fam = all_families()[family]
+    ratios = None
+    if method == "mag_cache":
+        got = engine.calibrate_mag_cache("a red fox in snow", 0)
+        ratios = tuple(got.get("cond") or next(iter(got.values())))
+    no_op = get_method(method).no_op
+    if no_op:
+        same = engine.generate(GenerationRequest("a red fox in snow", 0, method, no_op, mag_ratios=ratios))
+        assert np.array_equal(same.frames, baseline.frames), f"{method} no-op differs from baseline on {family}"
+    fast = engine.generate(GenerationRequest("a red fox in snow", 0, method, POSITIVE[method], mag_ratios=ratios))
+    assert fast.frames.shape == baseline.frames.shape
+    assert (fast.frames.shape[0] > 1) == (fam.output == "video")
+    s = fast.summary()
+    assert s["compute_executed"] < baseline.summary()["compute_executed"], f"{method} skipped nothing on {family}"
+
+
+def test_cli_matrix_matches_registry():
+    from repro.cli import main
+
+    out = CliRunner().invoke(main, ["methods"]).output.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in out[1:] if line and not line.startswith(("reasons", " "))}
+    for name, fam in all_families().items():
+        expected = [fam.methods[m].status if m in fam.methods else "untested" for m in METHODS]
+        assert rows[name] == expected

@@ -129,6 +129,34 @@ register_method(CacheMethod(
 ))
 
 
+def enable_cache(transformer: Any, config: Any) -> Callable[[], None]:
+    """Enable `config` on `transformer`; returns the function that removes it again.
+
+    Models with diffusers' CacheMixin use `enable_cache`; others (e.g. SD3's transformer)
+    get the hooks through the matching `apply_*` function and the same removal code.
+    """
+    if hasattr(transformer, "enable_cache"):
+        transformer.enable_cache(config)
+        return transformer.disable_cache
+    import diffusers.hooks as hooks
+    from diffusers.models.cache_utils import CacheMixin
+
+    method = next((m for m in METHODS.values() if isinstance(config, m.config_class)), None)
+    apply_name = "apply_" + (method.name if method else "")
+    if method is None or not hasattr(hooks, apply_name):
+        raise TypeError(f"{type(transformer).__name__} has no enable_cache and no diffusers.hooks.{apply_name}")
+    getattr(hooks, apply_name)(transformer, config)
+
+    def disable() -> None:
+        transformer._cache_config = config  # CacheMixin.disable_cache only reads this and the hook registry
+        try:
+            CacheMixin.disable_cache(transformer)
+        finally:
+            del transformer._cache_config
+
+    return disable
+
+
 def get_method(name: str) -> CacheMethod:
     if name not in METHODS:
         near = difflib.get_close_matches(name, METHODS, n=1)

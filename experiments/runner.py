@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from experiments.instrumentation import CallRecord, Instrumentation
-from experiments.methods import get_method
+from experiments.methods import enable_cache, get_method
 
 
 class GenerationFailed(RuntimeError):
@@ -157,7 +157,7 @@ class Engine:
         pipe = self.pipe
         steps = self.spec.generation.num_inference_steps
         ratios: dict[str, list[float]] = {}
-        pipe.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=steps))
+        disable = enable_cache(pipe.transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps))
         try:
             for module in pipe.transformer.modules():
                 registry = getattr(module, "_diffusers_hook", None)
@@ -167,7 +167,7 @@ class Engine:
             with contextlib.redirect_stdout(io.StringIO()):  # the hook prints the ratios; we keep them instead
                 self._call(GenerationRequest(prompt=prompt, seed=seed))
         finally:
-            pipe.transformer.disable_cache()
+            disable()
         if not ratios:
             raise GenerationFailed("MagCache calibration recorded no ratios: the transformer has no hookable blocks")
         return ratios
@@ -185,12 +185,11 @@ class Engine:
             params, pipe=self.pipe, num_inference_steps=self.spec.generation.num_inference_steps,
             mag_ratios=list(request.mag_ratios) if request.mag_ratios else None,
         )
-        transformer = self.pipe.transformer
-        transformer.enable_cache(config)
+        disable = enable_cache(self.pipe.transformer, config)
         try:
             yield
         finally:
-            transformer.disable_cache()
+            disable()
 
     @contextlib.contextmanager
     def _optimized(self, request: GenerationRequest):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiments.families import METHODS, Family, all_families, get_family
+from experiments.methods import enable_cache  # the runner's path: CacheMixin or the apply_* fallback
 
 PROMPT = "a cat riding a horse on mars"
 
@@ -69,12 +70,12 @@ def calibrate_mag_cache(pipe, family: Family, seed: int = 0) -> list[list[float]
 
     steps = family.tiny_generation.get("num_inference_steps", 8)
     buf = io.StringIO()
-    pipe.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=steps))
+    disable = enable_cache(pipe.transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps))
     try:
         with contextlib.redirect_stdout(buf):
             generate(pipe, family, seed)
     finally:
-        pipe.transformer.disable_cache()
+        disable()
     return parse_mag_ratios(buf.getvalue())
 
 
@@ -180,13 +181,13 @@ def probe_method(pipe, family: Family, method: str, baseline=None, seed: int = 0
                 res.error = f"no-op: degenerate MagCache calibration ratios {ratios[:4]}... (no residual measured)"
                 return _done(res, t0)
         cfg = method_config(method, pipe, family, mag_ratios=ratios)
-        pipe.transformer.enable_cache(cfg)
+        disable = enable_cache(pipe.transformer, cfg)
         enabled = True
         res.hooked_modules = count_hooked_modules(pipe.transformer)
         with collect_warnings() as messages:
             out = generate(pipe, family, seed)
         res.warnings = [m for m in messages if "experimental" not in m]
-        pipe.transformer.disable_cache()
+        disable()
         enabled = False
         if not np.isfinite(out).all():
             raise FloatingPointError("output has non-finite values")
@@ -205,7 +206,7 @@ def probe_method(pipe, family: Family, method: str, baseline=None, seed: int = 0
         res.info["traceback"] = traceback.format_exc(limit=-3)
         if enabled:
             with contextlib.suppress(Exception):
-                pipe.transformer.disable_cache()
+                disable()
     return _done(res, t0)
 
 

@@ -192,8 +192,9 @@ def pareto(run_dir, metric):
     from repro.store import Store
 
     points, _ = tables(Store.open_existing(run_dir))
+    cached = points[points["method"] != "baseline"]
     for m in (["lpips", "psnr", "ssim", "clip_delta"] if metric == "all" else [metric]):
-        if points[m].notna().any():
+        if cached[m].notna().any():
             click.echo(f"\nPareto front: speedup vs {m}")
             click.echo(format_points(points, only_front=m))
 

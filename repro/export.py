@@ -5,6 +5,7 @@ Files are written under a temporary name and renamed, so a reader never sees hal
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -23,7 +24,9 @@ def export_tables(run_dir: str | Path, fmt: str, out: str | Path | None = None) 
             df[f"version_{pkg}"] = version
     out_dir = Path(out) if out else Path(run_dir) / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written = [out_dir / "metric_labels.json"]
+    # CSV cannot carry DataFrame attrs: keep the labels (incl. "[random weights]") beside the tables
+    _atomic_text(written[0], json.dumps(points.attrs.get("metric_labels", {}), indent=2, ensure_ascii=False))
     for name, df in (("points", points), ("items", items)):
         path = out_dir / f"{name}.{fmt}"
         tmp = path.with_name(f".tmp-{path.name}")
@@ -36,3 +39,9 @@ def export_tables(run_dir: str | Path, fmt: str, out: str | Path | None = None) 
         os.replace(tmp, path)
         written.append(path)
     return written
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

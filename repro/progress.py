@@ -19,15 +19,15 @@ class Progress:
         self.interactive = self.stream.isatty()
         self._overall = None
         self._steps = None
-        self._t0 = time.perf_counter()
+        self._jobs: dict[str, tuple[str, float]] = {}
         if self.interactive and total:
             from tqdm import tqdm
 
             self._overall = tqdm(total=total, desc="sweep", unit="gen", position=0, file=self.stream)
 
-    def start(self, description: str, steps: int) -> None:
-        self._started = time.perf_counter()
-        self._description = description
+    def start(self, key: str, description: str, steps: int) -> None:
+        # several jobs can be in flight (Ray): remember each one's description and start time
+        self._jobs[key] = (description, time.perf_counter())
         if self.interactive:
             from tqdm import tqdm
 
@@ -41,15 +41,15 @@ class Progress:
             self._steps.n = done
             self._steps.refresh()
 
-    def finish(self, outcome: str) -> None:
+    def finish(self, key: str, outcome: str) -> None:
         self.done += 1
+        description, started = self._jobs.pop(key, (key, time.perf_counter()))
         if self._overall is not None:
             self._overall.update(1)
             self._overall.set_postfix_str(outcome[:40])
         else:
-            took = time.perf_counter() - self._started
-            print(f"[{self.done}/{self.total}] {self._description}: {outcome} ({took:.1f}s)", file=self.stream,
-                  flush=True)
+            took = time.perf_counter() - started
+            print(f"[{self.done}/{self.total}] {description}: {outcome} ({took:.1f}s)", file=self.stream, flush=True)
 
     def note(self, text: str) -> None:
         if self._overall is not None:

@@ -129,7 +129,7 @@ def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ra
             with stop.installed():
                 executor.run(
                     work,
-                    on_start=lambda job: progress.start(job.description, spec.generation.num_inference_steps),
+                    on_start=lambda job: progress.start(job.key, job.description, spec.generation.num_inference_steps),
                     on_done=lambda job, result: _record(job, result, spec, store, scorer, progress, outcome,
                                                         frames_cache),
                     should_stop=stop.requested,
@@ -196,7 +196,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: P
         error = f"{type(result).__name__}: {result}".strip()
         store.put_generation({**row, "status": "failed", "error": error[:2000]})
         outcome.failed_keys.append(job.key)
-        progress.finish(f"FAILED ({error.splitlines()[0][:120]})")
+        progress.finish(job.key, f"FAILED ({error.splitlines()[0][:120]})")
         return
     folder = spec.run_dir / "media" / job.key
     paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video")
@@ -211,7 +211,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: P
         "peak_memory_bytes": summary["peak_memory_bytes"], "summary": summary, "device": result.device,
     })
     outcome.generated += 1
-    note = f"{summary['e2e_s']:.2f}s, blocks {summary['compute_executed']}/{summary['compute_possible']}"
+    note = f"{summary['e2e_s']:.2f}s, compute {summary['compute_executed']}/{summary['compute_possible']}"
     try:
         if job.quality_baseline_key is None:
             frames_cache.clear()  # keep one baseline in memory: cached points of it usually follow
@@ -224,7 +224,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: P
                 note += f", lpips {scores['lpips']['value']:.3f}"
     except Exception as exc:  # a scoring problem must not lose the generation; `repro score` retries it
         note += f", scoring failed: {type(exc).__name__}: {exc}"
-    progress.finish(note)
+    progress.finish(job.key, note)
 
 
 def _unscored(store: Store, scorer) -> bool:

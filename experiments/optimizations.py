@@ -86,6 +86,7 @@ import contextlib
 import difflib
 import logging
 import time
+import warnings
 from typing import Any, Callable, Iterator
 
 from experiments.errors import SpecError
@@ -111,6 +112,8 @@ def check_available(optimizations_spec: Any, device: str, dtype: str = "float32"
             if value == DEFAULTS.get(axis):
                 continue
             reason = _problem(axis, value, device, dtype)
+            if reason and reason.startswith("is not"):
+                raise SpecError(f"optimizations.{axis}: {value!r} {reason}")
             if reason:
                 raise SpecError(f"optimizations.{axis}: {value!r} cannot run here (device {device}): {reason}")
 
@@ -126,7 +129,7 @@ def _problem(axis: str, value: Any, device: str, dtype: str) -> str | None:
         return compile_problem(device)
     if axis == "vae_tiling":
         return None  # whether the VAE can tile is known only once it is loaded; enable_tiling says so then
-    return f"unknown optimization axis {axis!r}; known: {', '.join(DEFAULTS)}"
+    return f"is not an optimization axis; known: {', '.join(DEFAULTS)}"
 
 
 def attention_backend_problem(name: str, device: str, dtype: str = "float32") -> str | None:
@@ -137,7 +140,7 @@ def attention_backend_problem(name: str, device: str, dtype: str = "float32") ->
     if str(name).lower() not in valid:
         near = difflib.get_close_matches(str(name).lower(), valid, n=1)
         hint = f"; did you mean {near[0]!r}?" if near else ""
-        return f"not a diffusers attention backend{hint} Valid names: {', '.join(valid)}"
+        return f"is not a diffusers attention backend{hint} Valid names: {', '.join(valid)}"
     backend = ad.AttentionBackendName(str(name).lower())
     try:
         ad._check_attention_backend_requirements(backend)
@@ -151,7 +154,9 @@ def attention_backend_problem(name: str, device: str, dtype: str = "float32") ->
                       enable_gqa=False, _parallel_config=None)
         for check in ad._AttentionBackendRegistry._constraints.get(backend, []):
             check(**kwargs)
-        ad.dispatch_attention_fn(q, q, q, backend=backend)
+        with warnings.catch_warnings():  # e.g. flex without compile: "unfused implementation" (fine for a probe)
+            warnings.simplefilter("ignore")
+            ad.dispatch_attention_fn(q, q, q, backend=backend)
     except Exception as exc:
         return f"a {dtype} attention call on {device} fails: {_one_line(exc)}"
     return None
@@ -178,7 +183,7 @@ def layerwise_casting_problem(storage: str, device: str, dtype: str = "float32")
 
 def offload_problem(mode: str, device: str) -> str | None:
     if mode not in ("model", "sequential", "group"):
-        return "expected one of none, model, sequential, group"
+        return "is not an offload mode; expected one of none, model, sequential, group"
     if not str(device).startswith("cuda"):
         return ("CPU offloading moves weights between host memory and an accelerator; it needs CUDA "
                 f"and this run's device is {device}")
@@ -298,6 +303,7 @@ def offloaded(pipe: Any, mode: str) -> Iterator[None]:
     device = torch.device(pipe._execution_device if hasattr(pipe, "_execution_device") else pipe.device)
     modules = {k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
     placed = {k: _device_of(v) for k, v in modules.items()}
+    own_forward = {m for v in modules.values() for m in v.modules() if "forward" in m.__dict__}
     try:
         if mode == "model":
             pipe.enable_model_cpu_offload(device=device)
@@ -321,6 +327,9 @@ def offloaded(pipe: Any, mode: str) -> Iterator[None]:
                         if _hook(sub, name) is not None:
                             sub._diffusers_hook.remove_hook(name, recurse=False)
         for name, module in modules.items():
+            for sub in module.modules():
+                if sub not in own_forward:  # removing a hook leaves the plain bound forward behind
+                    _drop_plain_forward(sub)
             if placed[name] is not None:
                 module.to(placed[name])
 
@@ -360,7 +369,7 @@ def compiled(transformer: Any, mode: str, warm: Callable[[], None], info: dict[s
             stack.enter_context(_compiled_forward(transformer, info))
         else:
             raise ValueError(f"compile must be none, full or regional, got {mode!r}")
-        cuda = _device_of(transformer) is not None and _device_of(transformer).type == "cuda"
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # (offloaded weights may sit on meta)
         if cuda:
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -496,7 +505,11 @@ class _LimitHits(logging.Handler):
         self.count = 0
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "recompile_limit" in str(record.msg) or "cache_size_limit" in str(record.msg):
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is not ours to judge
+            return
+        if "hit config.recompile_limit" in text or "hit config.cache_size_limit" in text:
             self.count += 1
 
     @contextlib.contextmanager
@@ -515,6 +528,12 @@ class _LimitHits(logging.Handler):
 def _hook(module: Any, name: str) -> Any:
     registry = getattr(module, "_diffusers_hook", None)
     return registry.get_hook(name) if registry is not None else None
+
+
+def _drop_plain_forward(module: Any) -> None:
+    forward = module.__dict__.get("forward")
+    if getattr(forward, "__self__", None) is module and getattr(forward, "__func__", None) is type(module).forward:
+        del module.forward
 
 
 def _named_tensors(module: Any) -> Iterator[tuple[str, Any]]:

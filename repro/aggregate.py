@@ -1,11 +1,13 @@
 """Tidy tables from the store: one row per item (point x prompt x seed) and one per point.
 
 Per item: speedup = speed-baseline median end-to-end time / cached median time (and the
-same for the denoise loop), compute fraction = transformer blocks executed / blocks the
-speed baseline executed, the reference metrics against the quality baseline, and the
-CLIP change vs the baseline. Per point: the mean over items with a 95% bootstrap interval
-(PSNR: infinite values capped as `metrics.aggregate` states). These tables feed the
-Pareto front, `repro best`, W&B, exports and `paper_figures`.
+same for the denoise loop; the speed baseline is uncached with the same optimizations),
+speedup_vs_unoptimized = the unoptimized uncached run's median end-to-end time / this one's,
+compute fraction = transformer blocks executed / blocks the speed baseline executed, the
+reference metrics against the quality baseline, and the CLIP change vs the baseline. Per
+point: the mean over items with a 95% bootstrap interval (PSNR: infinite values capped as
+`metrics.aggregate` states). These tables feed the Pareto front, `repro best`, W&B, exports
+and `paper_figures`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
         quality_ref_key = g.get("quality_baseline_key")
         sc = scores.get(g["key"], {})
         ref_sc = scores.get(quality_ref_key, {}) if quality_ref_key else sc
+        quality_ref = gens.get(quality_ref_key) if quality_ref_key else g  # the unoptimized, uncached run
         ok = g["status"] == "ok"
         ref_ok = speed_ref is not None and speed_ref["status"] == "ok"
         row = {
@@ -46,13 +49,16 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             "mp4": str(store.run_dir / g["mp4"]) if g.get("mp4") else None,
             "e2e_s": g["e2e_s"] if ok else NAN, "denoise_s": g["denoise_s"] if ok else NAN,
             "speedup": _ratio(speed_ref, g, "e2e_s") if ok and ref_ok else NAN,
+            "speedup_vs_unoptimized": _ratio(quality_ref, g, "e2e_s")
+            if ok and quality_ref is not None and quality_ref["status"] == "ok" else NAN,
             "speedup_denoise": _ratio(speed_ref, g, "denoise_s") if ok and ref_ok else NAN,
             "compute_fraction": (g["compute_executed"] / speed_ref["compute_executed"])
             if ok and ref_ok and speed_ref["compute_executed"] else NAN,
             "peak_memory_mb": (g["peak_memory_bytes"] / 2**20) if ok and g["peak_memory_bytes"] else NAN,
             "device": g["device"],
         }
-        for part in ("text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s"):
+        for part in ("text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s",
+                     "recompiles"):
             v = s.get(part)
             row[part] = NAN if v is None or not ok else float(v)
         row["step_computed"] = json.dumps(s.get("step_computed", []))
@@ -116,11 +122,13 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         row["latency_s"] = _mean([i["e2e_s"] for i in ok])
         row["latency_q25_s"] = _quantile(lat, 0.25)
         row["latency_q75_s"] = _quantile(lat, 0.75)
+        row["speedup_vs_unoptimized"] = _mean([i["speedup_vs_unoptimized"] for i in ok])
         for col in ("denoise_s", "speedup_denoise", "compute_fraction", "peak_memory_mb", "text_encode_s",
-                    "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s"):
+                    "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s", "recompiles"):
             row[col] = _mean([i[col] for i in ok])
         for col in ("speedup", *QUALITY):
-            agg = metrics.aggregate([i[col] for i in ok if not _isnan(i[col])], col) if ok else None
+            values = [i[col] for i in ok if not _isnan(i[col])]
+            agg = metrics.aggregate(values, col) if values else None
             if not agg or not agg.get("n"):
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = NAN, NAN, NAN
             else:

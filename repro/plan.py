@@ -197,10 +197,16 @@ def build_plan(spec: Spec) -> Plan:
 
 
 def check_support(spec: Spec) -> None:
-    """Refuse a method the model's family cannot run, before any model loads."""
+    """Refuse a method the model's family cannot run, or an optimization this machine cannot, before any model loads."""
     from experiments.errors import SpecError
     from experiments.pipelines import family_of
 
+    if not all(is_default_optimization(o) for o in optimization_grid(spec)):
+        from experiments.optimizations import check_available
+        from experiments.pipelines import resolve_device
+
+        check_available(spec.optimizations, resolve_device(spec.model.device),
+                        dtype=spec.model.component_dtypes.get("transformer", spec.model.dtype))
     family = family_of(spec.model)
     if family is None:
         return

@@ -1,0 +1,172 @@
+"""LPIPS perceptual distance through the ``lpips`` package.
+
+The network is ``lpips.LPIPS(net=...)`` (AlexNet by default, VGG16 or
+SqueezeNet selectable) in eval mode, run without autograd. Our inputs are
+checked [0, 1] tensors (:mod:`metrics.inputs`); :func:`lpips_frames` maps them
+to the [-1, 1] range the network expects, and that is the only place the
+scaling happens (we never pass ``normalize=True`` as well, which would scale twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["LpipsNet", "load_lpips", "lpips_frames", "lpips"]
+
+log = logging.getLogger(__name__)
+RANDOM_SEED = 0
+RANDOM_SUFFIX = "[random-weights]"
+# On CPU a forward pass gets at most this many pixels per image batch: 4 frames
+# of 480x832 per forward measured ~15% slower per frame than 1 (activations fall
+# out of cache), while small frames still batch together. GPUs take batch_size.
+_CPU_PIXELS_PER_FORWARD = 1 << 18
+#: Smallest frame side each backbone accepts (its pooling stages need that many pixels).
+MIN_SIZE = {"alex": 31, "vgg": 16, "squeeze": 17}
+
+
+@dataclass(frozen=True)
+class LpipsNet:
+    """A ready LPIPS network and how to label its results."""
+
+    module: "torch.nn.Module"
+    net: str
+    random_weights: bool
+
+    @property
+    def label(self) -> str:
+        return f"lpips_{self.net}" + (RANDOM_SUFFIX if self.random_weights else "")
+
+
+@contextlib.contextmanager
+def _quiet_torchvision():
+    # lpips calls torchvision with the deprecated `pretrained=` argument; the warning is noise.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        warnings.filterwarnings("ignore", message=".*pretrained.*")
+        warnings.filterwarnings("ignore", message=".*weights.*")
+        yield
+
+
+def load_lpips(net: str = "alex", device: Any = "auto", allow_random_weights: bool = False) -> LpipsNet:
+    """The LPIPS network: pretrained backbone from the torch cache, else (if allowed) random.
+
+    Built once per (net, device, weights) and shared by Scorers and :func:`lpips`.
+
+    Random weights need ``allow_random_weights=True`` *and* missing pretrained
+    weights; they are drawn with ``torch.manual_seed(0)`` inside a forked RNG
+    (reproducible, caller's RNG untouched) and logged as a warning.
+
+    >>> n = load_lpips("alex", "cpu", allow_random_weights=True)
+    >>> n.label in ("lpips_alex", "lpips_alex[random-weights]")
+    True
+    """
+    from .device import resolve_device
+    from .weights import resolve_lpips_backbone
+
+    dev = resolve_device(device)
+    backbone = resolve_lpips_backbone(net, allow_random_weights=allow_random_weights)
+    return _build(net, str(dev), backbone is None)
+
+
+@functools.lru_cache(maxsize=1)
+def _build(net: str, device: str, random_weights: bool) -> LpipsNet:
+    # Cached so Scorers and the free function share one network per (net, device, weights).
+    import lpips as lpips_pkg
+    import torch
+
+    with _quiet_torchvision():
+        if random_weights:
+            log.warning(
+                "LPIPS %s: pretrained backbone not available; using RANDOM backbone weights "
+                "(seed %d). Results are labelled %s and are not comparable to real LPIPS.",
+                net, RANDOM_SEED, RANDOM_SUFFIX,
+            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_SEED)
+                module = lpips_pkg.LPIPS(net=net, pnet_rand=True, verbose=False)
+        else:
+            # torchvision finds the checkpoint in torch.hub.get_dir()/checkpoints and loads it offline.
+            module = lpips_pkg.LPIPS(net=net, pnet_rand=False, verbose=False)
+    # channels-last convolutions measured ~15% faster on CPU and are what GPUs prefer.
+    module = module.eval().to(device=device, memory_format=torch.channels_last)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return LpipsNet(module=module, net=net, random_weights=random_weights)
+
+
+def lpips_frames(net: LpipsNet, x: "torch.Tensor", y: "torch.Tensor", batch_size: int = 16) -> "torch.Tensor":
+    """Per-frame LPIPS (float64, on CPU) of two ``[n, 3, H, W]`` tensors on [0, 1], in chunks.
+
+    >>> import torch
+    >>> n = load_lpips("alex", "cpu", allow_random_weights=True)
+    >>> x = torch.rand(2, 3, 64, 64)
+    >>> lpips_frames(n, x, x).tolist()
+    [0.0, 0.0]
+    """
+    import torch
+
+    from .device import full_precision
+    from .errors import InputError
+
+    if min(x.shape[-2:]) < MIN_SIZE.get(net.net, 1):
+        m = MIN_SIZE[net.net]
+        raise InputError(f"LPIPS {net.net} needs frames of at least {m}x{m} pixels, got {x.shape[-2]}x{x.shape[-1]}")
+    dev = next(net.module.parameters()).device
+    step = batch_size
+    if dev.type == "cpu":
+        step = max(1, min(batch_size, _CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1])))
+    out = []
+    with torch.inference_mode(), full_precision(dev):
+        for s in range(0, x.shape[0], step):
+            # [0, 1] -> [-1, 1]: the only place LPIPS inputs are scaled.
+            a = torch.mul(x[s : s + step].to(dev, torch.float32), 2.0).sub_(1.0)
+            b = torch.mul(y[s : s + step].to(dev, torch.float32), 2.0).sub_(1.0)
+            a = a.contiguous(memory_format=torch.channels_last)
+            b = b.contiguous(memory_format=torch.channels_last)
+            out.append(net.module(a, b).reshape(-1).to("cpu", torch.float64))
+    return torch.cat(out)
+
+
+def lpips(
+    a: Any,
+    b: Any,
+    net: str = "alex",
+    device: Any = "auto",
+    allow_random_weights: bool = False,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """LPIPS distance per image (per frame) of two images or batches (uint8 or floats on [0, 1]).
+
+    Raises :class:`~metrics.WeightsMissing` when the pretrained backbone is not
+    cached and cannot be downloaded, unless ``allow_random_weights=True``.
+
+    >>> import numpy as np, metrics
+    >>> a = np.zeros((2, 64, 64, 3), np.uint8)
+    >>> metrics.lpips(a, a, allow_random_weights=True).tolist()
+    [0.0, 0.0]
+    """
+    import torch
+
+    from .device import resolve_device
+    from .inputs import check_pair, to_frames
+
+    fa, fb = to_frames(a, "a", kind="image"), to_frames(b, "b", kind="image")
+    check_pair(fa, fb)
+    dev = resolve_device(device)
+    model = load_lpips(net, dev, allow_random_weights)
+    out = []
+    for s in range(0, fa.n, batch_size):
+        x = fa.unit(s, s + batch_size, dtype=torch.float32, device=dev)
+        y = fb.unit(s, s + batch_size, dtype=torch.float32, device=dev)
+        out.append(lpips_frames(model, x, y, batch_size))
+    return torch.cat(out).numpy()

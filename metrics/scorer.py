@@ -1,0 +1,321 @@
+"""Batched scoring of cached outputs against their uncached baselines.
+
+A :class:`Scorer` builds its networks once, then scores pairs of items (an
+image, or a video as ``[F, H, W, 3]`` / ``[F, 3, H, W]`` frames). Frames of all
+items of the same size are streamed through the metrics in chunks of
+``batch_size`` frames (fewer for very large frames, to bound memory): PSNR and
+SSIM as vectorised float64 torch ops (on the CPU when the device is MPS, which
+has no float64), LPIPS and CLIP as network batches on the device. Nothing loops
+over single images in Python.
+
+Per item and metric the result is ``{"value", "per_frame", "label"}``:
+
+* ``value`` of a video is the mean of its frames' values;
+* PSNR: a frame identical to its baseline has ``inf`` in ``per_frame``; an item
+  identical in every frame has ``value`` inf, otherwise ``value`` averages inf
+  frames as ``PSNR_CAP_DB`` (100 dB); the entry then also has ``"n_inf"`` and a
+  ``"note"`` saying so;
+* CLIP (only when "clip" is requested and the item has a prompt):
+  ``clip_cached``, ``clip_baseline`` and ``clip_delta`` (= cached - baseline,
+  per frame and in ``value``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+
+from .psnr_db import PSNR_CAP_DB, video_psnr
+
+if TYPE_CHECKING:
+    import torch
+
+    from .inputs import Frames
+
+__all__ = ["Scorer", "METRICS"]
+
+METRICS = ("lpips", "psnr", "ssim", "clip")
+# Upper bound on pixels per chunk (frames x H x W): keeps the float64 copies of a
+# chunk around 0.4 GB each even for large frames, whatever batch_size says.
+_CHUNK_PIXELS = 1 << 24
+
+
+class Scorer:
+    """Scores cached outputs against baselines with PSNR, SSIM, LPIPS and CLIP score.
+
+    Networks are built (and weights resolved) in the constructor, so a missing
+    checkpoint fails here with :class:`~metrics.WeightsMissing` before any work,
+    unless ``allow_random_weights=True``, in which case the affected labels end
+    in ``[random-weights]`` and ``random_weights[name]`` is True.
+
+    >>> import numpy as np, metrics
+    >>> s = metrics.Scorer(names=("psnr", "ssim"), device="cpu")
+    >>> a = np.zeros((2, 32, 32, 3), np.uint8)  # a 2-frame video
+    >>> r = s.score_pair(a, a + 10)
+    >>> round(r["psnr"]["value"], 3), s.labels
+    (28.131, {'psnr': 'psnr', 'ssim': 'ssim'})
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str] = METRICS,
+        device: Any = "auto",
+        batch_size: int = 16,
+        lpips_net: str = "alex",
+        clip_model: str = "ViT-B-32",
+        clip_pretrained: str = "laion2b_s34b_b79k",
+        allow_random_weights: bool = False,
+    ) -> None:
+        from .device import resolve_device
+
+        if isinstance(names, str):
+            names = (names,)
+        names = tuple(dict.fromkeys(n.lower() for n in names))
+        unknown = [n for n in names if n not in METRICS]
+        if unknown or not names:
+            raise ValueError(f"unknown metric names {unknown}; choose from {METRICS}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.names = names
+        self.batch_size = int(batch_size)
+        self.device = resolve_device(device)
+        self._lpips = None
+        self._clip = None
+        if "lpips" in names:
+            from .lpips_distance import load_lpips
+
+            self._lpips = load_lpips(lpips_net, self.device, allow_random_weights)
+        if "clip" in names:
+            from .clip_similarity import load_clip
+
+            self._clip = load_clip(clip_model, clip_pretrained, self.device, allow_random_weights)
+        self._text_cache: dict[str, "torch.Tensor"] = {}
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Metric name -> label recorded with results (network, weights, random-weights flag)."""
+        out = {}
+        for n in self.names:
+            if n == "lpips":
+                out[n] = self._lpips.label
+            elif n == "clip":
+                out[n] = self._clip.label
+            else:
+                out[n] = n
+        return out
+
+    @property
+    def random_weights(self) -> dict[str, bool]:
+        """Network metric -> whether it runs on random (not pretrained) weights."""
+        out = {}
+        if self._lpips is not None:
+            out["lpips"] = self._lpips.random_weights
+        if self._clip is not None:
+            out["clip"] = self._clip.random_weights
+        return out
+
+    # ------------------------------------------------------------------ public
+
+    def score_pair(self, cached: Any, baseline: Any, prompt: str | None = None) -> dict:
+        """Score one item (image or video frames) against its baseline; see the module docstring."""
+        return self._score([(cached, baseline, prompt)], single=True)[0]
+
+    def score_pairs(self, pairs: Iterable[tuple[Any, Any, str | None]]) -> list[dict]:
+        """Score many items at once, batching frames across items of the same size.
+
+        >>> import numpy as np, metrics
+        >>> s = metrics.Scorer(names=("psnr",), device="cpu")
+        >>> a = np.zeros((16, 16, 3), np.uint8)
+        >>> [round(r["psnr"]["value"], 2) for r in s.score_pairs([(a, a + 1, None), (a, a + 2, None)])]
+        [48.13, 42.11]
+        """
+        return self._score(list(pairs), single=False)
+
+    def score_prompt(self, frames: Any, prompt: str) -> dict:
+        """CLIP score of one output (image or video frames) against its prompt, no baseline needed.
+
+        Returns ``{"value", "per_frame", "label"}``; for a video ``value`` is the mean over frames.
+        """
+        import torch
+
+        from .clip_similarity import clip_frames
+        from .errors import InputError
+        from .inputs import to_frames
+
+        if self._clip is None:
+            raise InputError("score_prompt needs a Scorer with 'clip' among its names")
+        if not isinstance(prompt, str) or not prompt:
+            raise InputError("score_prompt: prompt must be a non-empty string")
+        fr = to_frames(frames, "output")
+        self._text_embeddings([prompt])
+        h, w = fr.size
+        chunk = max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w)))
+        values = []
+        for start in range(0, fr.n, chunk):
+            stop = min(fr.n, start + chunk)
+            x = fr.unit(start, stop, dtype=torch.float32, device=self.device)
+            text = self._text_cache[prompt].unsqueeze(0).expand(stop - start, -1)
+            values.append(clip_frames(self._clip, x, text, self.batch_size).numpy())
+        per_frame = np.concatenate(values)
+        return {"value": float(per_frame.mean()), "per_frame": per_frame.tolist(), "label": self.labels["clip"]}
+
+    # --------------------------------------------------------------- internals
+
+    def _check(self, pairs: list, single: bool) -> list[tuple["Frames", "Frames", str | None]]:
+        from .errors import InputError
+        from .inputs import check_pair, to_frames
+
+        if not pairs:
+            raise InputError("score_pairs: no pairs given (empty input)")
+        checked = []
+        for i, pair in enumerate(pairs):
+            tag = "" if single else f"pair {i} "
+            if not isinstance(pair, (tuple, list)) or len(pair) != 3:
+                raise InputError(f"{tag or 'pair '}must be a (cached, baseline, prompt) tuple")
+            cached, baseline, prompt = pair
+            if prompt is not None and not isinstance(prompt, str):
+                raise InputError(f"{tag}prompt must be a string or None, got {type(prompt).__name__}")
+            fc = to_frames(cached, f"{tag}cached")
+            fb = to_frames(baseline, f"{tag}baseline")
+            check_pair(fc, fb)
+            for metric, side in self._min_sizes():
+                if min(fc.size) < side:
+                    h, w = fc.size
+                    raise InputError(f"{tag}cached: {h}x{w} frames are too small for {metric} (needs {side}x{side})")
+            checked.append((fc, fb, prompt))
+        return checked
+
+    def _min_sizes(self) -> list[tuple[str, int]]:
+        from .lpips_distance import MIN_SIZE
+        from .ssim_index import WIN_SIZE
+
+        out = []
+        if "ssim" in self.names:
+            out.append(("ssim", WIN_SIZE))
+        if self._lpips is not None:
+            out.append((self._lpips.label, MIN_SIZE.get(self._lpips.net, 1)))
+        return out
+
+    def _text_embeddings(self, prompts: list[str]) -> None:
+        from .clip_similarity import encode_texts
+
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if todo:
+            emb = encode_texts(self._clip, todo, batch_size=max(self.batch_size, 32))
+            self._text_cache.update(zip(todo, emb))
+
+    def _score(self, pairs: list, single: bool) -> list[dict]:
+        import torch
+
+        from .device import pixel_device
+
+        items = self._check(pairs, single)
+        if self._clip is not None:
+            self._text_embeddings([p for _, _, p in items if p is not None])
+        per_frame = [{k: np.full(fc.n, np.nan) for k in self._keys(p)} for fc, _, p in items]
+        pixel_metrics = "psnr" in self.names or "ssim" in self.names
+        # Pixels are converted once per chunk: float64 for PSNR/SSIM (the networks cast
+        # that to float32), float32 when only networks run.
+        dtype = torch.float64 if pixel_metrics else torch.float32
+        data_device = pixel_device(self.device) if pixel_metrics else self.device
+        # Items of one frame size share chunks; different sizes cannot be stacked.
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (fc, _, _) in enumerate(items):
+            groups.setdefault(fc.size, []).append(i)
+        for (h, w), idx in groups.items():
+            chunk = max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w)))
+            for segs in _chunks([(i, items[i][0].n) for i in idx], chunk):
+                x = _stack([items[i][0].unit(s, e, dtype=dtype, device=data_device) for i, s, e in segs])
+                y = _stack([items[i][1].unit(s, e, dtype=dtype, device=data_device) for i, s, e in segs])
+                prompts = [items[i][2] for i, s, e in segs for _ in range(e - s)]
+                vals = self._score_chunk(x, y, prompts)
+                o = 0  # scatter the chunk's per-frame values back to their items
+                for i, s, e in segs:
+                    for k, v in vals.items():
+                        if k in per_frame[i]:
+                            per_frame[i][k][s:e] = v[o : o + e - s]
+                    o += e - s
+        return [self._entries(r) for r in per_frame]
+
+    def _score_chunk(self, x: "torch.Tensor", y: "torch.Tensor", prompts: list[str | None]) -> dict[str, np.ndarray]:
+        """Per-frame values of every metric for one chunk of frames (NaN where CLIP has no prompt)."""
+        import torch
+
+        from .clip_similarity import clip_frames
+        from .lpips_distance import lpips_frames
+        from .psnr_db import psnr_frames
+        from .ssim_index import ssim_frames
+
+        vals: dict[str, np.ndarray] = {}
+        if "psnr" in self.names:
+            vals["psnr"] = psnr_frames(x, y).cpu().numpy()
+        if "ssim" in self.names:
+            vals["ssim"] = ssim_frames(x, y).cpu().numpy()
+        if self._lpips is not None:
+            vals["lpips"] = lpips_frames(self._lpips, x, y, self.batch_size).numpy()
+        rows = [j for j, p in enumerate(prompts) if p is not None]
+        if self._clip is not None and rows:
+            sel = torch.tensor(rows, device=x.device)
+            text = torch.stack([self._text_cache[prompts[j]] for j in rows])
+            for key, z in (("clip_cached", x), ("clip_baseline", y)):
+                v = np.full(len(prompts), np.nan)
+                v[rows] = clip_frames(self._clip, z.index_select(0, sel), text, self.batch_size).numpy()
+                vals[key] = v
+        return vals
+
+    def _keys(self, prompt: str | None) -> list[str]:
+        keys = [n for n in self.names if n != "clip"]
+        if "clip" in self.names and prompt is not None:
+            keys += ["clip_cached", "clip_baseline"]
+        return keys
+
+    def _entries(self, per_frame: dict[str, np.ndarray]) -> dict:
+        labels = self.labels
+        out: dict[str, dict] = {}
+        for k, v in per_frame.items():
+            label = labels["clip"] if k.startswith("clip_") else labels[k]
+            if k == "psnr":
+                value, n_inf = video_psnr(v)
+                out[k] = {"value": value, "per_frame": v.tolist(), "label": label}
+                if n_inf:
+                    out[k]["n_inf"] = n_inf
+                    out[k]["note"] = (
+                        f"{n_inf} of {v.size} frames identical to the baseline (inf dB); "
+                        + ("the item is identical" if n_inf == v.size else f"value averages them as {PSNR_CAP_DB:g} dB")
+                    )
+            else:
+                out[k] = {"value": float(v.mean()), "per_frame": v.tolist(), "label": label}
+        if "clip_cached" in per_frame:
+            d = per_frame["clip_cached"] - per_frame["clip_baseline"]
+            out["clip_delta"] = {
+                "value": out["clip_cached"]["value"] - out["clip_baseline"]["value"],
+                "per_frame": d.tolist(),
+                "label": labels["clip"],
+            }
+        return out
+
+
+def _chunks(items: list[tuple[int, int]], size: int) -> Iterable[list[tuple[int, int, int]]]:
+    """Split the frames of (item, n_frames) into chunks of ``size`` frames: lists of (item, start, stop)."""
+    segs: list[tuple[int, int, int]] = []
+    room = size
+    for i, n in items:
+        s = 0
+        while s < n:
+            take = min(room, n - s)
+            segs.append((i, s, s + take))
+            s += take
+            room -= take
+            if room == 0:
+                yield segs
+                segs, room = [], size
+    if segs:
+        yield segs
+
+
+def _stack(parts: list["torch.Tensor"]) -> "torch.Tensor":
+    """Concatenate frame chunks; a single chunk is used as is (a video usually fills whole chunks)."""
+    import torch
+
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

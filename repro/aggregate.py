@@ -129,7 +129,9 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         for col in ("speedup", *QUALITY):
             values = [i[col] for i in ok if not _isnan(i[col])]
             agg = metrics.aggregate(values, col) if values else None
-            if not agg or not agg.get("n"):
+            if values and all(math.isinf(v) for v in values):  # every item identical to its baseline
+                row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = values[0], values[0], values[0]
+            elif not agg or not agg.get("n"):
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = NAN, NAN, NAN
             else:
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = agg["mean"], agg["ci_low"], agg["ci_high"]

@@ -119,7 +119,7 @@ def main() -> None:
         rows[name] = s
         print(f"  {name:26s} e2e {s['e2e_s'] * 1e3:9.1f} ms (min {s['e2e_min_s'] * 1e3:8.1f}, max "
               f"{s['e2e_max_s'] * 1e3:8.1f})  denoise {s['denoise_s'] * 1e3:9.1f} ms  transformer "
-              f"{s['transformer_s'] * 1e3:9.1f} ms  blocks {s['blocks_executed']}/{s['blocks_possible']}"
+              f"{s['transformer_s'] * 1e3:9.1f} ms  blocks {s['compute_executed']}/{s['compute_possible']}"
               + (f"  compile_s {s['compile_s']:.1f}  recompiles {s['recompiles']}" if s["compile_s"] else ""),
               flush=True)
         if s["e2e_max_s"] > 1.5 * s["e2e_min_s"]:
@@ -138,9 +138,9 @@ def main() -> None:
               f"{ratio(a, b, 'transformer_s'):>7s}")
     eager, compiled = rows["FBC eager"], rows["FBC + regional compile"]
     print(f"FBC made the same skip decisions eager and compiled: "
-          f"{eager['blocks_executed'] == compiled['blocks_executed']} (fraction of blocks executed "
-          f"{eager['blocks_executed'] / eager['blocks_possible']:.3f} vs "
-          f"{compiled['blocks_executed'] / compiled['blocks_possible']:.3f})")
+          f"{eager['compute_executed'] == compiled['compute_executed']} (fraction of blocks executed "
+          f"{eager['compute_executed'] / eager['compute_possible']:.3f} vs "
+          f"{compiled['compute_executed'] / compiled['compute_possible']:.3f})")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Counting and timing inside one pipeline call, installed once per loaded pipeline.
 
-* **Compute counting.** A tiny diffusers hook on every transformer block and on every
-  attention and feed-forward sublayer inside them counts forwards that actually ran. It is
-  registered *before* any cache hook, so it sits innermost: work served from cache never
-  reaches it. The compute fraction counts sublayers (attention + feed-forward), so caches
+* **Compute counting.** The ``forward`` of every attention and feed-forward sublayer of the
+  transformer blocks is wrapped in a counter (a plain callable, much cheaper than a diffusers
+  hook). It is installed *before* any cache hook, so diffusers wraps it in turn and it sits
+  innermost: work served from cache never reaches it. The compute fraction counts sublayers (attention + feed-forward), so caches
   that skip whole blocks (First Block Cache, MagCache) and caches that skip attention only
   (Pyramid Attention Broadcast, FasterCache, TaylorSeer) are measured on one scale; for
   block-skipping caches it equals the fraction of blocks executed.
@@ -20,7 +20,23 @@ from typing import Any
 
 import torch
 
-_COUNTER_HOOK = "repro_compute_counter"
+
+
+class CountedForward:
+    """A module's ``forward`` that reports each call that really runs, then runs it.
+
+    ``count`` is an attribute so compiled code can route it elsewhere (see
+    ``experiments.optimizations``); ``__wrapped__`` keeps ``inspect.signature`` truthful.
+    """
+
+    def __init__(self, forward, count):
+        self.forward = forward
+        self.count = count
+        self.__wrapped__ = forward
+
+    def __call__(self, *args, **kwargs):
+        self.count()
+        return self.forward(*args, **kwargs)
 
 
 class _Clock:
@@ -57,8 +73,6 @@ class CallRecord:
     transformer_s: float = 0.0
     inter_step_gap_s: float = 0.0
     step_s: list[float] = field(default_factory=list)
-    blocks_executed: int = 0
-    blocks_possible: int = 0
     units_executed: int = 0  # attention + feed-forward sublayers inside the blocks
     units_possible: int = 0
     transformer_calls: int = 0
@@ -79,45 +93,43 @@ class Instrumentation:
         self.blocks = _transformer_blocks(self.transformer)
         self.units = _compute_units(self.blocks)
         self._active = False
+        self._handles: list[Any] = []
+        self._original_decode = None
         self._reset()
-        self._install()
+        self.install()
 
     # -- installation -------------------------------------------------------------------------
 
-    def _install(self) -> None:
-        from diffusers.hooks import HookRegistry, ModelHook
+    def install(self) -> None:
+        for module in self.units:
+            if not isinstance(module.__dict__.get("forward"), CountedForward):
+                module.forward = module._repro_counted = CountedForward(module.forward, self._count)
 
-        outer = self
-
-        class _Counter(ModelHook):
-            def __init__(self, kind: str):
-                super().__init__()
-                self.kind = kind
-
-            def pre_forward(self, module, *args, **kwargs):
-                if outer._active:
-                    if self.kind == "block":
-                        outer._blocks_in_call += 1
-                    else:
-                        outer._units_in_call += 1
-                return args, kwargs
-
-        for kind, modules in (("block", self.blocks), ("unit", self.units)):
-            for module in modules:
-                registry = HookRegistry.check_if_exists_or_initialize(module)
-                if registry.get_hook(_COUNTER_HOOK) is None:
-                    registry.register_hook(_Counter(kind), _COUNTER_HOOK)
-
-        self.transformer.register_forward_pre_hook(self._transformer_start)
-        self.transformer.register_forward_hook(self._transformer_end)
+        self._handles = [self.transformer.register_forward_pre_hook(self._transformer_start),
+                         self.transformer.register_forward_hook(self._transformer_end)]
         for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
             encoder = getattr(self.pipe, name, None)
             if isinstance(encoder, torch.nn.Module):
-                encoder.register_forward_pre_hook(self._text_start)
-                encoder.register_forward_hook(self._text_end)
+                self._handles += [encoder.register_forward_pre_hook(self._text_start),
+                                  encoder.register_forward_hook(self._text_end)]
         vae = getattr(self.pipe, "vae", None)
         if vae is not None and hasattr(vae, "decode") and not getattr(vae.decode, "_repro_timed", False):
+            self._original_decode = vae.decode
             vae.decode = self._timed_decode(vae.decode)
+
+    def remove(self) -> None:
+        """Take every counter and timer off the pipeline (it runs exactly as plain diffusers again)."""
+        for module in self.units:
+            counted = module.__dict__.get("forward")
+            if isinstance(counted, CountedForward):
+                del module.forward  # back to the class's forward
+                del module._repro_counted
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if self._original_decode is not None:
+            self.pipe.vae.decode = self._original_decode
+            self._original_decode = None
 
     def _timed_decode(self, decode):
         def decode_timed(*args, **kwargs):
@@ -133,15 +145,18 @@ class Instrumentation:
 
     # -- hook callbacks -----------------------------------------------------------------------
 
+    def _count(self) -> None:
+        if self._active:
+            self._units_in_call += 1
+
     def _transformer_start(self, module, args):
         if self._active:
-            self._blocks_in_call = 0
             self._units_in_call = 0
             self._call_start = self.clock.mark()
 
     def _transformer_end(self, module, args, output):
         if self._active:
-            self._calls.append((self._call_start, self.clock.mark(), self._blocks_in_call, self._units_in_call))
+            self._calls.append((self._call_start, self.clock.mark(), self._units_in_call))
 
     def _text_start(self, module, args):
         if self._active:
@@ -164,7 +179,6 @@ class Instrumentation:
         self._step_ends: list[tuple] = []
         self._text_spans: list[tuple] = []
         self._vae_spans: list[tuple] = []
-        self._blocks_in_call = 0
         self._units_in_call = 0
 
     def start(self) -> Any:
@@ -181,10 +195,8 @@ class Instrumentation:
         rec.text_encode_s = sum(sec(a, b) for a, b in self._text_spans)
         rec.vae_decode_s = sum(sec(a, b) for a, b in self._vae_spans)
         rec.transformer_calls = len(self._calls)
-        rec.transformer_s = sum(sec(a, b) for a, b, _, _ in self._calls)
-        rec.blocks_executed = sum(n for *_, n, _ in self._calls)
+        rec.transformer_s = sum(sec(a, b) for a, b, _ in self._calls)
         rec.units_executed = sum(n for *_, n in self._calls)
-        rec.blocks_possible = len(self.blocks) * len(self._calls)
         rec.units_possible = len(self.units) * len(self._calls)
         if not self._calls:
             return rec
@@ -196,7 +208,7 @@ class Instrumentation:
             calls = self._calls[first_call:calls_done]
             if calls:
                 possible = len(self.units) * len(calls)
-                rec.step_computed.append(sum(c[3] for c in calls) / possible if possible else 1.0)
+                rec.step_computed.append(sum(c[2] for c in calls) / possible if possible else 1.0)
             rec.step_s.append(sec(step_start, end))
             if calls_done < len(self._calls):
                 next_start = self._calls[calls_done][0]

@@ -58,15 +58,13 @@ What :func:`applied` does (in this order; undone in reverse):
    so every point compiles from the same state and variants never pile up to dynamo's recompile
    limit (past it dynamo silently runs eager).
 
-   Counting under compile: the instrumentation's compute counters are diffusers hooks whose
-   ``pre_forward`` increments Python ints; traced by dynamo they would be specialised (guards on the
-   count and on ``_active``: a recompile per value) or, disabled, cost a graph break at every block
-   and attention module. While compiled, each counter's ``pre_forward`` is routed through an opaque
-   custom op (``repro_counters::count``, declared as mutating a token tensor so it is never dead-code
-   eliminated) that calls the original counter eagerly every time the compiled code runs: exact
-   counts, no guards on counter state, no graph breaks. One op per counter *kind* (block, attention),
-   so all blocks still share one compiled graph; this relies on the counters' effect depending only on
-   their kind, as in ``experiments.instrumentation``.
+   Counting under compile: the instrumentation's compute counters (``CountedForward``) increment
+   Python ints; traced by dynamo they would be specialised (guards on the count and on ``_active``:
+   a recompile per value) or, disabled, cost a graph break at every sublayer. While compiled, each
+   counter's ``count`` is routed through an opaque custom op (``repro_counters::count``, declared as
+   mutating a token tensor so it is never dead-code eliminated) that calls the original counter
+   eagerly every time the compiled code runs: exact counts, no guards on counter state, no graph
+   breaks. All counters share one op code, so all blocks still share one compiled graph.
 
 The info dict: ``compile_s`` (None without compile), ``recompiles`` (dynamo frames compiled after the
 first call, i.e. during the runner's warm-ups and timed repeats; ideally 0; filled in on exit),
@@ -456,45 +454,34 @@ def _count_op() -> Any:
 
 @contextlib.contextmanager
 def _compile_transparent_counters(transformer: Any) -> Iterator[None]:
+    """Route every counter's `count` through the opaque op while compiled; restore on exit."""
     import torch
 
-    from experiments.instrumentation import _COUNTER_HOOK
-
-    hooks = [(m, h) for m in transformer.modules() if (h := _hook(m, _COUNTER_HOOK)) is not None]
-    if not hooks:
+    counted = [m.__dict__["_repro_counted"] for m in transformer.modules() if "_repro_counted" in m.__dict__]
+    if not counted:
         yield
         return
     op = _count_op()
     if not _TOKEN:
         _TOKEN.append(torch.zeros(1))
     token = _TOKEN[0]
-    replacements: dict[int, Callable] = {}
-    saved = []
+    code = _KIND_CODES.setdefault("unit", len(_KIND_CODES))
     previous_callbacks = dict(_CALLBACKS)
-    for module, hook in hooks:
-        kind = str(getattr(hook, "kind", "block"))
-        code = _KIND_CODES.setdefault(kind, len(_KIND_CODES))
-        original = hook.fn_ref.pre_forward
-        if code not in replacements:
-            _CALLBACKS[code] = (lambda f, m: (lambda: f(m)))(original, module)
-            replacements[code] = _counting_pre_forward(op, token, code)
-        saved.append((hook.fn_ref, original))
-        hook.fn_ref.pre_forward = replacements[code]
+    _CALLBACKS[code] = counted[0].count  # every counter of one Instrumentation shares its count
+    saved = [(c, c.count) for c in counted]
+
+    def count() -> None:
+        op(token, code)
+
+    for c in counted:
+        c.count = count
     try:
         yield
     finally:
-        for fn_ref, original in saved:
-            fn_ref.pre_forward = original
+        for c, original in saved:
+            c.count = original
         _CALLBACKS.clear()
         _CALLBACKS.update(previous_callbacks)
-
-
-def _counting_pre_forward(op: Any, token: Any, code: int) -> Callable:
-    def pre_forward(module, *args, **kwargs):
-        op(token, code)
-        return args, kwargs
-
-    return pre_forward
 
 
 class _LimitHits(logging.Handler):

@@ -77,8 +77,6 @@ class GenerationResult:
             "step_s": [statistics.median(s) for s in zip(*stat("step_s"))],
             "compute_executed": first.units_executed,
             "compute_possible": first.units_possible,
-            "blocks_executed": first.blocks_executed,
-            "blocks_possible": first.blocks_possible,
             "transformer_calls": first.transformer_calls,
             "step_computed": first.step_computed,
             "peak_memory_bytes": self.peak_memory_bytes,
@@ -113,7 +111,14 @@ class Engine:
             import torch
 
             self._instr = Instrumentation(self._pipe, torch.device(self._pipe.device))
+            params = inspect.signature(type(self._pipe).__call__).parameters
+            self._has_step_callback = "callback_on_step_end" in params
         return self._pipe
+
+    @property
+    def instrumentation(self) -> Instrumentation:
+        self.pipe  # loads and instruments on first use
+        return self._instr
 
     @property
     def device(self) -> str:
@@ -139,8 +144,6 @@ class Engine:
                 runs.append(record)
                 peaks.append(peak)
         frames = outputs[0]
-        if not np.isfinite(frames).all():  # pragma: no cover - uint8 is always finite; guard stays for floats
-            raise GenerationFailed("output has non-finite pixels")
         identical = all(np.array_equal(frames, o) for o in outputs[1:])
         peak = max(peaks) if peaks and peaks[0] is not None else None
         return GenerationResult(
@@ -212,7 +215,7 @@ class Engine:
         kwargs = self.spec.generation.pipeline_kwargs()
         kwargs.update(prompt=request.prompt, output_type="np",
                       generator=torch.Generator("cpu").manual_seed(request.seed))
-        if "callback_on_step_end" in inspect.signature(type(self.pipe).__call__).parameters:
+        if self._has_step_callback:
             kwargs["callback_on_step_end"] = self._step_end
         return kwargs
 
@@ -222,15 +225,14 @@ class Engine:
             self.on_step(step_index + 1, self.spec.generation.num_inference_steps)
         return {}
 
-    def _call(self, request: GenerationRequest) -> np.ndarray:
+    def _call(self, request: GenerationRequest) -> Any:
+        """One pipeline call; returns the pipeline's own output (converted outside the timed region)."""
         import torch
 
-        transformer = self.pipe.transformer
-        if hasattr(transformer, "_reset_stateful_cache"):
-            transformer._reset_stateful_cache()
+        # no explicit cache-state reset: the pipeline resets stateful hooks at the end of every call,
+        # and a cache's hooks are created fresh when it is enabled
         with torch.inference_mode():
-            result = self.pipe(**self._kwargs(request))
-        return self._to_frames(result)
+            return self.pipe(**self._kwargs(request))
 
     def _timed_call(self, request: GenerationRequest) -> tuple[np.ndarray, CallRecord, int | None]:
         import torch
@@ -241,11 +243,11 @@ class Engine:
             torch.cuda.reset_peak_memory_stats()
         start = self._instr.start()
         try:
-            frames = self._call(request)
+            result = self._call(request)
         finally:
             record = self._instr.stop(start)
         peak = torch.cuda.max_memory_allocated() if cuda else None
-        return frames, record, peak
+        return self._to_frames(result), record, peak
 
     def _to_frames(self, result: Any) -> np.ndarray:
         video = getattr(result, "frames", None)

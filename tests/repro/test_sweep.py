@@ -195,8 +195,9 @@ def test_sigkill_mid_sweep_then_resume_matches_uninterrupted(finished, tmp_path)
     assert {g["key"] for g in got} == ref_keys
     assert all(g["attempts"] == 1 and g["status"] == "ok" for g in got)
     for key in ref_keys:
-        for metric, s in ref_scores.get(key, {}).items():
-            assert got_scores[key][metric]["value"] == pytest.approx(s["value"], abs=1e-6)
+        for metric in spec.metrics.names:
+            if metric in ref_scores.get(key, {}):
+                assert got_scores[key][metric]["value"] == pytest.approx(ref_scores[key][metric]["value"], abs=1e-6)
     assert not list((run_dir / "media").glob(".tmp-*"))
 
 
@@ -213,3 +214,54 @@ def test_ctrl_c_stops_after_current_generation(tmp_path):
     rows = _count_rows(run_dir / "results.sqlite")
     assert 1 <= rows < 8
     assert all((run_dir / g["media_dir"]).is_dir() for g in Store(run_dir).generations(status="ok"))
+
+
+def test_reports_on_a_finished_sweep(finished, tmp_path):
+    """pareto, best, export and figures as a user calls them, on the finished run directory."""
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from repro.cli import main
+
+    spec, _, _ = finished
+    run = str(spec.run_dir)
+    cli = CliRunner()
+    out = cli.invoke(main, ["pareto", run, "--metric", "ssim"])
+    assert out.exit_code == 0 and "Pareto front: speedup vs ssim" in out.output
+    best = cli.invoke(main, ["best", run, "--min", "ssim=0.0"])
+    assert best.exit_code == 0, best.output
+    assert "pipe.transformer.enable_cache(" in best.output and "- name:" in best.output
+    if "MagCacheConfig" in best.output:
+        assert "mag_ratios=[" in best.output  # the calibrated ratios are pasted in, ready to run
+    assert cli.invoke(main, ["best", run, "--min", "ssim=2"]).exit_code == 1
+    for fmt in ("csv", "parquet", "jsonl"):
+        res = cli.invoke(main, ["export", run, "--format", fmt, "--out", str(tmp_path / fmt)])
+        assert res.exit_code == 0, res.output
+    points = pd.read_csv(tmp_path / "csv" / "points.csv")
+    items = pd.read_parquet(tmp_path / "parquet" / "items.parquet")
+    assert {"speedup", "speedup_ci_low", "compute_fraction", "ssim", "spec_hash", "version_diffusers"} <= set(points.columns)
+    assert len(items) == len(Store(spec.run_dir).generations())
+    first = cli.invoke(main, ["figures", run, "--out", str(tmp_path / "f1"), "--format", "png,svg"])
+    second = cli.invoke(main, ["figures", run, "--out", str(tmp_path / "f2"), "--format", "png,svg"])
+    assert first.exit_code == 0 and second.exit_code == 0, first.output
+    files = sorted(p.name for p in (tmp_path / "f1").iterdir())
+    assert {"index.md", "table.md", "table.tex", "pareto_ssim.png", "skip_heatmap.svg", "mag_ratios.png"} <= set(files)
+    for name in files:
+        if name.endswith((".png", ".svg", ".md", ".tex")):
+            assert (tmp_path / "f1" / name).read_bytes() == (tmp_path / "f2" / name).read_bytes(), name
+    assert cli.invoke(main, ["figures", run, "--format", "gif"]).exit_code == 2
+
+
+def test_rescoring_adds_a_metric_later(finished):
+    from click.testing import CliRunner
+
+    from repro.cli import main
+
+    spec, _, _ = finished
+    res = CliRunner().invoke(main, ["score", str(spec.run_dir), "--set", "metrics.names=[psnr, ssim, clip]",
+                                    "--set", "metrics.allow_random_weights=true"])
+    assert res.exit_code == 0, res.output
+    scores = Store(spec.run_dir).scores()
+    ok = Store(spec.run_dir).generations(status="ok")
+    assert all("clip" in scores[g["key"]] for g in ok)
+    assert all(scores[g["key"]]["clip"]["label"].endswith("[random-weights]") for g in ok)

@@ -11,7 +11,6 @@ from experiments.families import Family, register_family, supported, unsupported
 
 def build_tiny():
     from diffusers import (
-        AutoencoderKLHunyuanVideo,
         FlowMatchEulerDiscreteScheduler,
         HunyuanVideoPipeline,
         HunyuanVideoTransformer3DModel,
@@ -23,6 +22,7 @@ def build_tiny():
         materialize,
         seed_everything,
         tiny_clip_text_encoder,
+        tiny_hunyuan_video_vae,
         tokenizer_ids,
     )
 
@@ -68,22 +68,7 @@ def build_tiny():
         rope_axes_dim=(4, 6, 6),
     ).eval()
 
-    seed_everything(0)
-    vae = AutoencoderKLHunyuanVideo(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        act_fn="silu",
-        norm_num_groups=4,
-        scaling_factor=0.476986,
-        spatial_compression_ratio=8,
-        temporal_compression_ratio=4,
-        mid_block_add_attention=True,
-    ).eval()
+    vae = tiny_hunyuan_video_vae()
 
     scheduler = FlowMatchEulerDiscreteScheduler(shift=7.0)  # hunyuanvideo-community/HunyuanVideo
     pipe = HunyuanVideoPipeline(

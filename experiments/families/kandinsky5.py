@@ -12,7 +12,6 @@ from experiments.families import Family, register_family, unsupported
 
 def build_tiny():
     from diffusers import (
-        AutoencoderKLHunyuanVideo,
         FlowMatchEulerDiscreteScheduler,
         Kandinsky5T2VPipeline,
         Kandinsky5Transformer3DModel,
@@ -24,6 +23,7 @@ def build_tiny():
         materialize,
         seed_everything,
         tiny_clip_text_encoder,
+        tiny_hunyuan_video_vae,
         tokenizer_ids,
     )
 
@@ -80,22 +80,7 @@ def build_tiny():
         visual_cond=True,  # as in the T2V Lite checkpoints
     ).eval()
 
-    seed_everything(0)
-    vae = AutoencoderKLHunyuanVideo(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
-        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        act_fn="silu",
-        norm_num_groups=4,
-        scaling_factor=0.476986,
-        spatial_compression_ratio=8,
-        temporal_compression_ratio=4,
-        mid_block_add_attention=True,
-    ).eval()
+    vae = tiny_hunyuan_video_vae()
 
     scheduler = FlowMatchEulerDiscreteScheduler(shift=5.0)
     pipe = Kandinsky5T2VPipeline(

@@ -223,3 +223,25 @@ def tiny_autoencoder_kl(*, latent_channels: int = 4, levels: int = 3, scaling_fa
         use_post_quant_conv=quant_conv,
         mid_block_add_attention=True,
     ).eval()
+
+
+def tiny_hunyuan_video_vae(seed: int = 0):
+    """A small ``AutoencoderKLHunyuanVideo`` (8x spatial, 4x temporal compression), shared by HunyuanVideo and Kandinsky 5."""
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    seed_everything(seed)
+    return AutoencoderKLHunyuanVideo(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        layers_per_block=1,
+        act_fn="silu",
+        norm_num_groups=4,
+        scaling_factor=0.476986,
+        spatial_compression_ratio=8,
+        temporal_compression_ratio=4,
+        mid_block_add_attention=True,
+    ).eval()

@@ -17,30 +17,11 @@ def build_tiny():
 def build_tiny_wan(two_stage: bool = False):
     """Tiny WanPipeline; `two_stage` adds a low-noise `transformer_2` and boundary_ratio 0.875 (Wan 2.2 A14B)."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
 
-    from experiments.families.tiny_parts import make_tokenizer, materialize, seed_everything, tokenizer_ids
+    from experiments.families.tiny_parts import make_tokenizer, materialize, seed_everything, tiny_t5_encoder
 
     tokenizer = make_tokenizer(model_max_length=16)
-    ids = tokenizer_ids(tokenizer)
-
-    seed_everything(0)
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=ids["vocab_size"],
-            d_model=32,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            relative_attention_max_distance=16,
-            dropout_rate=0.0,
-            pad_token_id=ids["pad_token_id"],
-            eos_token_id=ids["eos_token_id"],
-            decoder_start_token_id=ids["pad_token_id"],
-        )
-    ).eval()
+    text_encoder = tiny_t5_encoder(tokenizer, umt5=True)
 
     def make_transformer(seed: int):
         seed_everything(seed)

@@ -1,0 +1,1 @@
+"""repro: the `repro` CLI, sweep planning, the results store, executors, aggregates and tracking."""

@@ -12,7 +12,8 @@ import metrics
 
 
 @pytest.fixture(scope="module")
-def pair(rng_module=np.random.default_rng(7)):
+def pair():
+    rng_module = np.random.default_rng(7)
     a = rng_module.integers(0, 256, (3, 64, 96, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng_module.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
     return a, b

@@ -58,6 +58,14 @@ def write_mp4(frames: np.ndarray, path: Path, fps: int = 16) -> None:
             writer.append_data(frame)
 
 
+def write_text(path: Path, text: str) -> None:
+    """A small text file written under a temporary name and renamed: never seen half-written."""
+    path = Path(path)
+    tmp = path.with_name(TMP_PREFIX + path.name)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def clean_partial(media_root: Path) -> int:
     """Remove temporary folders left by a crash; returns how many were removed."""
     removed = 0

@@ -165,13 +165,6 @@ def get_method(name: str) -> CacheMethod:
     return METHODS[name]
 
 
-def available_methods() -> list[str]:
-    """Registered methods whose config class the installed diffusers provides."""
-    import diffusers.hooks as hooks
-
-    return [n for n, m in METHODS.items() if hasattr(hooks, m.config_class_name)]
-
-
 def expand_grid(params: dict[str, Any], sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Cartesian product of the sweep axes, each merged over the fixed params (axis order kept)."""
     keys = list(sweep)

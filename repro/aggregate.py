@@ -40,7 +40,7 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
         ok = g["status"] == "ok"
         ref_ok = speed_ref is not None and speed_ref["status"] == "ok"
         row = {
-            "key": g["key"], "role": g["role"], "point_id": g["point_id"],
+            "key": g["key"], "role": g["role"], "point_id": g["point_id"], "quality_baseline_key": quality_ref_key,
             "method": "baseline" if g["role"] == "baseline" else methods.get(g["point_id"], g["method"]),
             "label": "baseline" if g["role"] == "baseline" else labels.get(g["point_id"], g["point_id"]),
             "prompt_index": g["prompt_index"], "prompt": g["prompt"], "seed": g["seed"],

@@ -115,6 +115,7 @@ def calibrate(spec, out, overrides):
     from repro.lock import RunLock
     from repro.plan import build_plan
     from repro.store import Store
+    from repro.sweep import ensure_calibration
 
     loaded = _load(spec, overrides, out)
     plan = build_plan(loaded)
@@ -125,13 +126,7 @@ def calibrate(spec, out, overrides):
         store = Store(loaded.run_dir)
         executor = LocalExecutor(loaded)
         for cal in plan.calibrations:
-            ratios = store.calibration(cal.key)
-            if ratios is None:
-                got = executor.calibrate(cal.prompt, cal.seed)
-                used = cal.cfg_branch if cal.cfg_branch in got else next(iter(got))
-                store.put_calibration(cal.key, got, used, {"prompt": cal.prompt, "seed": cal.seed,
-                                                          "steps": len(got[used]), "branches": sorted(got)})
-                ratios = store.calibration(cal.key)
+            ratios = ensure_calibration(store, cal, executor, note=click.echo)
             for branch, values in ratios["ratios"].items():
                 mark = " (used)" if branch == ratios["used"] else ""
                 click.echo(f"{cal.key} {branch}{mark}: {[round(v, 5) for v in values]}")

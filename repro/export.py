@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from experiments.media import write_text
 from repro.aggregate import tables
 from repro.store import Store
 
@@ -26,7 +27,7 @@ def export_tables(run_dir: str | Path, fmt: str, out: str | Path | None = None) 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "metric_labels.json"]
     # CSV cannot carry DataFrame attrs: keep the labels (incl. "[random weights]") beside the tables
-    _atomic_text(written[0], json.dumps(points.attrs.get("metric_labels", {}), indent=2, ensure_ascii=False))
+    write_text(written[0], json.dumps(points.attrs.get("metric_labels", {}), indent=2, ensure_ascii=False))
     for name, df in (("points", points), ("items", items)):
         path = out_dir / f"{name}.{fmt}"
         tmp = path.with_name(f".tmp-{path.name}")
@@ -39,9 +40,3 @@ def export_tables(run_dir: str | Path, fmt: str, out: str | Path | None = None) 
         os.replace(tmp, path)
         written.append(path)
     return written
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from experiments.media import write_text
 
 PACKAGES = ("torch", "diffusers", "transformers", "torchmetrics", "lpips", "open_clip_torch", "wandb", "numpy")
 
@@ -39,14 +40,8 @@ def environment() -> dict[str, Any]:
 
 def write_run_files(run_dir: Path, spec: Any, env: dict[str, Any]) -> None:
     """spec.resolved.yaml and environment.json, each written to a temporary name and renamed."""
-    _atomic_write(run_dir / "spec.resolved.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-    _atomic_write(run_dir / "environment.json", json.dumps(env, indent=2, sort_keys=True))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(run_dir / "spec.resolved.yaml", yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    write_text(run_dir / "environment.json", json.dumps(env, indent=2, sort_keys=True))
 
 
 def _git_revision() -> str | None:

@@ -15,7 +15,7 @@ import json
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -180,11 +180,6 @@ class Store:
 
     def calibrations(self) -> list[dict[str, Any]]:
         return [_decode_calibration(r) for r in self.db.execute("SELECT * FROM calibrations ORDER BY rowid")]
-
-    def iter_rows(self, table: str) -> Iterator[dict[str, Any]]:
-        if table not in ("meta", "points", "generations", "scores", "calibrations"):
-            raise ValueError(table)
-        yield from (dict(r) for r in self.db.execute(f"SELECT * FROM {table}"))
 
 
 def _decode_generation(r: sqlite3.Row) -> dict[str, Any]:

@@ -73,6 +73,13 @@ def select(plan: Plan, only: tuple[str, ...]) -> Plan:
     return Plan(points, baselines, cached, [c for c in plan.calibrations if c.key in calib])
 
 
+def pending(plan: Plan, statuses: dict[str, str], retry_failed: bool) -> list[Job]:
+    """The jobs still to run: those not in the store, or with --retry-failed only the failed ones."""
+    if retry_failed:
+        return [j for j in plan.jobs if statuses.get(j.key) == "failed"]
+    return [j for j in plan.jobs if j.key not in statuses]
+
+
 def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = None, only: tuple[str, ...] = (),
               retry_failed: bool = False, dry_run: bool = False, workers: int | None = None,
               ray_address: str | None = None, stream: TextIO | None = None) -> SweepOutcome:
@@ -104,11 +111,7 @@ def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ra
     write_run_files(spec.run_dir, spec, env)
     clean_partial(spec.run_dir / "media")
     store.put_points([p.record() for p in plan.points])
-    statuses = store.statuses()
-    if retry_failed:
-        todo = [j for j in plan.jobs if statuses.get(j.key) == "failed"]
-    else:
-        todo = [j for j in plan.jobs if j.key not in statuses]
+    todo = pending(plan, store.statuses(), retry_failed)
     outcome.skipped = len(plan.jobs) - len(todo)
     print(plan.describe(), file=stream)
     print(f"{len(todo)} generation(s) to run, {outcome.skipped} already in {spec.run_dir}", file=stream)
@@ -140,7 +143,8 @@ def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ra
     outcome.interrupted = stop.requested()
     if not outcome.interrupted:
         scorer.score_missing()
-    outcome.failed = sum(1 for j in plan.jobs if store.statuses().get(j.key) == "failed")
+    statuses = store.statuses()
+    outcome.failed = sum(1 for j in plan.jobs if statuses.get(j.key) == "failed")
     _report(spec, store, wandb_mode, stream)
     if outcome.interrupted:
         print("interrupted: finished generations are saved; run the same command again to resume", file=stream)
@@ -163,19 +167,25 @@ def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress:
     for cal in plan.calibrations:
         if cal.key not in needed:
             continue
-        stored = store.calibration(cal.key)
-        if stored is None:
-            progress.note(f"calibrating MagCache (prompt 0, seed {cal.seed})")
-            ratios = executor.calibrate(cal.prompt, cal.seed)
-            used = cal.cfg_branch if cal.cfg_branch in ratios else next(iter(ratios))
-            store.put_calibration(cal.key, ratios, used, {"prompt": cal.prompt, "seed": cal.seed,
-                                                          "steps": len(ratios[used]), "branches": sorted(ratios)})
-            stored = store.calibration(cal.key)
-            if len(ratios) > 1:
-                progress.note(f"MagCache calibration gave {len(ratios)} ratio arrays ({', '.join(sorted(ratios))}: "
-                              f"CFG runs as separate passes); the sweep uses {used!r}")
+        stored = ensure_calibration(store, cal, executor, progress.note)
         out[cal.key] = tuple(stored["ratios"][stored["used"]])
     return out
+
+
+def ensure_calibration(store: Store, cal: Any, executor, note=print) -> dict[str, Any]:
+    """The stored MagCache calibration for `cal`, computed and stored first if missing."""
+    stored = store.calibration(cal.key)
+    if stored is not None:
+        return stored
+    note(f"calibrating MagCache (prompt {cal.prompt!r}, seed {cal.seed})")
+    ratios = executor.calibrate(cal.prompt, cal.seed)
+    used = cal.cfg_branch if cal.cfg_branch in ratios else next(iter(ratios))
+    store.put_calibration(cal.key, ratios, used, {"prompt": cal.prompt, "seed": cal.seed,
+                                                  "steps": len(ratios[used]), "branches": sorted(ratios)})
+    if len(ratios) > 1:
+        note(f"MagCache calibration gave {len(ratios)} ratio arrays ({', '.join(sorted(ratios))}: "
+             f"CFG runs as separate passes); the sweep uses {used!r}")
+    return store.calibration(cal.key)
 
 
 def _request(job: Job, ratios: dict[str, tuple]) -> GenerationRequest:
@@ -217,7 +227,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: P
             frames_cache.clear()  # keep one baseline in memory: cached points of it usually follow
             frames_cache[job.key] = result.frames
             scorer.score_baseline(job.key, job.prompt, result.frames)
-        elif store.statuses().get(job.quality_baseline_key) == "ok":
+        elif (store.generation(job.quality_baseline_key) or {}).get("status") == "ok":
             scores = scorer.score_cached(job.key, job.quality_baseline_key, job.prompt, result.frames,
                                          frames_cache.get(job.quality_baseline_key))
             if "lpips" in scores:
@@ -229,8 +239,8 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: P
 
 def _unscored(store: Store, scorer) -> bool:
     names = [*scorer.reference_names, *(["clip"] if scorer.wants_clip else [])]
-    ok = [g["key"] for g in store.generations(status="ok")]
-    return any(g not in store.scored_keys(n) for n in names for g in ok)
+    ok = {g["key"] for g in store.generations(status="ok")}
+    return any(ok - store.scored_keys(n) for n in names)
 
 
 def _report(spec: Spec, store: Store, wandb_mode: str | None, stream: TextIO) -> None:
@@ -249,7 +259,7 @@ def _print_todo(plan: Plan, run_dir: Path, retry_failed: bool, stream: TextIO) -
         store = Store(run_dir)
         done = store.statuses()
         store.close()
-    todo = [j for j in plan.jobs if (done.get(j.key) == "failed" if retry_failed else j.key not in done)]
+    todo = pending(plan, done, retry_failed)
     print(f"{len(todo)} generation(s) would run; {len(plan.jobs) - len(todo)} already in {run_dir}", file=stream)
     for p in plan.points:
         print(f"  {p.point_id:32s} {p.method_label:20s} {p.label}", file=stream)

@@ -110,18 +110,12 @@ def _media_table(wandb, items):
     from experiments.media import FRAME_PATTERN
 
     for r in ok[ok["role"] == "cached"].to_dict("records"):
-        ref = base.get(_quality_key(r, items))
+        ref = base.get(r["quality_baseline_key"])
         if ref is None:
             continue
         table.add_data(r["point_id"], r["label"], r["prompt"], r["seed"], _clean(r["speedup"]), _clean(r["lpips"]),
                        _medium(wandb, ref, FRAME_PATTERN), _medium(wandb, r, FRAME_PATTERN))
     return table
-
-
-def _quality_key(row: dict[str, Any], items) -> str | None:
-    match = items[(items["role"] == "baseline") & (items["prompt_index"] == row["prompt_index"])
-                  & (items["seed"] == row["seed"]) & (items["point_id"] == "baseline")]
-    return match["key"].iloc[0] if len(match) else None
 
 
 def _medium(wandb, row: dict[str, Any], pattern: str):

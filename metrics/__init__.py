@@ -12,7 +12,8 @@ True
 Modules: :mod:`~metrics.inputs` (input rules), :mod:`~metrics.psnr_db`,
 :mod:`~metrics.ssim_index`, :mod:`~metrics.lpips_distance`,
 :mod:`~metrics.clip_similarity`, :mod:`~metrics.scorer`, :mod:`~metrics.stats`,
-:mod:`~metrics.weights`, :mod:`~metrics.folders`; ``python -m metrics`` is the CLI.
+:mod:`~metrics.weights`, :mod:`~metrics.folders`, :mod:`~metrics.fast_conv`
+(NNPACK convolutions for LPIPS on CPU); ``python -m metrics`` is the CLI.
 """
 
 from .clip_similarity import clip_score

@@ -84,6 +84,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m metrics``; returns the exit status."""
+    from .device import prefer_short_openmp_spin
+
+    prefer_short_openmp_spin()  # before torch loads
     p = argparse.ArgumentParser(prog="python -m metrics", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 

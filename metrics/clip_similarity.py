@@ -144,13 +144,15 @@ def _resized_size(h: int, w: int, target: int) -> tuple[int, int]:
 
 
 def preprocess(net: ClipNet, x: "torch.Tensor") -> "torch.Tensor":
-    """``[n, 3, H, W]`` on [0, 1] -> normalised ``[n, 3, S, S]`` model input, batched on ``x``'s device."""
+    """``[n, 3, H, W]`` pixels (uint8, or floats on [0, 1]) -> normalised ``[n, 3, S, S]`` model input on ``x``'s device."""
     import torch
     import torch.nn.functional as F
 
+    from .inputs import as_unit
+
     mode = "bilinear" if net.interpolation == "bilinear" else "bicubic"
     sh, sw = net.size
-    x = x.to(torch.float32)
+    x = as_unit(x, torch.float32)
     h, w = x.shape[-2:]
     if net.resize_mode == "squash":
         x = F.interpolate(x, size=(sh, sw), mode=mode, align_corners=False, antialias=True)
@@ -182,7 +184,7 @@ def encode_texts(net: ClipNet, prompts: Sequence[str], batch_size: int = 64) -> 
 
 
 def encode_images(net: ClipNet, x: "torch.Tensor", batch_size: int = 16) -> "torch.Tensor":
-    """L2-normalised image embeddings ``[n, D]`` of ``[n, 3, H, W]`` frames on [0, 1]."""
+    """L2-normalised image embeddings ``[n, D]`` of ``[n, 3, H, W]`` pixels (uint8, or floats on [0, 1])."""
     import torch
 
     from .device import full_precision
@@ -241,6 +243,6 @@ def clip_score(
     rows = emb[torch.tensor([index[p] for p in prompts], device=emb.device)]
     out = []
     for s in range(0, frames.n, batch_size):
-        x = frames.unit(s, s + batch_size, dtype=torch.float32, device=net.device)
+        x = frames.pixels(s, s + batch_size, device=net.device)
         out.append(clip_frames(net, x, rows[s : s + batch_size], batch_size))
     return torch.cat(out).numpy()

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["resolve_device", "full_precision", "pixel_device"]
+__all__ = ["resolve_device", "full_precision", "pixel_device", "prefer_short_openmp_spin"]
+
+# libgomp spin iterations before an idle OpenMP thread sleeps (its default is 300000).
+_GOMP_SPINCOUNT = "10000"
 
 
 def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
@@ -78,3 +83,25 @@ def full_precision(device: "torch.device") -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def prefer_short_openmp_spin() -> bool:
+    """Make idle OpenMP threads sleep soon instead of spinning; only works before torch loads.
+
+    After a parallel region, GNU OpenMP (PyTorch's on Linux) keeps its threads
+    spinning for ~300000 iterations (milliseconds). The NNPACK convolutions of
+    LPIPS (:mod:`metrics.fast_conv`) run on their own thread pool right after
+    such regions and lost ~40% of their speed to the spinners on a 2-core CPU.
+    ``GOMP_SPINCOUNT`` is read once, when the OpenMP runtime loads with torch,
+    so entry points call this first. A user's own ``GOMP_SPINCOUNT`` or
+    ``OMP_WAIT_POLICY`` is left alone. Returns False when torch had already
+    loaded, so that nothing could change.
+
+    >>> isinstance(prefer_short_openmp_spin(), bool)
+    True
+    """
+    if "torch" in sys.modules:
+        return False
+    if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = _GOMP_SPINCOUNT
+    return True

@@ -1,8 +1,11 @@
 """Checks on pixel inputs and their single conversion to float on [0, 1].
 
 Every public function of the package passes its inputs through
-:func:`to_frames` (validation) and reads pixels only through
-:meth:`Frames.unit` (conversion), so the rules below hold everywhere.
+:func:`to_frames` (validation) and reads pixels through :meth:`Frames.pixels`
+(the caller's uint8 or [0, 1] floats, as ``[n, 3, H, W]``), converting them
+to floats on [0, 1] only with :func:`as_unit`, so the rules below hold
+everywhere. PSNR and SSIM also accept a uint8 pair as it is: they compute on
+0..255 with a data range of 255, which is the same quantity.
 
 Accepted inputs
     numpy arrays, torch tensors, PIL images, or a list/tuple of frames of one
@@ -32,7 +35,7 @@ from .errors import InputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Frames", "to_frames", "check_pair"]
+__all__ = ["Frames", "as_unit", "to_frames", "check_pair", "all_uint8"]
 
 _FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
 _HOW_TO_FIX = (
@@ -66,6 +69,18 @@ class Frames:
         s = self.data.shape
         return (int(s[1]), int(s[2])) if self.channels_last else (int(s[2]), int(s[3]))
 
+    def pixels(self, start: int = 0, stop: int | None = None, *, device: "torch.device | str") -> "torch.Tensor":
+        """Frames ``start:stop`` as a ``[k, 3, H, W]`` tensor in the caller's dtype, on ``device``.
+
+        Channel-last input stays channel-last in memory (a permuted view, i.e.
+        ``torch.channels_last`` strides): no transposing copy, and it is the
+        layout the convolutions here prefer. uint8 travels to the device at a
+        quarter of the bytes of float32. May share memory with the caller's
+        tensor, so never modify it in place.
+        """
+        chunk = self.data[start:stop].to(device)
+        return chunk.permute(0, 3, 1, 2) if self.channels_last else chunk
+
     def unit(
         self,
         start: int = 0,
@@ -74,24 +89,32 @@ class Frames:
         dtype: "torch.dtype",
         device: "torch.device | str",
     ) -> "torch.Tensor":
-        """Frames ``start:stop`` as a ``[k, 3, H, W]`` tensor on [0, 1].
+        """Frames ``start:stop`` as a ``[k, 3, H, W]`` tensor of ``dtype`` on [0, 1] (see :func:`as_unit`)."""
+        return as_unit(self.pixels(start, stop, device=device), dtype)
 
-        This is the only place where pixels are converted (uint8 / 255, floats
-        cast). The chunk is moved to ``device`` before the cast so that uint8
-        travels at a quarter of the bytes. Channel-last input stays channel-last
-        in memory (a permuted view, i.e. ``torch.channels_last`` strides): no
-        transposing copy, and it is the layout the convolutions here prefer.
-        The result may share memory with the caller's tensor (float input of the
-        same dtype and device), so never modify it in place.
-        """
-        import torch
 
-        chunk = self.data[start:stop].to(device)
-        if self.channels_last:
-            chunk = chunk.permute(0, 3, 1, 2)
-        if chunk.dtype == torch.uint8:
-            return chunk.to(dtype).div_(255.0)  # to() made a new tensor, so in place is safe
-        return chunk.to(dtype)
+def as_unit(pixels: "torch.Tensor", dtype: "torch.dtype") -> "torch.Tensor":
+    """Checked pixels (uint8 0..255, or floats on [0, 1]) as ``dtype`` on [0, 1]: the one conversion.
+
+    uint8 is divided by 255; floats are only cast. The result may share memory
+    with the input (floats of the same dtype), so never modify it in place.
+
+    >>> import torch
+    >>> as_unit(torch.tensor([0, 51, 255], dtype=torch.uint8), torch.float64).tolist()
+    [0.0, 0.2, 1.0]
+    """
+    import torch
+
+    if pixels.dtype == torch.uint8:
+        return pixels.to(dtype).div_(255.0)  # to() made a new tensor, so in place is safe
+    return pixels.to(dtype)
+
+
+def all_uint8(*frames: Frames) -> bool:
+    """Whether all items are uint8, so PSNR and SSIM may use their exact integer path on them."""
+    import torch
+
+    return all(f.data.dtype == torch.uint8 for f in frames)
 
 
 def _describe(name: str, kind: str, index: int | None) -> str:

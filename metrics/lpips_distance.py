@@ -2,9 +2,11 @@
 
 The network is ``lpips.LPIPS(net=...)`` (AlexNet by default, VGG16 or
 SqueezeNet selectable) in eval mode, run without autograd. Our inputs are
-checked [0, 1] tensors (:mod:`metrics.inputs`); :func:`lpips_frames` maps them
-to the [-1, 1] range the network expects, and that is the only place the
-scaling happens (we never pass ``normalize=True`` as well, which would scale twice).
+checked pixels (:mod:`metrics.inputs`: uint8, or floats on [0, 1]);
+:func:`_to_lpips_range` maps them to the [-1, 1] range the network expects,
+and that is the only place the scaling happens (we never pass
+``normalize=True`` as well, which would scale twice). On CPU the backbone's
+larger convolutions run through NNPACK (:mod:`metrics.fast_conv`).
 """
 
 from __future__ import annotations
@@ -101,11 +103,26 @@ def _build(net: str, device: str, random_weights: bool) -> LpipsNet:
     module = module.eval().to(device=device, memory_format=torch.channels_last)
     for p in module.parameters():
         p.requires_grad_(False)
+    if torch.device(device).type == "cpu":
+        from .fast_conv import use_nnpack
+
+        use_nnpack(module.net)  # the backbone only: its 1x1 "lin" layers gain nothing
     return LpipsNet(module=module, net=net, random_weights=random_weights)
 
 
+def _to_lpips_range(pixels: "torch.Tensor", device: "torch.device") -> "torch.Tensor":
+    """uint8 (0..255) or [0, 1] float pixels -> float32 on [-1, 1], channels-last, a new tensor."""
+    import torch
+
+    if pixels.dtype == torch.uint8:
+        t = pixels.to(device, torch.float32).mul_(2.0 / 255.0)
+    else:
+        t = torch.mul(pixels.to(device, torch.float32), 2.0)  # never in place: may be the caller's
+    return t.sub_(1.0).contiguous(memory_format=torch.channels_last)
+
+
 def lpips_frames(net: LpipsNet, x: "torch.Tensor", y: "torch.Tensor", batch_size: int = 16) -> "torch.Tensor":
-    """Per-frame LPIPS (float64, on CPU) of two ``[n, 3, H, W]`` tensors on [0, 1], in chunks.
+    """Per-frame LPIPS (float64, on CPU) of two ``[n, 3, H, W]`` pixel tensors (uint8, or floats on [0, 1]).
 
     >>> import torch
     >>> n = load_lpips("alex", "cpu", allow_random_weights=True)
@@ -128,11 +145,8 @@ def lpips_frames(net: LpipsNet, x: "torch.Tensor", y: "torch.Tensor", batch_size
     out = []
     with torch.inference_mode(), full_precision(dev):
         for s in range(0, x.shape[0], step):
-            # [0, 1] -> [-1, 1]: the only place LPIPS inputs are scaled.
-            a = torch.mul(x[s : s + step].to(dev, torch.float32), 2.0).sub_(1.0)
-            b = torch.mul(y[s : s + step].to(dev, torch.float32), 2.0).sub_(1.0)
-            a = a.contiguous(memory_format=torch.channels_last)
-            b = b.contiguous(memory_format=torch.channels_last)
+            a = _to_lpips_range(x[s : s + step], dev)
+            b = _to_lpips_range(y[s : s + step], dev)
             out.append(net.module(a, b).reshape(-1).to("cpu", torch.float64))
     return torch.cat(out)
 
@@ -166,7 +180,7 @@ def lpips(
     model = load_lpips(net, dev, allow_random_weights)
     out = []
     for s in range(0, fa.n, batch_size):
-        x = fa.unit(s, s + batch_size, dtype=torch.float32, device=dev)
-        y = fb.unit(s, s + batch_size, dtype=torch.float32, device=dev)
+        x = fa.pixels(s, s + batch_size, device=dev)
+        y = fb.pixels(s, s + batch_size, device=dev)
         out.append(lpips_frames(model, x, y, batch_size))
     return torch.cat(out).numpy()

@@ -17,23 +17,37 @@ PSNR_CAP_DB = 100.0
 
 
 def psnr_frames(x: "torch.Tensor", y: "torch.Tensor") -> "torch.Tensor":
-    """Per-frame PSNR of two ``[n, 3, H, W]`` tensors on [0, 1]: ``10 * log10(1 / MSE)``.
+    """Per-frame PSNR of two ``[n, 3, H, W]`` tensors: ``10 * log10(1 / MSE)`` on [0, 1].
 
-    Computed in float64 whatever the input dtype, so uint8-derived values
-    never wrap around and small MSEs keep their precision. Identical -> inf.
+    Both are uint8 (0..255) or both floats on [0, 1]. uint8 differences and
+    their squared sum are exact integers (so nothing wraps around), divided by
+    255^2 once; floats are subtracted in float64. Identical frames -> inf.
 
     >>> import torch
     >>> x = torch.zeros(1, 3, 4, 4, dtype=torch.float64)
     >>> psnr_frames(x, x + 0.1).tolist()
     [20.0]
+    >>> psnr_frames(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.full((1, 3, 4, 4), 255, dtype=torch.uint8)).tolist()
+    [0.0]
     """
     import torch
 
-    x = x.to(torch.float64)
-    y = y.to(torch.float64)
-    mse = (x - y).square_().mean(dim=(1, 2, 3))
+    n = x[0].numel()
+    if x.dtype == torch.uint8 and y.dtype == torch.uint8:
+        # Differences are exact in int16 and their squares (<= 255^2) in float32; the float64
+        # sum of those integers is exact too. Cheaper than int32/int64 arithmetic on CPU.
+        d = _frames_flat(x).to(torch.int16) - _frames_flat(y).to(torch.int16)
+        mse = d.to(torch.float32).square_().sum(dim=1, dtype=torch.float64) / (n * 255.0**2)
+    else:
+        mse = (_frames_flat(x).to(torch.float64) - _frames_flat(y).to(torch.float64)).square_().sum(dim=1) / n
     # 1/0 -> inf, log10(inf) -> inf: identical frames report inf without warnings.
     return 10.0 * torch.log10(1.0 / mse)
+
+
+def _frames_flat(t: "torch.Tensor") -> "torch.Tensor":
+    """``[n, H*W*C]`` in H, W, C order: a view for channels-last frames (how frames usually
+    arrive), a copy otherwise. Both sides of a difference must use the same order."""
+    return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1)
 
 
 def video_psnr(per_frame: np.ndarray) -> tuple[float, int]:
@@ -68,18 +82,21 @@ def psnr(a: Any, b: Any) -> np.ndarray:
     """
     import torch
 
-    from .inputs import check_pair, to_frames
-
     from .device import pixel_device
+    from .inputs import all_uint8, check_pair, to_frames
 
     fa, fb = to_frames(a, "a", kind="image"), to_frames(b, "b", kind="image")
     check_pair(fa, fb)
+    exact = all_uint8(fa, fb)  # uint8 pairs use the integer path as they are
     device = pixel_device(fa.data.device)  # float64: not on MPS
     out = []
     # Chunked so a long float64 stack never materialises at once.
     step = max(1, (1 << 22) // (fa.size[0] * fa.size[1]))
     for s in range(0, fa.n, step):
-        x = fa.unit(s, s + step, dtype=torch.float64, device=device)
-        y = fb.unit(s, s + step, dtype=torch.float64, device=device)
+        if exact:
+            x, y = fa.pixels(s, s + step, device=device), fb.pixels(s, s + step, device=device)
+        else:
+            x = fa.unit(s, s + step, dtype=torch.float64, device=device)
+            y = fb.unit(s, s + step, dtype=torch.float64, device=device)
         out.append(psnr_frames(x, y).cpu())
     return torch.cat(out).numpy()

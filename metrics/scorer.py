@@ -4,9 +4,10 @@ A :class:`Scorer` builds its networks once, then scores pairs of items (an
 image, or a video as ``[F, H, W, 3]`` / ``[F, 3, H, W]`` frames). Frames of all
 items of the same size are streamed through the metrics in chunks of
 ``batch_size`` frames (fewer for very large frames, to bound memory): PSNR and
-SSIM as vectorised float64 torch ops (on the CPU when the device is MPS, which
-has no float64), LPIPS and CLIP as network batches on the device. Nothing loops
-over single images in Python.
+SSIM as vectorised torch ops (exact integer arithmetic on uint8 pairs, float64
+otherwise; on the CPU when the device is MPS, which has no float64), LPIPS and
+CLIP as network batches on the device. Nothing loops over single images in
+Python.
 
 Per item and metric the result is ``{"value", "per_frame", "label"}``:
 
@@ -137,8 +138,6 @@ class Scorer:
 
         Returns ``{"value", "per_frame", "label"}``; for a video ``value`` is the mean over frames.
         """
-        import torch
-
         from .clip_similarity import clip_frames
         from .errors import InputError
         from .inputs import to_frames
@@ -154,7 +153,7 @@ class Scorer:
         values = []
         for start in range(0, fr.n, chunk):
             stop = min(fr.n, start + chunk)
-            x = fr.unit(start, stop, dtype=torch.float32, device=self.device)
+            x = fr.pixels(start, stop, device=self.device)
             text = self._text_cache[prompt].unsqueeze(0).expand(stop - start, -1)
             values.append(clip_frames(self._clip, x, text, self.batch_size).numpy())
         per_frame = np.concatenate(values)
@@ -209,14 +208,16 @@ class Scorer:
         import torch
 
         from .device import pixel_device
+        from .inputs import all_uint8
 
         items = self._check(pairs, single)
         if self._clip is not None:
             self._text_embeddings([p for _, _, p in items if p is not None])
         per_frame = [{k: np.full(fc.n, np.nan) for k in self._keys(p)} for fc, _, p in items]
         pixel_metrics = "psnr" in self.names or "ssim" in self.names
-        # Pixels are converted once per chunk: float64 for PSNR/SSIM (the networks cast
-        # that to float32), float32 when only networks run.
+        # Float pixels are converted once per chunk: float64 for PSNR/SSIM (the networks cast
+        # that to float32), float32 when only networks run. uint8 pixels stay uint8: PSNR and
+        # SSIM then use their exact integer path, and the networks scale them themselves.
         dtype = torch.float64 if pixel_metrics else torch.float32
         data_device = pixel_device(self.device) if pixel_metrics else self.device
         # Items of one frame size share chunks; different sizes cannot be stacked.
@@ -224,10 +225,17 @@ class Scorer:
         for i, (fc, _, _) in enumerate(items):
             groups.setdefault(fc.size, []).append(i)
         for (h, w), idx in groups.items():
+            exact = all_uint8(*(f for i in idx for f in items[i][:2]))
             chunk = max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w)))
             for segs in _chunks([(i, items[i][0].n) for i in idx], chunk):
-                x = _stack([items[i][0].unit(s, e, dtype=dtype, device=data_device) for i, s, e in segs])
-                y = _stack([items[i][1].unit(s, e, dtype=dtype, device=data_device) for i, s, e in segs])
+                x, y = (
+                    _stack([
+                        items[i][side].pixels(s, e, device=data_device) if exact
+                        else items[i][side].unit(s, e, dtype=dtype, device=data_device)
+                        for i, s, e in segs
+                    ])
+                    for side in (0, 1)
+                )
                 prompts = [items[i][2] for i, s, e in segs for _ in range(e - s)]
                 vals = self._score_chunk(x, y, prompts)
                 o = 0  # scatter the chunk's per-frame values back to their items
@@ -239,7 +247,10 @@ class Scorer:
         return [self._entries(r) for r in per_frame]
 
     def _score_chunk(self, x: "torch.Tensor", y: "torch.Tensor", prompts: list[str | None]) -> dict[str, np.ndarray]:
-        """Per-frame values of every metric for one chunk of frames (NaN where CLIP has no prompt)."""
+        """Per-frame values of every metric for one chunk of frames (NaN where CLIP has no prompt).
+
+        ``x`` and ``y`` are ``[n, 3, H, W]``: both uint8, or both floats on [0, 1].
+        """
         import torch
 
         from .clip_similarity import clip_frames

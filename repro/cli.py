@@ -63,6 +63,9 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH
 @click.version_option(package_name="diffusion-cache-repro")
 def main() -> None:
     """Reproducible speed vs quality sweeps of training-free diffusion caches (diffusers.hooks)."""
+    from metrics.device import prefer_short_openmp_spin
+
+    prefer_short_openmp_spin()  # before anything loads torch: see its docstring
 
 
 @main.command()

@@ -8,6 +8,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import metrics
+from metrics.psnr_db import psnr_frames
 from metrics.ssim_index import ssim_frames
 
 
@@ -45,21 +46,36 @@ def test_psnr_and_ssim_match_skimage_on_varied_pairs(rng, smooth):
         x = torch.from_numpy(a).permute(2, 0, 1)[None]
         y = torch.from_numpy(b).permute(2, 0, 1)[None]
         assert ssim_frames(x, y, torch.float64).item() == pytest.approx(want_s, abs=1e-12), name
+        # uint8 pairs take the integer path (data range 255): the same definitions.
+        ua, ub = (np.round(a * 255).astype(np.uint8), np.round(b * 255).astype(np.uint8))
+        want8_s = sk_ssim(ua / 255.0, ub / 255.0)
+        assert metrics.ssim(ua, ub)[0] == pytest.approx(want8_s, abs=1e-6), name
+        assert metrics.psnr(ua, ub)[0] == pytest.approx(peak_signal_noise_ratio(ua / 255.0, ub / 255.0), abs=1e-9), name
+        x8, y8 = (torch.from_numpy(v).permute(2, 0, 1)[None] for v in (ua, ub))
+        assert ssim_frames(x8, y8, torch.float64).item() == pytest.approx(want8_s, abs=1e-12), name
 
 
 def test_uint8_and_float_inputs_and_layouts_agree(rng):
     u = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
     v = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
     f32u, f32v = (u / 255).astype(np.float32), (v / 255).astype(np.float32)
-    for fn in (metrics.psnr, metrics.ssim):
+    # uint8 pairs take the exact integer path, float pairs the float64 one; PSNR agrees to
+    # rounding, SSIM (float32 filtering either way) to its ~1e-8 float32 precision.
+    for fn, tol in ((metrics.psnr, 1e-12), (metrics.ssim, 1e-7)):
         ref = fn(u, v)
-        np.testing.assert_allclose(fn(u / 255.0, v / 255.0), ref, atol=1e-12)
+        np.testing.assert_allclose(fn(u / 255.0, v / 255.0), ref, atol=tol)
         np.testing.assert_allclose(fn(f32u, f32v), ref, atol=1e-6)  # float32 input rounding only
         np.testing.assert_allclose(fn(torch.from_numpy(u).permute(0, 3, 1, 2), v.transpose(0, 3, 1, 2)), ref, atol=1e-12)
         # a single image gives the same as its slot in the batch
         np.testing.assert_allclose(fn(u[1], v[1]), ref[1:], atol=1e-12)
     want = [peak_signal_noise_ratio(u[i] / 255.0, v[i] / 255.0, data_range=1.0) for i in range(2)]
     np.testing.assert_allclose(metrics.psnr(u, v), want, atol=1e-6)
+    # one side channel-last, the other channel-first in memory: pixels still pair up
+    x_cl = torch.from_numpy(u).permute(0, 3, 1, 2)
+    y_cf = torch.from_numpy(v).permute(0, 3, 1, 2).contiguous()
+    for fn in (psnr_frames, ssim_frames):
+        np.testing.assert_allclose(fn(x_cl, y_cf).numpy(), fn(x_cl, y_cf.contiguous(memory_format=torch.channels_last)).numpy(), atol=1e-12)
+    np.testing.assert_allclose(psnr_frames(x_cl, y_cf).numpy(), want, atol=1e-9)
 
 
 def test_psnr_uint8_noise_sigma20_is_about_22_5_db_not_the_wraparound_value(rng):

@@ -105,3 +105,18 @@ def test_item_identical_in_every_frame_is_inf_partly_identical_is_capped():
     b[1] += 1
     r = s.score_pair(a, b)["psnr"]
     assert r["per_frame"][0] == float("inf") and r["value"] == pytest.approx((100.0 + 48.1308036) / 2, abs=1e-6)
+
+
+def test_mixed_uint8_and_float_items_score_like_each_alone(net_scorer, rng):
+    """A chunk mixing uint8 and float items takes the float path for all; values do not change."""
+    a = rng.integers(0, 256, (2, 48, 64, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-30, 31, a.shape), 0, 255).astype(np.uint8)
+    items = [(a, b, None), (a / 255.0, b, None), (a, (b / 255.0).astype(np.float32), None)]
+    together = net_scorer.score_pairs(items)
+    for item, got in zip(items, together):
+        alone = net_scorer.score_pair(*item)
+        for k in ("psnr", "ssim", "lpips"):
+            np.testing.assert_allclose(got[k]["per_frame"], alone[k]["per_frame"], atol=1e-6, err_msg=k)
+    for k, tol in (("psnr", 1e-5), ("ssim", 1e-6), ("lpips", 1e-6)):  # float32 rounding of b/255 at most
+        for got in together[1:]:
+            np.testing.assert_allclose(got[k]["per_frame"], together[0][k]["per_frame"], atol=tol, err_msg=k)

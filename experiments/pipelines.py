@@ -112,6 +112,20 @@ def missing_model_message(model_id: str) -> str:
     )
 
 
+def check_model_available(model: Any) -> None:
+    """Raise ModelUnavailable early when a hub model is not cached and the hub is switched off.
+
+    Catches the common offline case before a run directory is made; anything else
+    (a hub that cannot be reached, a broken snapshot) still surfaces when the pipeline loads.
+    """
+    if not model.id or os.environ.get("HF_HUB_OFFLINE", "") in ("", "0", "false", "False"):
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(model.id, "model_index.json", revision=model.revision), str):
+        raise ModelUnavailable(missing_model_message(model.id))
+
+
 def _looks_missing(exc: Exception) -> bool:
     text = f"{type(exc).__name__} {exc}".lower()
     return any(s in text for s in ("offline", "local_files_only", "cannot find", "connection", "not found",

@@ -18,13 +18,24 @@ from repro.store import Store
 REFERENCE_METRICS = ("lpips", "psnr", "ssim")
 
 
-class RunScorer:
-    """One metrics.Scorer per run (networks built once), writing into the store."""
+def build_scorer(metrics_spec: Any):
+    """The metrics.Scorer a spec's ``metrics`` section asks for (raises WeightsMissing if weights are missing)."""
+    import metrics
 
-    def __init__(self, metrics_spec: Any, store: Store):
+    s = metrics_spec
+    return metrics.Scorer(
+        names=tuple(s.names), device=s.device, batch_size=s.batch_size, lpips_net=s.lpips_net,
+        clip_model=s.clip_model, clip_pretrained=s.clip_pretrained, allow_random_weights=s.allow_random_weights,
+    )
+
+
+class RunScorer:
+    """One metrics.Scorer per run (networks built once, or given), writing into the store."""
+
+    def __init__(self, metrics_spec: Any, store: Store, scorer: Any = None):
         self.spec = metrics_spec
         self.store = store
-        self._scorer = None
+        self._scorer = scorer
 
     @property
     def reference_names(self) -> tuple[str, ...]:
@@ -37,14 +48,7 @@ class RunScorer:
     @property
     def scorer(self):
         if self._scorer is None:
-            import metrics
-
-            s = self.spec
-            self._scorer = metrics.Scorer(
-                names=tuple(s.names), device=s.device, batch_size=s.batch_size, lpips_net=s.lpips_net,
-                clip_model=s.clip_model, clip_pretrained=s.clip_pretrained,
-                allow_random_weights=s.allow_random_weights,
-            )
+            self._scorer = build_scorer(self.spec)
         return self._scorer
 
     def score_baseline(self, key: str, prompt: str, frames: np.ndarray | None = None) -> None:

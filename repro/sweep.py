@@ -16,12 +16,14 @@ from typing import Any, TextIO
 
 from experiments.errors import SpecError
 from experiments.media import clean_partial, write_frames
+from experiments.pipelines import check_model_available
 from experiments.runner import GenerationRequest
 from experiments.spec import Spec
 from repro.lock import RunLock
 from repro.plan import Job, Plan, build_plan, versions
 from repro.progress import Progress
-from repro.store import Store
+from repro.scoring import RunScorer, build_scorer
+from repro.store import STORE_FILE, Store
 
 EXIT_OK, EXIT_FAILED_POINTS, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -91,17 +93,23 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
         _print_todo(plan, run_dir, retry_failed, stream)
         return SweepOutcome(run_dir)
 
+    metric_nets = None
+    if not (run_dir / STORE_FILE).exists() and plan.jobs:
+        # A new run: what is missing (model, metric weights) stops it before its directory exists.
+        if executor == "local":
+            check_model_available(spec.model)
+        metric_nets = build_scorer(spec.metrics)
     with RunLock(run_dir):
         store = Store(run_dir)
         try:
-            return _run(spec, plan, store, executor, wandb_mode, retry_failed, workers, ray_address, stream)
+            return _run(spec, plan, store, executor, wandb_mode, retry_failed, workers, ray_address, stream,
+                        metric_nets)
         finally:
             store.close()
 
 
-def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ray_address, stream) -> SweepOutcome:
-    from repro.scoring import RunScorer
-
+def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ray_address, stream,
+         metric_nets=None) -> SweepOutcome:
     from repro.provenance import environment, write_run_files
 
     outcome = SweepOutcome(spec.run_dir)
@@ -116,7 +124,7 @@ def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ra
     print(plan.describe(), file=stream)
     print(f"{len(todo)} generation(s) to run, {outcome.skipped} already in {spec.run_dir}", file=stream)
 
-    scorer = RunScorer(spec.metrics, store)
+    scorer = RunScorer(spec.metrics, store, metric_nets)
     if todo or _unscored(store, scorer):
         _ = scorer.scorer  # build the metric networks now: missing weights stop us before hours of generation
 

@@ -85,3 +85,21 @@ def test_methods_matrix_lists_families():
     out = repro("methods")
     assert out.returncode == 0
     assert "wan" in out.stdout and "first_block_cache" in out.stdout
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"metrics": {"names": ["lpips"], "device": "cpu"}}, "repro fetch-weights"),
+    ({"model": {"id": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "device": "cpu"}}, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
+])
+def test_missing_weights_exit_3_before_the_run_directory_exists(tmp_path, change, needle):
+    run_dir = tmp_path / "run"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec_dict(run_dir, **change)))
+    env = {**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch"),
+           "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_CACHE", None)
+    out = subprocess.run([sys.executable, "-m", "repro.cli", "sweep", str(spec)], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 3, out.stderr
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert not run_dir.exists()  # nothing written: the same command works once the weights are fetched

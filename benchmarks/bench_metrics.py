@@ -102,7 +102,7 @@ def time_loop(videos, ref_net, repeat: int) -> list[float]:
 
 def loop_in_child(argv: list[str]) -> float | None:
     """Best loop time from a child process with default OpenMP settings (None if it failed)."""
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT" or not SHORT_SPIN}
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}  # ours: only called when SHORT_SPIN
     proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv, "--loop-only"],
                           env=env, capture_output=True, text=True)
     if proc.returncode != 0:

@@ -102,7 +102,7 @@ def _dtype_kwarg() -> str:
 
 
 def missing_model_message(model_id: str) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    offline = _hub_offline()
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
     why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
     return (
@@ -112,13 +112,17 @@ def missing_model_message(model_id: str) -> str:
     )
 
 
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+
+
 def check_model_available(model: Any) -> None:
     """Raise ModelUnavailable early when a hub model is not cached and the hub is switched off.
 
     Catches the common offline case before a run directory is made; anything else
     (a hub that cannot be reached, a broken snapshot) still surfaces when the pipeline loads.
     """
-    if not model.id or os.environ.get("HF_HUB_OFFLINE", "") in ("", "0", "false", "False"):
+    if not model.id or not _hub_offline():
         return
     from huggingface_hub import try_to_load_from_cache
 

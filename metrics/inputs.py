@@ -35,7 +35,7 @@ from .errors import InputError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Frames", "as_unit", "to_frames", "check_pair", "all_uint8"]
+__all__ = ["Frames", "all_uint8", "as_unit", "check_pair", "metric_pixels", "pixel_metric", "to_frames"]
 
 _FLOAT_KINDS = ("float16", "bfloat16", "float32", "float64")
 _HOW_TO_FIX = (
@@ -115,6 +115,38 @@ def all_uint8(*frames: Frames) -> bool:
     import torch
 
     return all(f.data.dtype == torch.uint8 for f in frames)
+
+
+def metric_pixels(
+    frames: Frames, start: int, stop: int, *, exact: bool, dtype: "torch.dtype", device: "torch.device | str"
+) -> "torch.Tensor":
+    """Frames ``start:stop`` for the metrics: as they are when ``exact`` (the whole batch is uint8,
+    see :func:`all_uint8`), otherwise as ``dtype`` on [0, 1]. Both sides of a pair must agree."""
+    if exact:
+        return frames.pixels(start, stop, device=device)
+    return frames.unit(start, stop, dtype=dtype, device=device)
+
+
+def pixel_metric(frame_metric: Any, a: Any, b: Any) -> np.ndarray:
+    """Per-image values of ``frame_metric(x, y)`` (PSNR or SSIM on ``[n, 3, H, W]``) for two inputs.
+
+    Checks the inputs, then feeds uint8 pairs as they are and anything else as float64 on
+    [0, 1], in chunks of ~4M pixels so a long float64 stack never materialises at once.
+    """
+    import torch
+
+    from .device import pixel_device
+
+    fa, fb = to_frames(a, "a", kind="image"), to_frames(b, "b", kind="image")
+    check_pair(fa, fb)
+    exact = all_uint8(fa, fb)
+    device = pixel_device(fa.data.device)  # float64: not on MPS
+    step = max(1, (1 << 22) // (fa.size[0] * fa.size[1]))
+    out = []
+    for s in range(0, fa.n, step):
+        x, y = (metric_pixels(f, s, s + step, exact=exact, dtype=torch.float64, device=device) for f in (fa, fb))
+        out.append(frame_metric(x, y).cpu())
+    return torch.cat(out).numpy()
 
 
 def _describe(name: str, kind: str, index: int | None) -> str:

@@ -80,23 +80,6 @@ def psnr(a: Any, b: Any) -> np.ndarray:
     >>> round(float(metrics.psnr(np.zeros((8, 8, 3)), np.full((8, 8, 3), 0.1))[0]), 6)
     20.0
     """
-    import torch
+    from .inputs import pixel_metric
 
-    from .device import pixel_device
-    from .inputs import all_uint8, check_pair, to_frames
-
-    fa, fb = to_frames(a, "a", kind="image"), to_frames(b, "b", kind="image")
-    check_pair(fa, fb)
-    exact = all_uint8(fa, fb)  # uint8 pairs use the integer path as they are
-    device = pixel_device(fa.data.device)  # float64: not on MPS
-    out = []
-    # Chunked so a long float64 stack never materialises at once.
-    step = max(1, (1 << 22) // (fa.size[0] * fa.size[1]))
-    for s in range(0, fa.n, step):
-        if exact:
-            x, y = fa.pixels(s, s + step, device=device), fb.pixels(s, s + step, device=device)
-        else:
-            x = fa.unit(s, s + step, dtype=torch.float64, device=device)
-            y = fb.unit(s, s + step, dtype=torch.float64, device=device)
-        out.append(psnr_frames(x, y).cpu())
-    return torch.cat(out).numpy()
+    return pixel_metric(psnr_frames, a, b)

@@ -208,7 +208,7 @@ class Scorer:
         import torch
 
         from .device import pixel_device
-        from .inputs import all_uint8
+        from .inputs import all_uint8, metric_pixels
 
         items = self._check(pairs, single)
         if self._clip is not None:
@@ -229,11 +229,8 @@ class Scorer:
             chunk = max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w)))
             for segs in _chunks([(i, items[i][0].n) for i in idx], chunk):
                 x, y = (
-                    _stack([
-                        items[i][side].pixels(s, e, device=data_device) if exact
-                        else items[i][side].unit(s, e, dtype=dtype, device=data_device)
-                        for i, s, e in segs
-                    ])
+                    _stack([metric_pixels(items[i][side], s, e, exact=exact, dtype=dtype, device=data_device)
+                            for i, s, e in segs])
                     for side in (0, 1)
                 )
                 prompts = [items[i][2] for i, s, e in segs for _ in range(e - s)]

@@ -175,23 +175,6 @@ def ssim(a: Any, b: Any) -> np.ndarray:
     >>> [round(v, 9) for v in metrics.ssim(a, a).tolist()]
     [1.0, 1.0]
     """
-    import torch
+    from .inputs import pixel_metric
 
-    from .device import pixel_device
-    from .inputs import all_uint8, check_pair, to_frames
-
-    fa, fb = to_frames(a, "a", kind="image"), to_frames(b, "b", kind="image")
-    check_pair(fa, fb)
-    exact = all_uint8(fa, fb)  # uint8 pairs use the integer path as they are
-    device = pixel_device(fa.data.device)
-    h, w = fa.size
-    step = max(1, (1 << 22) // (h * w))  # frames converted at a time, to bound memory
-    out = []
-    for s in range(0, fa.n, step):
-        if exact:
-            x, y = fa.pixels(s, s + step, device=device), fb.pixels(s, s + step, device=device)
-        else:
-            x = fa.unit(s, s + step, dtype=torch.float64, device=device)
-            y = fb.unit(s, s + step, dtype=torch.float64, device=device)
-        out.append(ssim_frames(x, y).cpu())
-    return torch.cat(out).numpy()
+    return pixel_metric(ssim_frames, a, b)

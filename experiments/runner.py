@@ -134,7 +134,7 @@ class Engine:
     def generate(self, request: GenerationRequest) -> GenerationResult:
         pipe = self.pipe
         timing = self.spec.timing
-        with self._cache_enabled(request), self._optimized(request) as compile_info:
+        with self.prepared(request) as compile_info:
             for _ in range(timing.warmup):
                 self._call(request)
             outputs, runs, peaks = [], [], []
@@ -151,6 +151,16 @@ class Engine:
             device=str(pipe.device), repeats_identical=identical, compile_s=compile_info.get("compile_s"),
             recompiles=compile_info.get("recompiles"), optimization_info=dict(compile_info),
         )
+
+    @contextlib.contextmanager
+    def prepared(self, request: GenerationRequest):
+        """The request's cache and optimizations applied to the pipeline (undone on exit); yields the optimization info."""
+        with self._cache_enabled(request), self._optimized(request) as info:
+            yield info
+
+    def call(self, request: GenerationRequest) -> Any:
+        """One untimed pipeline call with the request's seed and prompt (inside :meth:`prepared` for its cache)."""
+        return self._call(request)
 
     def calibrate_mag_cache(self, prompt: str, seed: int) -> dict[str, list[float]]:
         """One uncached pass with MagCache in calibration mode; ratios per CFG branch, read from the hook's state."""

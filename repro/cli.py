@@ -281,6 +281,25 @@ def fetch_weights(spec, overrides):
 
 
 @main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--point", "points", multiple=True, metavar="ID",
+              help="Profile only this point (repeatable; ids as `repro validate` prints them, or baseline).")
+@click.option("--steps", type=click.IntRange(min=1), help="Denoising steps (default: the spec's; 2 shows per-step costs).")
+@click.option("--function", metavar="NAME", help="Also count calls and total ms of this Python function, "
+              "e.g. get_parameter_dtype.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<spec name>).")
+@set_option
+@_friendly_errors
+def profile(spec, points, steps, function, out, overrides):
+    """One generation per point under torch.profiler: per-step host time, syncs, hot frames, hook cost."""
+    from repro.profile import profile_spec
+
+    extra = (f"generation.num_inference_steps={steps}",) if steps else ()
+    rows = profile_spec(_load(spec, (*overrides, *extra), out), points=points, function=function, echo=click.echo)
+    sys.exit(1 if any("error" in r for r in rows) else 0)
+
+
+@main.command()
 @click.option("--family", help="Only this family.")
 def methods(family):
     """Print the cache method x model family matrix: supported, unsupported (why), untested."""

@@ -121,8 +121,13 @@ def _to_lpips_range(pixels: "torch.Tensor", device: "torch.device") -> "torch.Te
     return t.sub_(1.0).contiguous(memory_format=torch.channels_last)
 
 
-def lpips_frames(net: LpipsNet, x: "torch.Tensor", y: "torch.Tensor", batch_size: int = 16) -> "torch.Tensor":
+def lpips_frames(net: LpipsNet, x: "torch.Tensor", y: "torch.Tensor", batch_size: int = 16,
+                 spatial: bool = False) -> "torch.Tensor":
     """Per-frame LPIPS (float64, on CPU) of two ``[n, 3, H, W]`` pixel tensors (uint8, or floats on [0, 1]).
+
+    ``spatial=True`` is the ``upsampled_map_mean`` protocol (:mod:`metrics.protocol`): the
+    network's ``spatial=True`` distance map (each layer upsampled to the frame size), then
+    its mean; the default averages each layer's map at its own resolution.
 
     >>> import torch
     >>> n = load_lpips("alex", "cpu", allow_random_weights=True)
@@ -143,12 +148,25 @@ def lpips_frames(net: LpipsNet, x: "torch.Tensor", y: "torch.Tensor", batch_size
     if dev.type == "cpu":
         step = max(1, min(batch_size, _CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1])))
     out = []
-    with torch.inference_mode(), full_precision(dev):
+    module = net.module
+    with torch.inference_mode(), full_precision(dev), _spatial_output(module, spatial):
         for s in range(0, x.shape[0], step):
             a = _to_lpips_range(x[s : s + step], dev)
             b = _to_lpips_range(y[s : s + step], dev)
-            out.append(net.module(a, b).reshape(-1).to("cpu", torch.float64))
+            d = module(a, b)
+            out.append(d.flatten(1).mean(dim=1).to("cpu", torch.float64))  # [k,1,1,1] or the [k,1,H,W] map
     return torch.cat(out)
+
+
+@contextlib.contextmanager
+def _spatial_output(module: "torch.nn.Module", spatial: bool):
+    """lpips.LPIPS reads its ``spatial`` flag at each forward: set it for this call only (the module is shared)."""
+    before = module.spatial
+    module.spatial = spatial
+    try:
+        yield
+    finally:
+        module.spatial = before
 
 
 def lpips(

@@ -55,16 +55,25 @@ _TILE_PIXELS_CPU = 1 << 16
 _TILE_PIXELS_GPU = 1 << 23
 
 
-def _gaussian_taps(dtype: "torch.dtype", device: "torch.device | str") -> "torch.Tensor":
-    """scipy.ndimage's normalised 1-D Gaussian kernel (what skimage uses)."""
+#: window name -> (taps, sample covariance?); "gaussian11" is the default (see the module docstring)
+WINDOWS = {"gaussian11": (WIN_SIZE, False), "uniform7": (7, True)}
+
+
+def _window_taps(window: str, dtype: "torch.dtype", device: "torch.device | str") -> "torch.Tensor":
+    """The 1-D filter: scipy.ndimage's normalised Gaussian (what skimage uses), or a uniform 7-tap box."""
     import torch
 
+    if window not in WINDOWS:
+        raise InputError(f"SSIM window {window!r} is not one of {', '.join(WINDOWS)}")
+    if window == "uniform7":
+        return torch.full((7,), 1.0 / 7.0, dtype=torch.float64).to(device=device, dtype=dtype)
     x = torch.arange(-RADIUS, RADIUS + 1, dtype=torch.float64)
     g = torch.exp(-0.5 * (x / SIGMA) ** 2)
     return (g / g.sum()).to(device=device, dtype=dtype)
 
 
-def _ssim_sums(x: "torch.Tensor", y: "torch.Tensor", kernels: tuple, data_range: float) -> "torch.Tensor":
+def _ssim_sums(x: "torch.Tensor", y: "torch.Tensor", kernels: tuple, data_range: float,
+               cov_norm: float = 1.0) -> "torch.Tensor":
     """Sum of the valid SSIM map per frame and channel, ``[n, c]`` float64, of one tile."""
     import torch
     import torch.nn.functional as F
@@ -99,6 +108,9 @@ def _ssim_sums(x: "torch.Tensor", y: "torch.Tensor", kernels: tuple, data_range:
     mu_u, mu_d, var_u, var_d = f[:, 0:c], f[:, c : 2 * c], f[:, 2 * c : 3 * c], f[:, 3 * c :]
     var_u.sub_(mu_u.square())  # E[u^2] - E[u]^2, in place
     var_d.sub_(mu_d.square())
+    if cov_norm != 1.0:  # sample covariance (uniform window): N / (N - 1)
+        var_u.mul_(cov_norm)
+        var_d.mul_(cov_norm)
     mu_u.add_(cu)  # back to the uncentred local means
     mu_d.add_(cd)
     two_mu_x = mu_u + mu_d  # 2 * mu_x = E[x + y] + E[x - y]
@@ -113,9 +125,14 @@ def _ssim_sums(x: "torch.Tensor", y: "torch.Tensor", kernels: tuple, data_range:
 
 
 def ssim_frames(
-    x: "torch.Tensor", y: "torch.Tensor", filter_dtype: "torch.dtype | None" = None
+    x: "torch.Tensor", y: "torch.Tensor", filter_dtype: "torch.dtype | None" = None,
+    window: str = "gaussian11", data_range: float = DATA_RANGE,
 ) -> "torch.Tensor":
     """Per-frame SSIM (float64) of two ``[n, 3, H, W]`` tensors, both uint8 or both floats on [0, 1].
+
+    ``window`` is ``"gaussian11"`` (default) or ``"uniform7"`` (scikit-image's defaults:
+    7x7 box, sample covariance); ``data_range`` the peak value on the [0, 1] scale
+    (:mod:`metrics.protocol`).
 
     ``filter_dtype`` is the precision of the filtering and the formula: float32 by
     default (matches scikit-image to ~1e-7), float64 for a tighter reference
@@ -134,17 +151,19 @@ def ssim_frames(
     from .device import full_precision
 
     filter_dtype = filter_dtype or torch.float32
+    g = _window_taps(window, filter_dtype, x.device)
+    win, sample_cov = WINDOWS[window]
+    cov_norm = win * win / (win * win - 1.0) if sample_cov else 1.0
     # uint8 pixels are used as they are (0..255): SSIM is the same with data range 255.
-    data_range = 255.0 if x.dtype == torch.uint8 else DATA_RANGE
+    data_range = float(data_range) * (255.0 if x.dtype == torch.uint8 else 1.0)
     n, c, h, w = x.shape
-    if h < WIN_SIZE or w < WIN_SIZE:
-        raise InputError(f"SSIM needs frames of at least {WIN_SIZE}x{WIN_SIZE} pixels, got {h}x{w}")
-    ho, wo = h - WIN_SIZE + 1, w - WIN_SIZE + 1
-    g = _gaussian_taps(filter_dtype, x.device)
+    if h < win or w < win:
+        raise InputError(f"SSIM needs frames of at least {win}x{win} pixels, got {h}x{w}")
+    ho, wo = h - win + 1, w - win + 1
     m = 4 * c
     kernels = (
-        g.view(1, 1, WIN_SIZE, 1).expand(m, 1, WIN_SIZE, 1).contiguous(),
-        g.view(1, 1, 1, WIN_SIZE).expand(m, 1, 1, WIN_SIZE).contiguous(),
+        g.view(1, 1, win, 1).expand(m, 1, win, 1).contiguous(),
+        g.view(1, 1, 1, win).expand(m, 1, 1, win).contiguous(),
     )
     budget = _TILE_PIXELS_CPU if x.device.type == "cpu" else _TILE_PIXELS_GPU
     sums = torch.zeros(n, c, dtype=torch.float64, device=x.device)
@@ -153,28 +172,33 @@ def ssim_frames(
         if frames_per_tile >= 1:
             for s in range(0, n, frames_per_tile):
                 t = slice(s, s + frames_per_tile)
-                sums[t] = _ssim_sums(x[t], y[t], kernels, data_range)
+                sums[t] = _ssim_sums(x[t], y[t], kernels, data_range, cov_norm)
         else:
-            rows = max(16, budget // w - (WIN_SIZE - 1))  # output rows per tile
+            rows = max(16, budget // w - (win - 1))  # output rows per tile
             for i in range(n):
                 for r in range(0, ho, rows):
-                    stop = min(r + rows, ho) + WIN_SIZE - 1
-                    sums[i : i + 1] += _ssim_sums(x[i : i + 1, :, r:stop], y[i : i + 1, :, r:stop], kernels, data_range)
+                    stop = min(r + rows, ho) + win - 1
+                    sums[i : i + 1] += _ssim_sums(x[i : i + 1, :, r:stop], y[i : i + 1, :, r:stop], kernels, data_range,
+                                                  cov_norm)
     return (sums / (ho * wo)).mean(dim=1)
 
 
-def ssim(a: Any, b: Any) -> np.ndarray:
+def ssim(a: Any, b: Any, window: str = "gaussian11", data_range: float = DATA_RANGE) -> np.ndarray:
     """SSIM per image (per frame) of two images or batches, as float64.
 
     Same result as scikit-image's ``structural_similarity(a, b, gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1)`` on the
-    [0, 1] images. Inputs follow :mod:`metrics.inputs`.
+    [0, 1] images; ``window="uniform7"`` gives skimage's defaults (7x7 box, sample
+    covariance) and ``data_range`` its ``data_range`` (on the [0, 1] scale). Inputs follow
+    :mod:`metrics.inputs`.
 
     >>> import numpy as np, metrics
     >>> a = np.random.default_rng(0).random((2, 32, 48, 3))
     >>> [round(v, 9) for v in metrics.ssim(a, a).tolist()]
     [1.0, 1.0]
     """
+    import functools
+
     from .inputs import pixel_metric
 
-    return pixel_metric(ssim_frames, a, b)
+    return pixel_metric(functools.partial(ssim_frames, window=window, data_range=data_range), a, b)

@@ -18,6 +18,7 @@ from paper_figures.label_placement import LabelSpec, place_labels
 from paper_figures.style import BASELINE_COLOR, COLUMN_WIDTH_IN, SMALL_PT, figure_style, method_styles, plain_text
 
 FRONT_COLOR = "#8C8C8C"
+PUBLISHED_COLOR = "#000000"
 
 
 def pareto_plots(
@@ -84,6 +85,15 @@ def pareto_plot(
             xs_all += list(_finite(np.concatenate([x, x - xerr[0], x + xerr[1]])))
             ys_all += list(_finite(np.concatenate([y, y - yerr[0], y + yerr[1]])))
 
+        published = _published(points, metric)
+        for pub in published:  # published results: hollow diamonds, labelled with their citation
+            ax.plot([pub["speedup"]], [pub[metric]], ls="none", marker="D", ms=5, mfc="none", mec=PUBLISHED_COLOR,
+                    mew=1.0, zorder=5)
+            labels.append(LabelSpec(pub["speedup"], pub[metric], plain_text(f"{pub['label']} ({pub['citation']})"),
+                                    PUBLISHED_COLOR, must_show=True))
+            xs_all.append(pub["speedup"])
+            ys_all.append(pub[metric])
+
         if np.isfinite(base_y):
             ax.plot([1.0], [base_y], ls="none", marker="*", ms=8, color=BASELINE_COLOR, zorder=5)
             labels.append(LabelSpec(1.0, base_y, "baseline", BASELINE_COLOR, must_show=True))
@@ -110,6 +120,8 @@ def pareto_plot(
             handles.append(Line2D([], [], color=BASELINE_COLOR, marker="*", ms=7, ls="none", label="baseline"))
         if len(front) >= 2:
             handles.append(Line2D([], [], color=FRONT_COLOR, lw=2.4, alpha=0.45, label="Pareto front"))
+        if published:
+            handles.append(Line2D([], [], color=PUBLISHED_COLOR, marker="D", mfc="none", ls="none", label="published"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)),
                    handlelength=2.2, columnspacing=1.0)
 
@@ -122,6 +134,9 @@ def pareto_plot(
     caption = f"Speedup vs {label} ({direction}) for {c.sweep_title(points)}. "
     caption += "Filled markers are on the Pareto front" + (" (grey step)" if len(front) >= 2 else "")
     caption += "; bars are 95% intervals" + ("; star = baseline." if np.isfinite(base_y) else ".")
+    if published:
+        caption += (" Hollow diamonds are published results (" + "; ".join(sorted({p["citation"] for p in published}))
+                    + "), measured on other hardware and possibly another protocol.")
     if dropped:
         caption += f" {len(dropped)} crowded label(s) omitted (see the table)."
     if not identical.empty:
@@ -131,6 +146,16 @@ def pareto_plot(
     if c.is_random_weights(points, metric):
         caption += f" {label}: computed with random-weight networks, not a real score."
     return Figure(path_stem=f"pareto_{metric}", files=fig_path, caption=caption, kind="figure")
+
+
+def _published(points: pd.DataFrame, metric: str) -> list[dict]:
+    """Published points (``points.attrs["published"]``, set by `repro compare --paper`) with this metric."""
+    out = []
+    for p in points.attrs.get("published") or []:
+        x, y = p.get("speedup"), p.get(metric)
+        if x is not None and y is not None and np.isfinite(x) and np.isfinite(y):
+            out.append(p)
+    return out
 
 
 def _front_xy(points: pd.DataFrame, metric: str, front_col: str) -> np.ndarray:

@@ -88,6 +88,17 @@ def _range_cell(col: str, decimals: int, suffix: str, lo: str, hi: str) -> Calla
     return make
 
 
+def _p_cell(col: str) -> Callable[[pd.Series], Cell]:
+    """A p-value: "<0.001", "0.032", or "–" where it was not computed (baseline, fewer than 2 items)."""
+    def make(row: pd.Series) -> Cell:
+        v = _num(row, col)
+        if math.isnan(v):
+            return Cell("–")
+        return Cell("<0.001" if v < 0.001 else f"{v:.3f}", v)
+
+    return make
+
+
 def _memory_cell(row: pd.Series) -> Cell:
     v = _num(row, "peak_memory_mb")
     return Cell("–") if math.isnan(v) else Cell(f"{v:,.0f}", float(round(v)))
@@ -119,6 +130,10 @@ def _columns(points: pd.DataFrame) -> list[Column]:
                _range_cell("latency_s", 2, "", "latency_q25_s", "latency_q75_s")),
         Column("speedup", "Speedup (95% CI)", "r",
                _range_cell("speedup", 2, "×", "speedup_ci_low", "speedup_ci_high"), best="max"),
+    ]
+    if "speedup_p" in points.columns and c.numeric(points, "speedup_p").notna().any():
+        cols.append(Column("speedup_p", "p vs baseline", "r", _p_cell("speedup_p")))
+    cols += [
         Column("compute_fraction", "Compute", "r", _value_cell("compute_fraction", 2)),
     ]
     for m in computed_metrics(points):
@@ -182,6 +197,10 @@ def build_table(points: pd.DataFrame) -> Table:
         for m in c.METRICS
         if any(col.key == m for col in columns) and c.is_random_weights(points, m)
     ]
+    if any(col.key == "speedup_p" for col in columns):
+        remarks.append("p vs baseline: paired bootstrap over items (prompt x seed) that the speedup differs from 1")
+    if points.attrs.get("not_reportable"):
+        remarks.append(f"NOT REPORTABLE: {points.attrs['not_reportable']}")
     return Table(columns, groups, notes, remarks)
 
 

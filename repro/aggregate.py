@@ -141,7 +141,20 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
                 row[col] = NAN if status == "failed" else row[col]
         rows.append(row)
     _mark_fronts(rows)
+    _mark_significance(rows, items)
     return rows
+
+
+def _mark_significance(rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
+    """p-values of each cached point against its baseline: speedup != 1 and ΔCLIP != 0 (paired over items)."""
+    import pandas as pd
+
+    from repro.significance import against_baseline
+
+    tests = against_baseline(pd.DataFrame(items)) if items else {}
+    for r in rows:
+        for col in ("speedup_p", "clip_delta_p"):
+            r[col] = tests.get(r["point_id"], {}).get(col, NAN)
 
 
 def _mark_fronts(rows: list[dict[str, Any]]) -> None:

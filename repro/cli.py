@@ -205,22 +205,26 @@ def pareto(run_dir, metric):
 def best(run_dir, maxima, minima):
     """Print the fastest point meeting every quality gate, as a spec snippet and a Python call."""
     from repro.aggregate import tables
-    from repro.pareto import best_point, parse_gates
+    from repro.pareto import parse_gates, ranked_points
     from repro.report import format_best
+    from repro.significance import runner_up_note
     from repro.store import Store
 
     gates = parse_gates(maxima, minima)
     store = Store.open_existing(run_dir)
-    points, _ = tables(store)
-    choice = best_point(points.to_dict("records"), gates)
-    if choice is None:
+    points, items = tables(store)
+    ranked = ranked_points(points.to_dict("records"), gates)
+    if not ranked:
         click.echo("no point meets every gate", err=True)
         sys.exit(1)
+    choice = ranked[0]
     ratios = None
     if '"mag_ratios"' not in (choice.get("params") or "") and "MagCacheConfig" in (choice.get("python_call") or ""):
         cal = store.calibrations()
         ratios = cal[0]["ratios"][cal[0]["used"]] if cal else None
     click.echo(format_best(choice, gates, ratios))
+    if len(ranked) > 1:
+        click.echo(runner_up_note(items, choice, ranked[1]))
 
 
 @main.command()
@@ -262,6 +266,56 @@ def export(run_dir, fmt, out):
         click.echo(str(path))
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--paper", metavar="NAME|FILE", help="A published table (`repro papers`) or a table YAML file.")
+@click.option("--points", nargs=2, metavar="A B", help="Two point ids (or labels) of this run, tested against each other.")
+@click.option("--match", "matches", multiple=True, metavar="LABEL=POINT",
+              help="Pair a published row with one of our points by hand (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]), default="text", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False),
+              help="--paper: also write NAME.md, NAME.tex and Pareto plots with the published points here "
+                   "(default RUN_DIR/figures/compare).")
+@_friendly_errors
+def compare(run_dir, paper, points, matches, fmt, out):
+    """Compare RUN_DIR with a published table (--paper) or two of its points with each other (--points)."""
+    from experiments.errors import SpecError
+
+    if bool(paper) == bool(points):
+        raise SpecError("repro compare: give exactly one of --paper NAME or --points A B")
+    if points:
+        from repro.aggregate import tables
+        from repro.significance import compare_points, find_point, format_point_comparison
+        from repro.store import Store
+
+        table, items = tables(Store.open_existing(run_dir))
+        a, b = (find_point(table, p) for p in points)
+        click.echo(format_point_comparison(compare_points(items, a, b), table, a, b, fmt))
+        return
+    from repro.papers.compare import compare_run_dir, write_comparison
+
+    cmp, points_table, items_table = compare_run_dir(run_dir, paper, _parse_matches(matches))
+    renderer = {"text": "format_text", "markdown": "format_markdown", "latex": "format_latex"}[fmt]
+    import repro.papers.compare as paper_compare
+
+    click.echo(getattr(paper_compare, renderer)(cmp))
+    out_dir = Path(out) if out else Path(run_dir) / "figures" / "compare"
+    for path in write_comparison(cmp, points_table, items_table, out_dir):
+        click.echo(f"wrote {path}", err=True)
+
+
+def _parse_matches(items: tuple[str, ...]) -> dict[str, str]:
+    from experiments.errors import SpecError
+
+    out = {}
+    for item in items:
+        label, sep, point = item.partition("=")
+        if not sep or not label.strip() or not point.strip():
+            raise SpecError(f"--match {item!r}: expected PUBLISHED_LABEL=POINT_ID, e.g. --match MagCache-slow=mag_cache-t0.12")
+        out[label.strip()] = point.strip()
+    return out
+
+
 @main.command("fetch-weights")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @set_option
@@ -297,6 +351,23 @@ def profile(spec, points, steps, function, out, overrides):
     extra = (f"generation.num_inference_steps={steps}",) if steps else ()
     rows = profile_spec(_load(spec, (*overrides, *extra), out), points=points, function=function, echo=click.echo)
     sys.exit(1 if any("error" in r for r in rows) else 0)
+
+
+@main.command()
+@click.option("--name", "name", help="Show one table in full (rows, settings, protocol, source).")
+@_friendly_errors
+def papers(name):
+    """List the published tables `repro compare --paper NAME` can compare a run with."""
+    from repro.papers import all_papers, get_paper
+    from repro.papers.compare import describe_table
+
+    if name:
+        click.echo(describe_table(get_paper(name)))
+        return
+    for t in all_papers().values():
+        click.echo(f"{t.name:28s} {len(t.rows):3d} rows  {t.title}")
+        click.echo(f"{'':28s}           {t.citation}")
+    click.echo("\nrepro papers --name NAME shows one table; repro compare RUN_DIR --paper NAME compares a run with it")
 
 
 @main.command()

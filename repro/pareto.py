@@ -56,6 +56,12 @@ def parse_gates(maxima: Sequence[str], minima: Sequence[str]) -> list[tuple[str,
 
 def best_point(points: list[dict[str, Any]], gates: list[tuple[str, str, float]]) -> dict[str, Any] | None:
     """The fastest ok point meeting every gate (ties: the better first gated metric, then the label)."""
+    ranked = ranked_points(points, gates)
+    return ranked[0] if ranked else None
+
+
+def ranked_points(points: list[dict[str, Any]], gates: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
+    """Every ok cached point meeting every gate, fastest first (the order `best_point` picks from)."""
     def meets(p: dict[str, Any]) -> bool:
         for name, kind, limit in gates:
             v = p.get(name)
@@ -66,8 +72,6 @@ def best_point(points: list[dict[str, Any]], gates: list[tuple[str, str, float]]
         return True
 
     ok = [p for p in points if p.get("status") == "ok" and p.get("method") != "baseline" and meets(p)]
-    if not ok:
-        return None
     first = gates[0][0] if gates else None
 
     def rank(p):
@@ -75,7 +79,7 @@ def best_point(points: list[dict[str, Any]], gates: list[tuple[str, str, float]]
         q = -q if first and BETTER.get(first) == "max" else q
         return (-p["speedup"], q, p["label"])
 
-    return sorted(ok, key=rank)[0]
+    return sorted(ok, key=rank)
 
 
 def _nan(v: Any) -> bool:

@@ -14,8 +14,12 @@ are reported together because they answer slightly different questions on few it
 * **sign test** (:func:`sign_test`): exact two-sided binomial test on the number of
   positive differences (zeros dropped).
 
-With 2-4 items no test can reach p < 0.05 (the smallest Wilcoxon p with 4 items is
-0.125): a "not significant" then means "too few items to tell", and the tables say n.
+A difference is called **significant** (:func:`significant`) only when the paired bootstrap
+*and* the Wilcoxon test both give p < 0.05: on a handful of items the bootstrap alone is
+anti-conservative (its resamples cannot be more extreme than the few items), while the
+exact Wilcoxon test is not. With 5 or fewer items the smallest two-sided Wilcoxon p is
+0.0625, so nothing is significant: "not significant" then means "too few items to tell",
+and the tables say n.
 
 Speedup is compared on the log of each item's speedup (a ratio: 2x faster and 2x slower
 are symmetric around 0), so "cached vs its baseline" tests ``log(speedup) = 0``.
@@ -186,6 +190,12 @@ def compare_points(items, point_a: str, point_b: str, columns: Sequence[str] = C
     return out
 
 
+def significant(row: dict[str, Any]) -> bool:
+    """Both the paired bootstrap and the Wilcoxon signed-rank test reject at ALPHA (see the module docstring)."""
+    p, pw = row.get("p"), row.get("p_wilcoxon")
+    return not (_nan(p) or _nan(pw)) and p < ALPHA and pw < ALPHA
+
+
 def _mean(x: np.ndarray, col: str) -> float:
     if not x.size:
         return float("nan")
@@ -216,3 +226,72 @@ def format_p(p: float) -> str:
     if p is None or (isinstance(p, float) and math.isnan(p)):
         return "-"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# `repro compare RUN_DIR --points A B`
+
+
+def find_point(points, name: str) -> str:
+    """The point id for a point id or a unique point label; SpecError lists the points otherwise."""
+    from experiments.errors import SpecError
+
+    ids = list(points["point_id"])
+    if name in ids:
+        return name
+    hits = [r.point_id for r in points.itertuples() if name in (r.label, f"{r.method} {r.label}")]
+    if len(hits) == 1:
+        return hits[0]
+    what = "is ambiguous (several points have that label)" if hits else "is not a point of this run"
+    raise SpecError(f"--points: {name!r} {what}; give a point id: {', '.join(ids)}")
+
+
+def format_point_comparison(rows: list[dict[str, Any]], points, a: str, b: str, fmt: str = "text") -> str:
+    """The rows of :func:`compare_points` as a terminal, Markdown or LaTeX table."""
+    names = {r.point_id: f"{r.method} {r.label}" if r.method != "baseline" else "baseline" for r in points.itertuples()}
+    head = ["metric", "n", "A", "B", "A vs B [95% CI]", "p (bootstrap)", "p (Wilcoxon)", "p (sign)", "significant"]
+    body = []
+    for r in rows:
+        speed = r["metric"] == "speedup"
+        f = (lambda v: "-" if _nan(v) else f"{v:.3f}x") if speed else (lambda v: "-" if _nan(v) else f"{v:.4g}")
+        diff = "-" if _nan(r["diff"]) else (f"{r['diff']:.3f}x" if speed else f"{r['diff']:+.4g}")
+        if not _nan(r["ci_low"]):
+            diff += f" [{f(r['ci_low']) if speed else format(r['ci_low'], '+.4g')}, " \
+                    f"{f(r['ci_high']) if speed else format(r['ci_high'], '+.4g')}]"
+        sig_text = "-" if _nan(r["p"]) else ("yes" if significant(r) else "no")
+        body.append([r["metric"], str(r["n"]), f(r["a"]), f(r["b"]), diff, format_p(r["p"]),
+                     format_p(r["p_wilcoxon"]), format_p(r["p_sign"]), sig_text])
+    title = f"A = {names.get(a, a)}, B = {names.get(b, b)}: paired over items (prompt x seed)"
+    notes = [f"speedup: ratio of geometric means (A / B), tested on log speedup; others: mean of A - B",
+             f"significant: paired bootstrap and Wilcoxon both p < {ALPHA} (with 5 items or fewer Wilcoxon cannot be)"]
+    if fmt == "markdown":
+        lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+        return "\n".join(lines + [""] + [f"_{n}_  " for n in notes]) + "\n"
+    if fmt == "latex":
+        from repro.papers.compare import _tex
+
+        lines = [r"\begin{tabular}{l r rr l rrr c}", r"\toprule", " & ".join(_tex(h) for h in head) + r" \\",
+                 r"\midrule", *[" & ".join(_tex(c) for c in row) + r" \\" for row in body], r"\bottomrule",
+                 r"\end{tabular}", "% " + _tex(title), *["% " + _tex(n) for n in notes]]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
+    lines = [title, "  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines + [f"note: {n}" for n in notes])
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def runner_up_note(items, winner: dict[str, Any], runner_up: dict[str, Any]) -> str:
+    """`repro best`: whether the winner is significantly faster than the runner-up (paired over items)."""
+    row = next((r for r in compare_points(items, winner["point_id"], runner_up["point_id"], ("speedup",))), None)
+    name = f"{runner_up['method']} {runner_up['label']}"
+    if row is None or _nan(row["p"]):
+        return f"\nnote: runner-up {name}; too few shared items to test whether the winner is faster"
+    verdict = "significantly faster than" if significant(row) and row["diff"] > 1 else "NOT significantly faster than"
+    return (f"\nnote: the winner is {verdict} the runner-up {name}: speedup ratio {row['diff']:.3f}x "
+            f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}], paired bootstrap p={format_p(row['p'])}, "
+            f"Wilcoxon p={format_p(row['p_wilcoxon'])}, sign p={format_p(row['p_sign'])}, n={row['n']} items")

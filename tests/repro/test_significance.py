@@ -102,3 +102,12 @@ def test_bad_input_is_refused():
         sig.paired_test([1.0, 2.0], [1.0])
     with pytest.raises(ValueError, match="finite"):
         sig.paired_test([1.0, math.inf], [1.0, 2.0])
+
+
+def test_significant_needs_both_bootstrap_and_wilcoxon():
+    five = sig.paired_test([1.1, 1.2, 1.3, 1.4, 1.5], [0.0] * 5)
+    assert five["p"] < 0.05 and five["p_wilcoxon"] == pytest.approx(0.0625)
+    assert not sig.significant(five)  # 5 items: the exact test cannot reject
+    eight = sig.paired_test([1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8], [0.0] * 8)
+    assert sig.significant(eight)
+    assert not sig.significant({"p": float("nan"), "p_wilcoxon": 0.01})

@@ -221,20 +221,21 @@ class Instrumentation:
 
 
 def _transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:
-    from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
+    from experiments import diffusers_internals as di
 
+    identifiers = di.transformer_block_identifiers()
     blocks = []
     for name, child in transformer.named_children():
-        if name in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS and isinstance(child, torch.nn.ModuleList):
+        if name in identifiers and isinstance(child, torch.nn.ModuleList):
             blocks.extend(child)
     return blocks
 
 
 def _compute_units(blocks: list[torch.nn.Module]) -> list[torch.nn.Module]:
     """Attention and feed-forward sublayers of the blocks; the blocks themselves if none are recognised."""
-    from diffusers.hooks._common import _ATTENTION_CLASSES, _FEEDFORWARD_CLASSES
+    from experiments import diffusers_internals as di
 
-    kinds = (*_ATTENTION_CLASSES, *_FEEDFORWARD_CLASSES)
+    kinds = di.sublayer_classes()
     found = [m for block in blocks for m in block.modules() if isinstance(m, kinds)]
     # a block without recognised sublayers still counts as one unit of work
     covered = {id(b) for b in blocks if any(isinstance(m, kinds) for m in b.modules())}

@@ -12,11 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from experiments.errors import SpecError
+from experiments.errors import ModelUnavailable, SpecError
 
-
-class ModelUnavailable(RuntimeError):
-    """The model's weights are not on this machine and cannot be downloaded now."""
+__all__ = ["ModelUnavailable", "load_pipeline", "resolve_device", "check_model_available", "fetch_model", "family_of"]
 
 
 def resolve_device(name: str) -> str:
@@ -113,7 +111,10 @@ def missing_model_message(model_id: str) -> str:
 
 
 def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    # one parser for the whole project, in metrics (which may not import experiments; the reverse is fine)
+    from metrics.weights import offline
+
+    return offline()
 
 
 def check_model_available(model: Any) -> None:

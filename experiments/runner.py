@@ -165,18 +165,16 @@ class Engine:
     def calibrate_mag_cache(self, prompt: str, seed: int) -> dict[str, list[float]]:
         """One uncached pass with MagCache in calibration mode; ratios per CFG branch, read from the hook's state."""
         from diffusers.hooks import MagCacheConfig
-        from diffusers.hooks.mag_cache import _MAG_CACHE_BLOCK_HOOK
+
+        from experiments import diffusers_internals as di
 
         pipe = self.pipe
         steps = self.spec.generation.num_inference_steps
         ratios: dict[str, list[float]] = {}
         disable = enable_cache(pipe.transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps))
         try:
-            for module in pipe.transformer.modules():
-                registry = getattr(module, "_diffusers_hook", None)
-                hook = registry.get_hook(_MAG_CACHE_BLOCK_HOOK) if registry is not None else None
-                if hook is not None and hook.is_tail:
-                    hook._perform_calibration_step = _recording(hook, ratios)
+            for hook in di.mag_cache_tail_hooks(pipe.transformer):
+                di.record_mag_calibration(hook, ratios)
             with contextlib.redirect_stdout(io.StringIO()):  # the hook prints the ratios; we keep them instead
                 self._call(GenerationRequest(prompt=prompt, seed=seed))
         finally:
@@ -206,10 +204,11 @@ class Engine:
 
     @contextlib.contextmanager
     def _optimized(self, request: GenerationRequest):
-        if not request.optimization or all(_is_default(k, v) for k, v in request.optimization.items()):
+        from experiments.optimizations import applied, is_default_optimization
+
+        if is_default_optimization(request.optimization):
             yield {}
             return
-        from experiments.optimizations import applied
 
         with applied(self.pipe, request.optimization, warm=lambda: self._call(request)) as info:
             yield info
@@ -269,19 +268,3 @@ class Engine:
         if not np.isfinite(arr).all():
             raise GenerationFailed(f"pipeline output has {int((~np.isfinite(arr)).sum())} non-finite values (NaN/inf)")
         return (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-
-
-def _recording(hook: Any, ratios: dict[str, list[float]]):
-    """Wrap a MagCache tail hook's calibration step to keep each ratio under its CFG branch name."""
-    original = hook._perform_calibration_step
-
-    def perform(state, residual):
-        original(state, residual)
-        context = hook.state_manager._context
-        ratios.setdefault(context.name if context else "inference", []).append(float(state.calibration_ratios[-1]))
-
-    return perform
-
-
-def _is_default(key: str, value: Any) -> bool:
-    return value in ("none", "native", False, None)

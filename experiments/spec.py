@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from experiments.errors import SpecError
+from metrics.registry import SCORED
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -103,21 +104,30 @@ class MethodSpec(_Strict):
         return self.label or self.name
 
 
-class OptimizationsSpec(_Strict):
-    """Acceleration knobs swept orthogonally to the cache grid (issue: beyond caching)."""
-
-    compile: list[Literal["none", "full", "regional"]] = Field(default_factory=lambda: ["none"])
-    attention_backend: list[str] = Field(default_factory=lambda: ["native"])
-    layerwise_casting: list[Literal["none", "float8_e4m3fn", "float8_e5m2"]] = Field(default_factory=lambda: ["none"])
-    offload: list[Literal["none", "model", "sequential", "group"]] = Field(default_factory=lambda: ["none"])
-    vae_tiling: list[bool] = Field(default_factory=lambda: [False])
-
+class _OptimizationsBase(_Strict):
     def axes(self) -> dict[str, list[Any]]:
         return {k: list(v) for k, v in self.model_dump().items()}
 
 
+def _optimizations_spec() -> type[BaseModel]:
+    """Acceleration knobs swept orthogonally to the cache grid: one list-valued field per registered axis
+    (experiments.optimizations), defaulting to that axis' default alone."""
+    from pydantic import create_model
+
+    from experiments.optimizations import AXES
+
+    fields: dict[str, Any] = {}
+    for axis in AXES.values():
+        kind = Literal[axis.choices] if axis.choices else type(axis.default)
+        fields[axis.name] = (list[kind], Field(default_factory=lambda a=axis: [a.default], description=axis.doc))
+    return create_model("OptimizationsSpec", __base__=_OptimizationsBase, **fields)
+
+
+OptimizationsSpec = _optimizations_spec()
+
+
 class MetricsSpec(_Strict):
-    names: list[Literal["lpips", "psnr", "ssim", "clip"]] = Field(default_factory=lambda: ["lpips", "psnr", "ssim", "clip"])
+    names: list[Literal[SCORED]] = Field(default_factory=lambda: list(SCORED))
     lpips_net: Literal["alex", "vgg"] = "alex"
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "laion2b_s34b_b79k"

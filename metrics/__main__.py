@@ -16,8 +16,8 @@ import math
 import sys
 
 from .errors import InputError, WeightsMissing
+from .registry import RANDOM_WEIGHTS_TAG, SCORED as METRICS
 
-METRICS = ("lpips", "psnr", "ssim", "clip")
 
 
 def _metric_list(values: list[str]) -> tuple[str, ...]:
@@ -67,7 +67,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     if un["only_in_a"] or un["only_in_b"]:
         print(f"unmatched: {len(un['only_in_a'])} only in {args.dir_a}, {len(un['only_in_b'])} only in {args.dir_b}")
     if any(res["random_weights"].values()):
-        print("WARNING: some metrics ran on RANDOM weights (labels end in [random-weights])")
+        print("WARNING: some metrics ran on RANDOM weights (labels end in " + RANDOM_WEIGHTS_TAG + ")")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(res, fh, indent=2, allow_nan=True)

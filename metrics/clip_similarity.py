@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from .registry import RANDOM_WEIGHTS_TAG, with_random_tag
+
 if TYPE_CHECKING:
     import torch
 
@@ -28,7 +30,6 @@ __all__ = ["ClipNet", "load_clip", "preprocess", "encode_texts", "encode_images"
 
 log = logging.getLogger(__name__)
 RANDOM_SEED = 0
-RANDOM_SUFFIX = "[random-weights]"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class ClipNet:
 
     @property
     def label(self) -> str:
-        return f"clip_{self.name}_{self.pretrained}" + (RANDOM_SUFFIX if self.random_weights else "")
+        return with_random_tag(f"clip_{self.name}_{self.pretrained}", self.random_weights)
 
     @property
     def device(self) -> "torch.device":
@@ -99,7 +100,7 @@ def _build(model: str, pretrained: str, device: str, path: str | None) -> ClipNe
         log.warning(
             "CLIP %s/%s: pretrained weights not available; using RANDOM weights (seed %d). "
             "Results are labelled %s and are meaningless as CLIP scores.",
-            model, pretrained, RANDOM_SEED, RANDOM_SUFFIX,
+            model, pretrained, RANDOM_SEED, RANDOM_WEIGHTS_TAG,
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)

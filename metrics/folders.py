@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
+from .registry import SCORED
 
 __all__ = ["score_folders", "list_pairs", "load_item"]
 
@@ -70,7 +71,7 @@ def load_item(path: str | Path) -> np.ndarray:
 def score_folders(
     dir_a: str | Path,
     dir_b: str | Path,
-    names: Sequence[str] = ("lpips", "psnr", "ssim", "clip"),
+    names: Sequence[str] = SCORED,
     prompts: Mapping[str, str] | None = None,
     **scorer_kwargs: Any,
 ) -> dict:

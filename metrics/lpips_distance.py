@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .registry import RANDOM_WEIGHTS_TAG, with_random_tag
+
 if TYPE_CHECKING:
     import torch
 
@@ -27,7 +29,6 @@ __all__ = ["LpipsNet", "load_lpips", "lpips_frames", "lpips"]
 
 log = logging.getLogger(__name__)
 RANDOM_SEED = 0
-RANDOM_SUFFIX = "[random-weights]"
 # On CPU a forward pass gets at most this many pixels per image batch: 4 frames
 # of 480x832 per forward measured ~15% slower per frame than 1 (activations fall
 # out of cache), while small frames still batch together. GPUs take batch_size.
@@ -46,7 +47,7 @@ class LpipsNet:
 
     @property
     def label(self) -> str:
-        return f"lpips_{self.net}" + (RANDOM_SUFFIX if self.random_weights else "")
+        return with_random_tag(f"lpips_{self.net}", self.random_weights)
 
 
 @contextlib.contextmanager
@@ -69,7 +70,7 @@ def load_lpips(net: str = "alex", device: Any = "auto", allow_random_weights: bo
     (reproducible, caller's RNG untouched) and logged as a warning.
 
     >>> n = load_lpips("alex", "cpu", allow_random_weights=True)
-    >>> n.label in ("lpips_alex", "lpips_alex[random-weights]")
+    >>> n.label in ("lpips_alex", "lpips_alex [random weights]")
     True
     """
     from .device import resolve_device
@@ -91,7 +92,7 @@ def _build(net: str, device: str, random_weights: bool) -> LpipsNet:
             log.warning(
                 "LPIPS %s: pretrained backbone not available; using RANDOM backbone weights "
                 "(seed %d). Results are labelled %s and are not comparable to real LPIPS.",
-                net, RANDOM_SEED, RANDOM_SUFFIX,
+                net, RANDOM_SEED, RANDOM_WEIGHTS_TAG,
             )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(RANDOM_SEED)

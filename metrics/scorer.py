@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 
 from .psnr_db import PSNR_CAP_DB, video_psnr
+from .registry import SCORED
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Scorer", "METRICS"]
 
-METRICS = ("lpips", "psnr", "ssim", "clip")
+METRICS = SCORED  # the metric names a Scorer computes (metrics.registry)
 # Upper bound on pixels per chunk (frames x H x W): keeps the float64 copies of a
 # chunk around 0.4 GB each even for large frames, whatever batch_size says.
 _CHUNK_PIXELS = 1 << 24
@@ -48,7 +49,7 @@ class Scorer:
     Networks are built (and weights resolved) in the constructor, so a missing
     checkpoint fails here with :class:`~metrics.WeightsMissing` before any work,
     unless ``allow_random_weights=True``, in which case the affected labels end
-    in ``[random-weights]`` and ``random_weights[name]`` is True.
+    in ``[random weights]`` (metrics.registry.RANDOM_WEIGHTS_TAG) and ``random_weights[name]`` is True.
 
     >>> import numpy as np, metrics
     >>> s = metrics.Scorer(names=("psnr", "ssim"), device="cpu")

@@ -75,10 +75,14 @@ def _missing(what: str, where: Path | str, why: str, cmd: str) -> WeightsMissing
 def offline() -> bool:
     """True when ``HF_HUB_OFFLINE`` asks for no network access (honoured for all downloads here).
 
+    The project's one parser of the variable (``experiments.pipelines`` uses it too), with
+    huggingface_hub's own rule (1/ON/YES/TRUE, any case, nothing stripped), so we never
+    call the hub offline while it goes online, or the reverse.
+
     >>> offline() in (True, False)
     True
     """
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
 def _reachable(url: str, timeout: float | None = None) -> str | None:
@@ -329,7 +333,9 @@ def fetch_weights(
     >>> metrics.fetch_weights(metrics=())  # nothing requested, nothing fetched
     []
     """
-    unknown = set(metrics) - {"lpips", "clip", "psnr", "ssim"}
+    from .registry import SCORED
+
+    unknown = set(metrics) - set(SCORED)
     if unknown:
         raise ValueError(f"unknown metrics {sorted(unknown)}")
     got: list[str] = []

@@ -14,17 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-METRICS: tuple[str, ...] = ("lpips", "psnr", "ssim", "clip_delta")
+from metrics import registry
+from metrics.registry import RANDOM_WEIGHTS_TAG
+
+#: The quality axes figures and tables show (each compares a point with its baseline).
+METRICS: tuple[str, ...] = registry.FRONT
 # True when larger is better.
-HIGHER_IS_BETTER: dict[str, bool] = {"lpips": False, "psnr": True, "ssim": True, "clip_delta": True, "clip": True}
-DEFAULT_METRIC_LABELS: dict[str, str] = {
-    "lpips": "LPIPS",
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "clip_delta": "ΔCLIP score",
-    "clip": "CLIP score",
-}
-RANDOM_WEIGHTS_TAG = "[random weights]"
+HIGHER_IS_BETTER: dict[str, bool] = {n: m.higher_is_better for n, m in registry.METRICS.items()}
+DEFAULT_METRIC_LABELS: dict[str, str] = registry.default_labels()
 BASELINE = "baseline"
 
 

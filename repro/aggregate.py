@@ -17,10 +17,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from repro.pareto import BETTER, pareto_mask
+from metrics import registry
+from metrics.registry import FRONT, QUALITY, REFERENCE
+from repro.pareto import pareto_mask
 from repro.store import Store
 
-QUALITY = ("lpips", "psnr", "ssim", "clip", "clip_delta")
 NAN = float("nan")
 
 
@@ -62,7 +63,7 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             v = s.get(part)
             row[part] = NAN if v is None or not ok else float(v)
         row["step_computed"] = json.dumps(s.get("step_computed", []))
-        for m in ("lpips", "psnr", "ssim"):
+        for m in REFERENCE:
             row[m] = sc[m]["value"] if m in sc and sc[m]["value"] is not None else (
                 _identity(m) if not quality_ref_key and ok else NAN)
         row["clip"] = sc["clip"]["value"] if "clip" in sc else NAN
@@ -74,20 +75,18 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
 
 def metric_labels(store: Store) -> dict[str, str]:
     """Human labels for the quality columns; random-weight networks are named as such."""
-    labels = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "clip": "CLIP score", "clip_delta": "ΔCLIP score"}
-    seen: dict[str, str] = {}
+    labels = registry.default_labels()
+    seen: dict[str, dict[str, Any]] = {}
     for per_gen in store.scores().values():
         for metric, s in per_gen.items():
-            seen.setdefault(metric, s["label"])
+            seen.setdefault(metric, s)
+    net = {m: s["label"].replace(registry.RANDOM_WEIGHTS_TAG, "").strip().removeprefix(f"{m}_")
+           for m, s in seen.items()}
     if "lpips" in seen:
-        labels["lpips"] = f"LPIPS ({seen['lpips'].removeprefix('lpips_')})"
+        labels["lpips"] = registry.with_random_tag(f"{labels['lpips']} ({net['lpips']})", seen["lpips"]["random_weights"])
     if "clip" in seen:
-        name = seen["clip"].removeprefix("clip_")
-        labels["clip"] = f"CLIP score ({name})"
-        labels["clip_delta"] = f"ΔCLIP score ({name})"
-    for k, v in list(labels.items()):
-        if "[random-weights]" in v:
-            labels[k] = v.replace("[random-weights]", "").replace(" )", ")").rstrip() + " [random weights]"
+        for m in ("clip", "clip_delta"):
+            labels[m] = registry.with_random_tag(f"{labels[m]} ({net['clip']})", seen["clip"]["random_weights"])
     return labels
 
 
@@ -158,9 +157,9 @@ def _mark_significance(rows: list[dict[str, Any]], items: list[dict[str, Any]]) 
 
 
 def _mark_fronts(rows: list[dict[str, Any]]) -> None:
-    for m in ("lpips", "psnr", "ssim", "clip_delta"):
+    for m in FRONT:
         eligible = [r for r in rows if r["method"] != "baseline" and r["status"] == "ok"]
-        mask = pareto_mask([r["speedup"] for r in eligible], [r[m] for r in eligible], BETTER[m])
+        mask = pareto_mask([r["speedup"] for r in eligible], [r[m] for r in eligible], registry.better(m))
         for r in rows:
             r[f"on_front_{m}"] = False
         for r, on in zip(eligible, mask):
@@ -190,7 +189,7 @@ def _ratio(ref: dict[str, Any], g: dict[str, Any], col: str) -> float:
 
 
 def _identity(metric: str) -> float:
-    return {"lpips": 0.0, "psnr": math.inf, "ssim": 1.0}[metric]
+    return registry.get(metric).identity
 
 
 def _mean(values: list[float]) -> float:
@@ -219,7 +218,7 @@ def _isnan(v: Any) -> bool:
 
 
 def _opt_label(opt: dict[str, Any]) -> str:
-    from repro.plan import optimization_label
+    from experiments.optimizations.axis import optimization_label
 
     return optimization_label(opt)
 

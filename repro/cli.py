@@ -3,7 +3,8 @@ so `repro --help` answers at once.
 
 Exit codes: 0 success; 1 some generations failed (recorded, the rest ran); 2 bad input
 (spec, flag, path) with one clear message and nothing written; 3 missing model or metric
-weights (the message says how to fetch them); 130 interrupted (resume by re-running).
+weights (the message says how to fetch them); 4 the path is not a run directory; 5 the run
+directory is being written by another process; 130 interrupted (resume by re-running).
 """
 
 from __future__ import annotations
@@ -14,25 +15,34 @@ from pathlib import Path
 
 import click
 
-EXIT_BAD_INPUT, EXIT_MISSING_WEIGHTS = 2, 3
+EXIT_BAD_INPUT, EXIT_MISSING_WEIGHTS, EXIT_NOT_A_RUN, EXIT_RUN_BUSY = 2, 3, 4, 5
+
+
+def exit_code_for(exc: BaseException) -> int | None:
+    """The one mapping from user-error types to exit codes (None: not a user error, let it raise)."""
+    from experiments import errors
+    from metrics.errors import WeightsMissing
+
+    for kind, code in ((errors.SpecError, EXIT_BAD_INPUT), (errors.ModelUnavailable, EXIT_MISSING_WEIGHTS),
+                       (WeightsMissing, EXIT_MISSING_WEIGHTS), (errors.RunDirMissing, EXIT_NOT_A_RUN),
+                       (errors.RunLocked, EXIT_RUN_BUSY), (errors.UserError, EXIT_BAD_INPUT)):
+        if isinstance(exc, kind):
+            return code
+    return None
 
 
 def _friendly_errors(fn):
     """Turn the errors a user can fix into one line on stderr and a distinct exit code."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from experiments.errors import SpecError
-
         try:
             return fn(*args, **kwargs)
-        except SpecError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
         except Exception as exc:
-            if type(exc).__name__ in ("ModelUnavailable", "WeightsMissing"):
-                click.echo(f"error: {exc}", err=True)
-                sys.exit(EXIT_MISSING_WEIGHTS)
-            raise
+            code = exit_code_for(exc)
+            if code is None:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(code)
     return wrapper
 
 
@@ -181,7 +191,7 @@ def score_folders(dir_a, dir_b, names, allow_random_weights):
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--metric", type=click.Choice(["lpips", "psnr", "ssim", "clip_delta", "all"]), default="all",
-              show_default=True)
+              show_default=True, help="A quality axis of the fronts (metrics.registry.FRONT), or all.")
 @_friendly_errors
 def pareto(run_dir, metric):
     """Print the Pareto front(s) of speedup vs quality."""
@@ -191,7 +201,9 @@ def pareto(run_dir, metric):
 
     points, _ = tables(Store.open_existing(run_dir))
     cached = points[points["method"] != "baseline"]
-    for m in (["lpips", "psnr", "ssim", "clip_delta"] if metric == "all" else [metric]):
+    from metrics.registry import FRONT
+
+    for m in (FRONT if metric == "all" else [metric]):
         if cached[m].notna().any():
             click.echo(f"\nPareto front: speedup vs {m}")
             click.echo(format_points(points, only_front=m))

@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from experiments.errors import SpecError
+from experiments.errors import RunLocked
 
 
 class RunLock:
@@ -25,7 +25,7 @@ class RunLock:
             fh.seek(0)
             holder = fh.read().strip() or "another process"
             fh.close()
-            raise SpecError(
+            raise RunLocked(
                 f"{self.path.parent} is being written by another sweep (pid {holder}); wait for it to finish "
                 f"or use --out to write elsewhere"
             ) from None

@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-#: Which direction of each quality metric is better.
-BETTER = {"lpips": "min", "psnr": "max", "ssim": "max", "clip": "max", "clip_delta": "max"}
+from metrics.registry import METRICS, better
+
+#: Columns other than the quality metrics that `repro best` can gate on.
+GATE_COLUMNS = ("speedup", "compute_fraction", "peak_memory_mb", "latency_s")
 
 
 def pareto_mask(speedups: Sequence[float], quality: Sequence[float], better: str) -> list[bool]:
@@ -45,8 +47,8 @@ def parse_gates(maxima: Sequence[str], minima: Sequence[str]) -> list[tuple[str,
     for kind, items in (("max", maxima), ("min", minima)):
         for item in items:
             name, _, value = item.partition("=")
-            if name not in BETTER and name not in ("speedup", "compute_fraction", "peak_memory_mb", "latency_s"):
-                raise SpecError(f"--{kind} {item!r}: unknown metric {name!r}; allowed: {', '.join([*BETTER, 'speedup', 'compute_fraction', 'peak_memory_mb', 'latency_s'])}")
+            if name not in METRICS and name not in GATE_COLUMNS:
+                raise SpecError(f"--{kind} {item!r}: unknown metric {name!r}; allowed: {', '.join([*METRICS, *GATE_COLUMNS])}")
             try:
                 gates.append((name, kind, float(value)))
             except ValueError:
@@ -76,7 +78,7 @@ def ranked_points(points: list[dict[str, Any]], gates: list[tuple[str, str, floa
 
     def rank(p):
         q = p.get(first, 0.0) if first else 0.0
-        q = -q if first and BETTER.get(first) == "max" else q
+        q = -q if first in METRICS and better(first) == "max" else q
         return (-p["speedup"], q, p["label"])
 
     return sorted(ok, key=rank)

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from experiments.methods import expand_grid, get_method
+from experiments.optimizations.axis import defaults, is_default_optimization, optimization_label
 from experiments.spec import Spec, stable_hash
 
 #: Bump when a code change alters generated pixels, so stale generations are not reused.
@@ -127,22 +128,12 @@ def optimization_grid(spec: Spec) -> list[dict[str, Any]]:
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
-def is_default_optimization(opt: dict[str, Any]) -> bool:
-    return all(v in ("none", "native", False) for v in opt.values())
-
-
-def optimization_label(opt: dict[str, Any]) -> str:
-    parts = [f"{k}={v}" for k, v in opt.items() if v not in ("none", "native", False)]
-    return ",".join(parts) or "none"
-
-
 def build_plan(spec: Spec) -> Plan:
     check_support(spec)
     base_identity = {"model": model_identity(spec), "generation": spec.generation.pipeline_kwargs(),
                      "versions": versions()}
     opts = optimization_grid(spec)
-    default_opt = next(o for o in opts if is_default_optimization(o)) if any(map(is_default_optimization, opts)) \
-        else {k: v[0] for k, v in spec.optimizations.axes().items()}
+    default_opt = {k: v for k, v in defaults().items() if k in spec.optimizations.axes()}  # the quality reference
     items = [(i, p, s) for i, p in enumerate(spec.prompts) for s in spec.seeds]
 
     def key(**parts: Any) -> str:

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 
 from experiments.media import read_frames
+from metrics.registry import REFERENCE
 from repro.store import Store
-
-REFERENCE_METRICS = ("lpips", "psnr", "ssim")
 
 
 def build_scorer(metrics_spec: Any):
@@ -39,7 +38,7 @@ class RunScorer:
 
     @property
     def reference_names(self) -> tuple[str, ...]:
-        return tuple(n for n in self.spec.names if n in REFERENCE_METRICS)
+        return tuple(n for n in self.spec.names if n in REFERENCE)
 
     @property
     def wants_clip(self) -> bool:

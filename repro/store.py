@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from metrics.registry import has_random_tag
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS points (
@@ -75,10 +77,10 @@ class Store:
 
     @classmethod
     def open_existing(cls, run_dir: str | Path) -> "Store":
-        from experiments.errors import SpecError
+        from experiments.errors import RunDirMissing
 
         if not (Path(run_dir) / STORE_FILE).is_file():
-            raise SpecError(f"{run_dir}: no {STORE_FILE} here; is this a run directory made by `repro sweep`?")
+            raise RunDirMissing(f"{run_dir}: no {STORE_FILE} here; is this a run directory made by `repro sweep`?")
         return cls(run_dir)
 
     def close(self) -> None:
@@ -152,7 +154,7 @@ class Store:
                 self.db.execute(
                     "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?)",
                     (generation_key, metric, s["label"], _finite_or_text(s["value"]), _json(s["per_frame"]),
-                     int("[random-weights]" in s["label"]), reference_key, _now()),
+                     int(s.get("random_weights", has_random_tag(s["label"]))), reference_key, _now()),
                 )
 
     def scores(self) -> dict[str, dict[str, dict[str, Any]]]:

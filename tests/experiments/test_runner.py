@@ -102,3 +102,16 @@ def test_local_folder_that_is_not_a_pipeline(tmp_path):
     model = Spec.model_validate(tiny_spec_dict(tmp_path)).model.model_copy(update={"tiny": None, "path": str(tmp_path)})
     with pytest.raises(SpecError, match="no model_index.json"):
         load_pipeline(model)
+
+
+@pytest.mark.parametrize("value", ["", "0", "1", "true", "True", "TRUE", "yes", "on", "ON", "off", "false", "no",
+                                   " 1", "2"])
+def test_one_hf_hub_offline_parser_agrees_with_huggingface_hub(monkeypatch, value):
+    """Model loading and metric weights read HF_HUB_OFFLINE with one parser, the hub's own rule."""
+    from huggingface_hub.constants import _is_true
+
+    from experiments import pipelines
+    from metrics import weights
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert pipelines._hub_offline() is weights.offline() is _is_true(value)

@@ -75,7 +75,7 @@ def test_cli_score_prints_rows_and_aggregate(folders, capsys, tmp_path, empty_ca
         mp.undo()
     assert code == 0
     text = capsys.readouterr().out
-    assert "sub/2.png" in text and "lpips=lpips_alex[random-weights]" in text
+    assert "sub/2.png" in text and "lpips=lpips_alex [random weights]" in text
     assert "psnr: mean" in text and "RANDOM weights" in text
     assert json.loads(out_json.read_text())["aggregate"]["psnr"]["n"] == 4
 

@@ -151,15 +151,15 @@ def test_weights_missing_names_file_cache_and_fetch_command(empty_caches):
 def test_random_weights_are_labelled_and_reproducible(net_scorer, empty_caches, pair):
     assert net_scorer.random_weights == {"lpips": True, "clip": True}
     assert net_scorer.labels == {
-        "lpips": "lpips_alex[random-weights]",
+        "lpips": "lpips_alex [random weights]",
         "psnr": "psnr",
         "ssim": "ssim",
-        "clip": "clip_ViT-B-32_laion2b_s34b_b79k[random-weights]",
+        "clip": "clip_ViT-B-32_laion2b_s34b_b79k [random weights]",
     }
     a, b = pair
     res = net_scorer.score_pair(a, b, "a prompt")
-    assert res["lpips"]["label"].endswith("[random-weights]")
-    assert res["clip_delta"]["label"].endswith("[random-weights]")
+    assert res["lpips"]["label"].endswith("[random weights]")
+    assert res["clip_delta"]["label"].endswith("[random weights]")
     assert res["psnr"]["label"] == "psnr"
     mp = empty_caches()
     try:

@@ -92,7 +92,7 @@ def test_score_prompt_matches_the_clip_entries_of_score_pair():
     alone = s.score_prompt(a, "a red fox")
     assert alone["per_frame"] == pytest.approx(pair["clip_cached"]["per_frame"], abs=1e-6)
     assert alone["value"] == pytest.approx(np.mean(alone["per_frame"]), abs=1e-12)
-    assert alone["label"].endswith("[random-weights]")
+    assert alone["label"].endswith("[random weights]")
 
 
 def test_item_identical_in_every_frame_is_inf_partly_identical_is_capped():

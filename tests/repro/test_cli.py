@@ -45,7 +45,8 @@ def test_bad_spec_exits_2_with_one_line_and_writes_nothing(tmp_path, change, nee
     for verb in ("validate", "sweep"):
         out = CliRunner().invoke(main, [verb, str(spec)])
         assert out.exit_code == 2, out.output
-        assert needle in out.stderr and out.exception is None or isinstance(out.exception, SystemExit)
+        assert needle in out.stderr, out.stderr
+        assert out.exception is None or isinstance(out.exception, SystemExit), out.exception
         assert len(out.stderr.strip().splitlines()) == 1
     assert not run_dir.exists()
 
@@ -77,8 +78,38 @@ def test_bad_flags_exit_2(tmp_path):
     assert repro("sweep", "configs/tiny.yaml", "--executor", "slurm").returncode == 2
     out = repro("sweep", "configs/tiny.yaml", "--set", "nonsense", "--dry-run")
     assert out.returncode == 2 and "KEY.PATH=VALUE" in out.stderr
+
+
+def test_user_errors_have_their_own_exit_codes(tmp_path):
+    """Not a run directory: 4; a run directory another process writes: 5; both one line, no traceback."""
+    from experiments.spec import Spec
+    from repro.lock import RunLock
+    from repro.store import Store
+
     out = repro("pareto", str(tmp_path))
-    assert out.returncode == 2 and "no results.sqlite" in out.stderr
+    assert out.returncode == 4 and "no results.sqlite" in out.stderr and "Traceback" not in out.stderr
+    run_dir = tmp_path / "run"
+    store = Store(run_dir)
+    store.set_meta(spec=Spec.model_validate(tiny_spec_dict(run_dir)).model_dump(mode="json"))
+    store.close()
+    with RunLock(run_dir):  # flock: a second open file description in this process conflicts too
+        out = CliRunner().invoke(main, ["score", str(run_dir)])
+    assert out.exit_code == 5, out.output
+    assert "being written by another sweep" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_exit_code_mapping_is_by_type_not_by_name():
+    from experiments import errors
+    from metrics.errors import WeightsMissing
+    from repro.cli import exit_code_for
+
+    class ModelUnavailable(RuntimeError):  # same name, not the type: a crash, not exit 3
+        pass
+
+    assert exit_code_for(errors.SpecError("x")) == 2
+    assert exit_code_for(errors.ModelUnavailable("x")) == 3 and exit_code_for(WeightsMissing("x")) == 3
+    assert exit_code_for(errors.RunDirMissing("x")) == 4 and exit_code_for(errors.RunLocked("x")) == 5
+    assert exit_code_for(ModelUnavailable("x")) is None and exit_code_for(OSError("not found")) is None
 
 
 def test_methods_matrix_lists_families():

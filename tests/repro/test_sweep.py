@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from experiments.errors import SpecError
+from experiments.errors import RunLocked, SpecError
 from experiments.media import read_frames
 from experiments.spec import Spec
 from repro.lock import RunLock
@@ -132,7 +132,7 @@ def test_failed_point_is_isolated_and_retried_alone(tmp_path):
 def test_second_sweep_on_same_dir_is_refused(tmp_path):
     spec = spec_for(tmp_path / "run")
     with RunLock(spec.run_dir):
-        with pytest.raises(SpecError, match="being written by another sweep"):
+        with pytest.raises(RunLocked, match="being written by another sweep"):
             run_sweep(spec)
 
 
@@ -264,4 +264,4 @@ def test_rescoring_adds_a_metric_later(finished):
     scores = Store(spec.run_dir).scores()
     ok = Store(spec.run_dir).generations(status="ok")
     assert all("clip" in scores[g["key"]] for g in ok)
-    assert all(scores[g["key"]]["clip"]["label"].endswith("[random-weights]") for g in ok)
+    assert all(scores[g["key"]]["clip"]["label"].endswith("[random weights]") for g in ok)

@@ -190,8 +190,8 @@ def score_folders(dir_a, dir_b, names, allow_random_weights):
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--metric", type=click.Choice(["lpips", "psnr", "ssim", "clip_delta", "all"]), default="all",
-              show_default=True, help="A quality axis of the fronts (metrics.registry.FRONT), or all.")
+@click.option("--metric", default="all", show_default=True,
+              help="A quality axis of the fronts (lpips, psnr, ssim, clip_delta: metrics.registry.FRONT), or all.")
 @_friendly_errors
 def pareto(run_dir, metric):
     """Print the Pareto front(s) of speedup vs quality."""
@@ -201,8 +201,11 @@ def pareto(run_dir, metric):
 
     points, _ = tables(Store.open_existing(run_dir))
     cached = points[points["method"] != "baseline"]
+    from experiments.errors import SpecError
     from metrics.registry import FRONT
 
+    if metric != "all" and metric not in FRONT:
+        raise SpecError(f"--metric {metric!r}: allowed are {', '.join(FRONT)} or all")
     for m in (FRONT if metric == "all" else [metric]):
         if cached[m].notna().any():
             click.echo(f"\nPareto front: speedup vs {m}")

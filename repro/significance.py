@@ -36,6 +36,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from metrics.registry import QUALITY
+
 #: The level at which tables and ``repro best`` call a difference significant.
 ALPHA = 0.05
 N_RESAMPLES = 10_000
@@ -158,7 +160,7 @@ def _paired_items(items, point_a: str, point_b: str, column: str) -> tuple[np.nd
 
 
 #: Per-item columns compared between two points, and how (speedup on its log).
-COMPARED = ("speedup", "lpips", "psnr", "ssim", "clip", "clip_delta")
+COMPARED = ("speedup", *QUALITY)
 
 
 def compare_points(items, point_a: str, point_b: str, columns: Sequence[str] = COMPARED) -> list[dict[str, Any]]:

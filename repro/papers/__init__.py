@@ -25,10 +25,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from experiments.errors import SpecError
+from metrics.registry import SCORED
 
 HERE = Path(__file__).parent
 #: Numbers a published row may carry (a subset of our point columns).
-NUMBERS = ("speedup", "latency_s", "lpips", "psnr", "ssim", "clip")
+NUMBERS = ("speedup", "latency_s", *SCORED)
 #: Protocol fields a table records; the vocabulary of :mod:`metrics.protocol` (None: not stated).
 PROTOCOL_FIELDS = ("psnr", "ssim", "lpips_net", "lpips_spatial", "averaging", "data_range")
 MAX_BYTES = 1 << 20

@@ -93,7 +93,9 @@ class Instrumentation:
         self.blocks = _transformer_blocks(self.transformer)
         self.units = _compute_units(self.blocks)
         self._active = False
-        self._handles: list[Any] = []
+        self._handles: list[Any] = []  # text encoders
+        self._transformer_handles: list[Any] = []
+        self._counted: list[torch.nn.Module] = []  # every sublayer given a counter, on any transformer used
         self._original_decode = None
         self._reset()
         self.install()
@@ -101,12 +103,7 @@ class Instrumentation:
     # -- installation -------------------------------------------------------------------------
 
     def install(self) -> None:
-        for module in self.units:
-            if not isinstance(module.__dict__.get("forward"), CountedForward):
-                module.forward = module._repro_counted = CountedForward(module.forward, self._count)
-
-        self._handles = [self.transformer.register_forward_pre_hook(self._transformer_start),
-                         self.transformer.register_forward_hook(self._transformer_end)]
+        self._install_transformer()
         for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
             encoder = getattr(self.pipe, name, None)
             if isinstance(encoder, torch.nn.Module):
@@ -117,16 +114,36 @@ class Instrumentation:
             self._original_decode = vae.decode
             vae.decode = self._timed_decode(vae.decode)
 
+    def _install_transformer(self) -> None:
+        for module in self.units:
+            if not isinstance(module.__dict__.get("forward"), CountedForward):
+                module.forward = module._repro_counted = CountedForward(module.forward, self._count)
+                self._counted.append(module)
+        self._transformer_handles = [self.transformer.register_forward_pre_hook(self._transformer_start),
+                                     self.transformer.register_forward_hook(self._transformer_end)]
+
+    def use_transformer(self, transformer: torch.nn.Module) -> None:
+        """Count and time `transformer` from now on (another copy swapped into the pipeline, e.g. quantized)."""
+        if transformer is self.transformer:
+            return
+        for handle in self._transformer_handles:
+            handle.remove()
+        self.transformer = transformer
+        self.blocks = _transformer_blocks(transformer)
+        self.units = _compute_units(self.blocks)
+        self._install_transformer()
+
     def remove(self) -> None:
         """Take every counter and timer off the pipeline (it runs exactly as plain diffusers again)."""
-        for module in self.units:
+        for module in self._counted:
             counted = module.__dict__.get("forward")
             if isinstance(counted, CountedForward):
                 del module.forward  # back to the class's forward
                 del module._repro_counted
-        for handle in self._handles:
+        self._counted = []
+        for handle in [*self._handles, *self._transformer_handles]:
             handle.remove()
-        self._handles = []
+        self._handles = self._transformer_handles = []
         if self._original_decode is not None:
             self.pipe.vae.decode = self._original_decode
             self._original_decode = None

@@ -95,6 +95,8 @@ class Engine:
         self._pipe = pipe
         self._instr: Instrumentation | None = None
         self.loads = 0  # how many times a pipeline was loaded (the Ray executor checks it stays 1)
+        self._own_transformers: dict[str, tuple[Any, dict[str, Any]]] = {}  # quantization value -> (transformer, info)
+        self.transformer_loads = 0  # quantized transformers loaded: one per configuration, not per item
         self.on_step: Callable[[int, int], None] | None = None
         self._kind = "image"
 
@@ -154,8 +156,12 @@ class Engine:
 
     @contextlib.contextmanager
     def prepared(self, request: GenerationRequest):
-        """The request's cache and optimizations applied to the pipeline (undone on exit); yields the optimization info."""
-        with self._cache_enabled(request), self._optimized(request) as info:
+        """The request's cache and optimizations applied to the pipeline (undone on exit); yields the optimization info.
+
+        A quantized configuration first swaps in its own transformer, so the cache and the other axes sit on it.
+        """
+        with self._own_transformer(request) as loaded, self._cache_enabled(request), self._optimized(request) as info:
+            info.update(loaded)
             yield info
 
     def call(self, request: GenerationRequest) -> Any:
@@ -184,6 +190,25 @@ class Engine:
         return ratios
 
     # -- internals ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _own_transformer(self, request: GenerationRequest):
+        """The quantized transformer of the request's configuration: loaded on first use, kept, swapped in."""
+        from experiments.optimizations.quantization import load_quantized, swapped, wants_own_transformer
+
+        value = (request.optimization or {}).get("quantization")
+        if not wants_own_transformer(value):
+            yield {}
+            return
+        pipe, first = self.pipe, {}
+        if value not in self._own_transformers:
+            transformer, info = load_quantized(self.spec.model, pipe, value)
+            first = {"quantized_load_s": info.pop("quantized_load_s")}
+            self._own_transformers[value] = (transformer, info)
+            self.transformer_loads += 1
+        transformer, info = self._own_transformers[value]
+        with swapped(pipe, transformer, on_swap=self._instr.use_transformer) as swap_info:
+            yield {**info, **first, **swap_info}
 
     @contextlib.contextmanager
     def _cache_enabled(self, request: GenerationRequest):

@@ -29,7 +29,7 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
     from experiments.media import write_text
     from experiments.profiling import profile_generation
     from experiments.runner import Engine, GenerationRequest
-    from repro.plan import build_plan
+    from repro.plan import build_plan, versions
 
     plan = build_plan(spec)
     targets = _targets(plan, points)
@@ -58,8 +58,9 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
             row["error"] = f"{type(exc).__name__}: {exc}"
         echo(_one_line(row))
         rows.append(row)
-    write_text(out_dir / "profile.json", json.dumps({"spec": spec.name, "function": function, "points": rows},
-                                                    indent=1, default=str))
+    meta = {"spec": spec.name, "spec_hash": spec.spec_hash(), "versions": versions(), "prompt": prompt, "seed": seed,
+            "steps": spec.generation.num_inference_steps, "function": function}
+    write_text(out_dir / "profile.json", json.dumps({**meta, "points": rows}, indent=1, default=str))
     report = format_report(rows, function)
     write_text(out_dir / "profile.md", report)
     echo("")

@@ -1,4 +1,4 @@
-"""Optimization axes: torch.compile, attention backends, fp8 layerwise casting, offloading, VAE tiling.
+"""Optimization axes: torch.compile, attention backends, fp8 layerwise casting, offloading, VAE tiling, quantization.
 
 A sweep crosses the cache grid with these axes (``optimizations:`` in a spec). Each axis is one
 module of this package registered in :data:`AXES` (see :mod:`.axis`: name, default, check, apply).
@@ -37,6 +37,7 @@ from experiments.optimizations import attention as _attention  # noqa: E402,F401
 from experiments.optimizations import casting as _casting  # noqa: E402,F401
 from experiments.optimizations import offload as _offload  # noqa: E402,F401
 from experiments.optimizations import tiling as _tiling  # noqa: E402,F401
+from experiments.optimizations import quantization as _quantization  # noqa: E402,F401
 from experiments.optimizations.attention import attention_backend_problem  # noqa: E402
 from experiments.optimizations.casting import layerwise_casting_problem  # noqa: E402
 from experiments.optimizations.compile import compile_problem  # noqa: E402

@@ -161,6 +161,8 @@ class Spec(_Strict):
     model: ModelSpec
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     prompts: list[str]
+    # Provenance of a prompt-set preset (experiments.prompt_sets): source, revision, sha256, sampling.
+    prompt_set: dict[str, Any] | None = None
     seeds: list[int]
     methods: list[MethodSpec]
     optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec)
@@ -222,13 +224,18 @@ def stable_hash(obj: Any) -> str:
 # Loading
 
 
-def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
-    """Read, override, validate. Raises SpecError with one clear message on any problem."""
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), plan_only: bool = False) -> Spec:
+    """Read, override, validate. Raises SpecError with one clear message on any problem.
+
+    A prompt-set preset that is not in the cache raises PromptSetUnavailable (exit 3); with
+    ``plan_only`` (validate, fetch-weights) it is replaced by labelled stand-ins instead, and
+    ``spec.prompt_set["fetched"]`` is False: such a spec is for planning, never for running.
+    """
     path = Path(path)
     raw = read_yaml_mapping(path)
     for item in overrides:
         apply_override(raw, item)
-    raw = _resolve_prompts(raw, path.parent)
+    raw = _resolve_prompts(raw, path.parent, plan_only)
     spec = _validate(raw, path)
     from experiments.methods import check_method_spec  # heavy (diffusers) import only when validating
 
@@ -295,8 +302,21 @@ def _index(node: list, part: str, item: str) -> int:
     return index
 
 
-def _resolve_prompts(raw: dict, base: Path) -> dict:
+def _resolve_prompts(raw: dict, base: Path, plan_only: bool = False) -> dict:
     prompts = raw.get("prompts")
+    if "prompt_set" in raw:
+        raise SpecError("prompt_set: filled in from `prompts: {preset: ...}`; do not set it by hand")
+    if isinstance(prompts, dict) and "preset" in prompts:
+        from experiments import prompt_sets
+
+        request = prompt_sets.PromptSetRequest.from_spec(prompts)
+        try:
+            loaded = prompt_sets.load(request)
+        except prompt_sets.PromptSetUnavailable as exc:
+            if not plan_only:
+                raise
+            loaded = prompt_sets.placeholder(request, str(exc))
+        return {**raw, "prompts": loaded.prompts, "prompt_set": loaded.record}
     if isinstance(prompts, dict) and set(prompts) == {"file"}:
         file = Path(prompts["file"])
         file = file if file.is_absolute() else base / file
@@ -307,7 +327,8 @@ def _resolve_prompts(raw: dict, base: Path) -> dict:
         if not raw["prompts"]:
             raise SpecError(f"prompts.file: {file} holds no prompts (one prompt per line, # starts a comment)")
     elif prompts is not None and not isinstance(prompts, list):
-        raise SpecError("prompts: expected a list of strings or {file: prompts.txt}, got " + type(prompts).__name__)
+        raise SpecError("prompts: expected a list of strings, {file: prompts.txt} or {preset: NAME, limit: N}, got "
+                        + type(prompts).__name__)
     return raw
 
 

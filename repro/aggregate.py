@@ -176,7 +176,20 @@ def tables(store: Store):
     spec = meta.get("spec", {})
     points.attrs["metric_labels"] = metric_labels(store)
     points.attrs["title"] = f"{spec.get('name', store.run_dir.name)} ({spec.get('model', {}).get('tiny') and 'tiny ' or ''}{_model_name(spec)})"
+    subset = not_reportable(spec)
+    if subset:
+        points.attrs["not_reportable"] = subset
+        points.attrs["title"] += " [NOT REPORTABLE: prompt subset]"
     return points, pd.DataFrame(items)
+
+
+def not_reportable(spec: dict[str, Any]) -> str | None:
+    """Why a run's numbers must not be reported next to published ones (None: they may be)."""
+    ps = spec.get("prompt_set") or {}
+    if ps and not ps.get("reportable", True):
+        return (f"prompt subset: {ps.get('limit')} of the {ps.get('n_total')} {ps.get('preset')} prompts "
+                f"(limit={ps.get('limit')}, sample_seed={ps.get('sample_seed')})")
+    return None
 
 
 def _model_name(spec: dict[str, Any]) -> str:

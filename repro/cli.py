@@ -46,11 +46,11 @@ def _friendly_errors(fn):
     return wrapper
 
 
-def _load(spec_path: str, overrides: tuple[str, ...], out: str | None = None):
+def _load(spec_path: str, overrides: tuple[str, ...], out: str | None = None, plan_only: bool = False):
     from experiments.spec import load_spec
 
     extra = (f"output.dir={out}",) if out else ()
-    return load_spec(spec_path, overrides=(*overrides, *extra))
+    return load_spec(spec_path, overrides=(*overrides, *extra), plan_only=plan_only)
 
 
 def _run_spec(run_dir: str):
@@ -109,9 +109,17 @@ def validate(spec, overrides):
     """Check SPEC and print the plan without loading any model."""
     from repro.plan import build_plan
 
-    loaded = _load(spec, overrides)
+    loaded = _load(spec, overrides, plan_only=True)
     plan = build_plan(loaded)
     click.echo(f"{spec}: valid ({loaded.name}, model {loaded.model.source}, spec hash {loaded.spec_hash()})")
+    ps = loaded.prompt_set
+    if ps and ps.get("fetched") is False:
+        click.echo(f"prompts: preset {ps['preset']!r} is not fetched yet; the plan below counts "
+                   f"{len(loaded.prompts)} stand-in prompt(s). Run `repro fetch-weights {spec}` to get it.")
+    elif ps:
+        click.echo(f"prompts: {len(loaded.prompts)} of the {ps['n_total']} prompts of {ps['preset']} "
+                   f"({ps['repo']} @ {str(ps['revision'])[:12]}, sha256 {ps['sha256'][:12]})"
+                   + ("" if ps["reportable"] else f"; limit={ps['limit']}: NOT REPORTABLE"))
     click.echo(plan.describe())
     for p in plan.points:
         click.echo(f"  {p.point_id:32s} {p.method_label:20s} {p.label}")
@@ -340,7 +348,13 @@ def fetch_weights(spec, overrides):
     import metrics
     from experiments.pipelines import fetch_model
 
-    loaded = _load(spec, overrides)
+    loaded = _load(spec, overrides, plan_only=True)
+    if loaded.prompt_set:
+        from experiments import prompt_sets
+
+        ps = loaded.prompt_set
+        folder = prompt_sets.fetch(ps["preset"], ps.get("requested_revision"))
+        click.echo(f"prompts: {ps['preset']} in {folder}")
     click.echo(f"model: {fetch_model(loaded.model)}")
     m = loaded.metrics
     for line in metrics.fetch_weights(lpips_net=m.lpips_net, clip_model=m.clip_model,

@@ -167,8 +167,9 @@ def _mismatches(table: PaperTable, spec: dict[str, Any], items, run_model: str, 
     ours_prompts = (prompt_set or {}).get("preset") or f"{len(spec.get('prompts') or [])} prompts of the spec"
     if table.prompts is None or str(table.prompts).lower() != str(ours_prompts).lower():
         out.append(f"prompts: published {table.prompts or 'not stated'}, ours {ours_prompts}")
-    if prompt_set and prompt_set.get("limit"):
-        out.append(f"our run used {prompt_set['limit']} of the preset's prompts (limit): not reportable")
+    if prompt_set and not prompt_set.get("reportable", True):
+        out.append(f"NOT REPORTABLE: our run used {prompt_set.get('limit')} of the {prompt_set.get('n_total')} "
+                   f"{prompt_set.get('preset')} prompts (limit)")
     unstated = [k for k in PROTOCOL_FIELDS if table.protocol.get(k) is None]
     for k in PROTOCOL_FIELDS:
         pub = table.protocol.get(k)

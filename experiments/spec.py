@@ -133,9 +133,33 @@ class MetricsSpec(_Strict):
     clip_pretrained: str = "laion2b_s34b_b79k"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(default=16, gt=0)
+    # How PSNR/SSIM/LPIPS are computed and averaged (metrics.protocol); only non-default choices are kept,
+    # so a spec that leaves it out keeps its hash. E.g. {psnr: pooled_video, ssim: uniform7, data_range: 1.0}.
+    protocol: dict[str, Any] = Field(default_factory=dict)
     # Only for tests and smoke runs: build LPIPS/CLIP with random weights when pretrained ones are missing.
     # Every score made that way is labelled "random-weights" in its name.
     allow_random_weights: bool = False
+
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol(cls, given):
+        from metrics.protocol import CHOICES, DEFAULT, Protocol
+
+        allowed = (*CHOICES, "data_range")
+        unknown = [k for k in given if k not in allowed]
+        if unknown:
+            near = difflib.get_close_matches(str(unknown[0]), allowed, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ValueError(f"unknown protocol option {unknown[0]!r}{hint} Allowed: {', '.join(allowed)}")
+        record = Protocol(**given).record()  # checks every value (ValueError names what is allowed)
+        return {k: v for k, v in record.items() if v != getattr(DEFAULT, k)}
+
+    def scoring_protocol(self):
+        """The metrics.protocol.Protocol these settings ask for."""
+        from metrics.protocol import Protocol
+
+        return Protocol(**self.protocol)
 
 
 class TimingSpec(_Strict):

@@ -9,6 +9,10 @@ otherwise; on the CPU when the device is MPS, which has no float64), LPIPS and
 CLIP as network batches on the device. Nothing loops over single images in
 Python.
 
+How PSNR, SSIM and LPIPS are computed is the Scorer's ``protocol``
+(:class:`metrics.protocol.Protocol`: pooled or per-frame PSNR, SSIM window, LPIPS
+averaging, data range); each of their entries also carries ``"protocol"``, in words.
+
 Per item and metric the result is ``{"value", "per_frame", "label"}``:
 
 * ``value`` of a video is the mean of its frames' values;
@@ -27,11 +31,14 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from .psnr_db import PSNR_CAP_DB, video_psnr
+from .protocol import psnr_item
+from .psnr_db import PSNR_CAP_DB
 from .registry import SCORED
 
 if TYPE_CHECKING:
     import torch
+
+    from .protocol import Protocol
 
     from .inputs import Frames
 
@@ -68,8 +75,10 @@ class Scorer:
         clip_model: str = "ViT-B-32",
         clip_pretrained: str = "laion2b_s34b_b79k",
         allow_random_weights: bool = False,
+        protocol: "Protocol | None" = None,
     ) -> None:
         from .device import resolve_device
+        from .protocol import DEFAULT
 
         if isinstance(names, str):
             names = (names,)
@@ -80,6 +89,8 @@ class Scorer:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.names = names
+        #: how PSNR, SSIM and LPIPS are computed (metrics.protocol); recorded with every result
+        self.protocol = protocol or DEFAULT
         self.batch_size = int(batch_size)
         self.device = resolve_device(device)
         self._lpips = None
@@ -188,11 +199,11 @@ class Scorer:
 
     def _min_sizes(self) -> list[tuple[str, int]]:
         from .lpips_distance import MIN_SIZE
-        from .ssim_index import WIN_SIZE
+        from .ssim_index import WINDOWS
 
         out = []
         if "ssim" in self.names:
-            out.append(("ssim", WIN_SIZE))
+            out.append(("ssim", WINDOWS[self.protocol.ssim][0]))
         if self._lpips is not None:
             out.append((self._lpips.label, MIN_SIZE.get(self._lpips.net, 1)))
         return out
@@ -260,9 +271,10 @@ class Scorer:
         if "psnr" in self.names:
             vals["psnr"] = psnr_frames(x, y).cpu().numpy()
         if "ssim" in self.names:
-            vals["ssim"] = ssim_frames(x, y).cpu().numpy()
+            vals["ssim"] = ssim_frames(x, y, window=self.protocol.ssim, data_range=self.protocol.data_range).cpu().numpy()
         if self._lpips is not None:
-            vals["lpips"] = lpips_frames(self._lpips, x, y, self.batch_size).numpy()
+            spatial = self.protocol.lpips_spatial == "upsampled_map_mean"
+            vals["lpips"] = lpips_frames(self._lpips, x, y, self.batch_size, spatial=spatial).numpy()
         rows = [j for j, p in enumerate(prompts) if p is not None]
         if self._clip is not None and rows:
             sel = torch.tensor(rows, device=x.device)
@@ -285,16 +297,20 @@ class Scorer:
         for k, v in per_frame.items():
             label = labels["clip"] if k.startswith("clip_") else labels[k]
             if k == "psnr":
-                value, n_inf = video_psnr(v)
+                value, v, n_inf = psnr_item(v, self.protocol)
                 out[k] = {"value": value, "per_frame": v.tolist(), "label": label}
                 if n_inf:
                     out[k]["n_inf"] = n_inf
                     out[k]["note"] = (
                         f"{n_inf} of {v.size} frames identical to the baseline (inf dB); "
-                        + ("the item is identical" if n_inf == v.size else f"value averages them as {PSNR_CAP_DB:g} dB")
+                        + ("the item is identical" if n_inf == v.size else
+                           "the pooled MSE includes them as 0" if self.protocol.psnr == "pooled_video" else
+                           f"value averages them as {PSNR_CAP_DB:g} dB")
                     )
             else:
                 out[k] = {"value": float(v.mean()), "per_frame": v.tolist(), "label": label}
+            if k in ("psnr", "ssim", "lpips"):
+                out[k]["protocol"] = self.protocol.describe(k)
         if "clip_cached" in per_frame:
             d = per_frame["clip_cached"] - per_frame["clip_baseline"]
             out["clip_delta"] = {

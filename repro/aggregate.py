@@ -28,6 +28,7 @@ NAN = float("nan")
 def item_rows(store: Store) -> list[dict[str, Any]]:
     gens = {g["key"]: g for g in store.generations()}
     scores = store.scores()
+    protocol = run_protocol(store.meta().get("spec") or {})
     labels = {p["point_id"]: p["label"] for p in store.points()}
     methods = {p["point_id"]: p["method"] for p in store.points()}
     rows = []
@@ -56,7 +57,7 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             "compute_fraction": (g["compute_executed"] / speed_ref["compute_executed"])
             if ok and ref_ok and speed_ref["compute_executed"] else NAN,
             "peak_memory_mb": (g["peak_memory_bytes"] / 2**20) if ok and g["peak_memory_bytes"] else NAN,
-            "device": g["device"],
+            "device": g["device"], "num_frames": g.get("num_frames"),
         }
         for part in ("text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s",
                      "recompiles"):
@@ -64,8 +65,13 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             row[part] = NAN if v is None or not ok else float(v)
         row["step_computed"] = json.dumps(s.get("step_computed", []))
         for m in REFERENCE:
-            row[m] = sc[m]["value"] if m in sc and sc[m]["value"] is not None else (
+            k = protocol.key(m)  # the run's protocol; scores under other protocols become extra columns
+            row[m] = sc[k]["value"] if k in sc and sc[k]["value"] is not None else (
                 _identity(m) if not quality_ref_key and ok else NAN)
+        for k, s in sc.items():
+            base, _, variant = k.partition("@")
+            if base in REFERENCE and k != protocol.key(base):
+                row[f"{base}@{variant or 'default'}"] = NAN if s["value"] is None else s["value"]
         row["clip"] = sc["clip"]["value"] if "clip" in sc else NAN
         base_clip = ref_sc.get("clip", {}).get("value") if ref_sc else None
         row["clip_delta"] = (row["clip"] - base_clip) if base_clip is not None and not math.isnan(row["clip"]) else NAN
@@ -79,7 +85,7 @@ def metric_labels(store: Store) -> dict[str, str]:
     seen: dict[str, dict[str, Any]] = {}
     for per_gen in store.scores().values():
         for metric, s in per_gen.items():
-            seen.setdefault(metric, s)
+            seen.setdefault(metric.partition("@")[0], s)  # "psnr@pooled_video": the psnr of another protocol
     net = {m: s["label"].replace(registry.RANDOM_WEIGHTS_TAG, "").strip().removeprefix(f"{m}_")
            for m, s in seen.items()}
     if "lpips" in seen:
@@ -94,6 +100,7 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
     import metrics
 
     items = items if items is not None else item_rows(store)
+    protocol = run_protocol(store.meta().get("spec") or {})
     points = {p["point_id"]: p for p in store.points()}
     order = ["baseline"] + list(points)
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -125,9 +132,12 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         for col in ("denoise_s", "speedup_denoise", "compute_fraction", "peak_memory_mb", "text_encode_s",
                     "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s", "recompiles"):
             row[col] = _mean([i[col] for i in ok])
-        for col in ("speedup", *QUALITY):
-            values = [i[col] for i in ok if not _isnan(i[col])]
+        variants = sorted({k for i in its for k in i if "@" in k})  # the same metric under other protocols
+        for col in ("speedup", *QUALITY, *variants):
+            values = [i[col] for i in ok if not _isnan(i.get(col))]
             agg = metrics.aggregate(values, col) if values else None
+            if agg and protocol.averaging == "per_frame" and col != "speedup":
+                agg = _per_frame_mean(agg, ok, col, protocol)
             if values and all(math.isinf(v) for v in values):  # every item identical to its baseline
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = values[0], values[0], values[0]
             elif not agg or not agg.get("n"):
@@ -154,6 +164,28 @@ def _mark_significance(rows: list[dict[str, Any]], items: list[dict[str, Any]]) 
     for r in rows:
         for col in ("speedup_p", "clip_delta_p"):
             r[col] = tests.get(r["point_id"], {}).get(col, NAN)
+
+
+def run_protocol(spec: dict[str, Any]):
+    """The metrics.protocol.Protocol a run is scored and averaged with (its spec's metrics.protocol)."""
+    from metrics.protocol import Protocol
+
+    return Protocol(**((spec.get("metrics") or {}).get("protocol") or {}))
+
+
+def _per_frame_mean(agg: dict[str, Any], ok: list[dict[str, Any]], col: str, protocol) -> dict[str, Any]:
+    """`averaging: per_frame`: the point mean weighted by each item's frame count (equal counts: the same).
+
+    The interval stays the per-item bootstrap one, shifted by the difference of the two means.
+    """
+    from metrics import PSNR_CAP_DB
+    from metrics.protocol import weighted_mean
+
+    pairs = [(min(i[col], PSNR_CAP_DB) if col.startswith("psnr") else i[col], i.get("num_frames") or 1)
+             for i in ok if not _isnan(i.get(col))]
+    mean = weighted_mean([v for v, _ in pairs], [w for _, w in pairs], protocol)
+    shift = mean - agg["mean"]
+    return {**agg, "mean": mean, "ci_low": agg["ci_low"] + shift, "ci_high": agg["ci_high"] + shift}
 
 
 def _mark_fronts(rows: list[dict[str, Any]]) -> None:

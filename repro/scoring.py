@@ -25,6 +25,7 @@ def build_scorer(metrics_spec: Any):
     return metrics.Scorer(
         names=tuple(s.names), device=s.device, batch_size=s.batch_size, lpips_net=s.lpips_net,
         clip_model=s.clip_model, clip_pretrained=s.clip_pretrained, allow_random_weights=s.allow_random_weights,
+        protocol=s.scoring_protocol(),
     )
 
 
@@ -35,6 +36,9 @@ class RunScorer:
         self.spec = metrics_spec
         self.store = store
         self._scorer = scorer
+        # Scores are stored under their protocol's key ("psnr", "psnr@pooled_video", ...): a point
+        # rescored under another protocol keeps both.
+        self.protocol = metrics_spec.scoring_protocol()
 
     @property
     def reference_names(self) -> tuple[str, ...]:
@@ -63,7 +67,7 @@ class RunScorer:
         scores: dict[str, Any] = {}
         if self.reference_names:
             pair = self.scorer.score_pair(frames, baseline_frames, prompt=None)
-            scores.update({n: pair[n] for n in self.reference_names if n in pair})
+            scores.update({self.protocol.key(n): pair[n] for n in self.reference_names if n in pair})
         if self.wants_clip:
             scores["clip"] = self.scorer.score_prompt(frames, prompt)
         self.store.put_scores(key, scores, reference_key=baseline_key)
@@ -71,7 +75,7 @@ class RunScorer:
 
     def score_missing(self, force: bool = False) -> int:
         """(Re)score every ok generation that lacks a requested metric; returns how many were scored."""
-        done = {n: self.store.scored_keys(n) for n in (*self.reference_names, "clip")}
+        done = {n: self.store.scored_keys(self.protocol.key(n)) for n in (*self.reference_names, "clip")}
         gens = {g["key"]: g for g in self.store.generations(status="ok")}
         count = 0
         for g in gens.values():

@@ -248,7 +248,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: P
 def _unscored(store: Store, scorer) -> bool:
     names = [*scorer.reference_names, *(["clip"] if scorer.wants_clip else [])]
     ok = {g["key"] for g in store.generations(status="ok")}
-    return any(ok - store.scored_keys(n) for n in names)
+    return any(ok - store.scored_keys(scorer.protocol.key(n)) for n in names)
 
 
 def _report(spec: Spec, store: Store, wandb_mode: str | None, stream: TextIO) -> None:

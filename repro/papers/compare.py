@@ -362,13 +362,11 @@ def compare_run_dir(run_dir, paper: str, matches: dict[str, str] | None = None):
 
 
 def run_protocol(spec: dict[str, Any]) -> dict[str, Any]:
-    """The metric protocol a run was scored with (its spec's ``metrics.protocol``, else the defaults)."""
-    from metrics.protocol import Protocol
+    """The metric protocol a run was scored with, as the fields of a published table's ``protocol``."""
+    from repro.aggregate import run_protocol as protocol_of
 
-    metrics_spec = spec.get("metrics") or {}
-    given = metrics_spec.get("protocol") or {}
-    proto = Protocol(**given).record()
-    proto["lpips_net"] = metrics_spec.get("lpips_net", "alex")
+    proto = protocol_of(spec).record()
+    proto["lpips_net"] = (spec.get("metrics") or {}).get("lpips_net", "alex")
     return proto
 
 

@@ -124,3 +124,17 @@ def test_protocol_keys_keep_variants_apart():
     assert p.key("psnr") == "psnr@pooled_video,range=0.5"
     assert p.key("ssim") == "ssim@range=0.5"
     assert p.key("lpips") == "lpips@upsampled_map_mean"
+
+
+def test_scorer_applies_its_protocol_and_records_it():
+    a, b = _pair(6, shape=(4, 32, 32, 3))
+    b[2] = np.clip(a[2] + 0.25, 0, 1)
+    proto = Protocol(psnr="pooled_video", ssim="uniform7", data_range=0.5)
+    out = metrics.Scorer(names=("psnr", "ssim"), device="cpu", protocol=proto).score_pair(a, b)
+    assert out["psnr"]["value"] == pytest.approx(peak_signal_noise_ratio(a, b, data_range=0.5), rel=1e-9)
+    ref_ssim = np.mean([structural_similarity(x, y, data_range=0.5, channel_axis=-1) for x, y in zip(a, b)])
+    assert out["ssim"]["value"] == pytest.approx(ref_ssim, abs=1e-7)
+    assert "pooled MSE" in out["psnr"]["protocol"] and "uniform 7x7" in out["ssim"]["protocol"]
+    default = metrics.Scorer(names=("psnr",), device="cpu").score_pair(a, b)
+    mse = ((a - b) ** 2).reshape(4, -1).mean(axis=1)
+    assert default["psnr"]["value"] == pytest.approx(np.mean(10 * np.log10(1 / mse)), rel=1e-9)

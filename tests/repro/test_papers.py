@@ -195,3 +195,43 @@ def test_papers_lists_every_table():
     assert "25.24" in one.output and "033e4fa" in one.output
     bad = CliRunner().invoke(main, ["papers", "--name", "nope"])
     assert bad.exit_code == 2 and "Known:" in bad.output
+
+
+def test_rescoring_under_another_protocol_keeps_both(run_dir, tmp_path):
+    import shutil
+
+    from experiments.media import read_frames
+
+    copy = tmp_path / "rescored"
+    shutil.copytree(run_dir, copy)
+    res = CliRunner().invoke(main, ["score", str(copy), "--set", "metrics.protocol.psnr=pooled_video"])
+    assert res.exit_code == 0, res.output
+    store = Store.open_existing(copy)
+    scores = store.scores()
+    cached = [g for g in store.generations(role="cached", status="ok")]
+    assert all({"psnr", "psnr@pooled_video"} <= set(scores[g["key"]]) for g in cached)
+    points, items = tables(store)
+    gens = {g["key"]: g for g in store.generations()}
+    row = items[(items.role == "cached") & np.isfinite(items["psnr@default"])].iloc[0]
+    a = read_frames(copy / gens[row.key]["media_dir"]).astype(np.float64) / 255
+    b = read_frames(copy / gens[row.quality_baseline_key]["media_dir"]).astype(np.float64) / 255
+    assert row.psnr == pytest.approx(10 * np.log10(1 / np.mean((a - b) ** 2)), rel=1e-9)  # pooled, by hand
+    per_frame = 10 * np.log10(1 / ((a - b) ** 2).reshape(a.shape[0], -1).mean(axis=1))
+    assert row["psnr@default"] == pytest.approx(np.mean(np.minimum(per_frame, 100)), rel=1e-9)
+    assert "psnr@default" in points.columns
+    cmp, _, _ = compare_run_dir(copy, fixture_table(tmp_path))
+    assert not any(m.startswith("protocol psnr") for m in cmp.mismatches)  # now the same protocol as the table
+
+
+def test_bad_protocol_in_a_spec_exits_2(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec_dict(tmp_path / "r", metrics={"names": ["psnr"], "protocol": {"psnr": "pooled"}})))
+    res = CliRunner().invoke(main, ["validate", str(path)])
+    assert res.exit_code == 2 and "per_frame_mean, pooled_video" in res.output
+    path.write_text(yaml.safe_dump(tiny_spec_dict(tmp_path / "r", metrics={"names": ["psnr"], "protocol": {"pnsr": 1}})))
+    res = CliRunner().invoke(main, ["validate", str(path)])
+    assert res.exit_code == 2 and "did you mean 'psnr'" in res.output
+    plain = Spec.model_validate(tiny_spec_dict(tmp_path / "r"))
+    explicit = Spec.model_validate(tiny_spec_dict(tmp_path / "r", metrics={
+        "names": ["psnr", "ssim"], "device": "cpu", "protocol": {"psnr": "per_frame_mean", "data_range": 1.0}}))
+    assert explicit.metrics.protocol == {} and explicit.spec_hash() == plain.spec_hash()  # defaults change nothing

@@ -18,7 +18,8 @@ first generation that asks for it) and keeps it; for each of its generations it 
 the pipeline before the cache is enabled, so cache hooks and the other axes sit on it, and swapped
 back afterwards (:func:`swapped`). On CUDA the idle transformer waits on the CPU, so a generation's
 peak memory is that of its own configuration (bitsandbytes 8-bit cannot move; it then stays and
-``info["other_transformer_resident"]`` says so). The plan scores every quantized generation against
+``info["other_transformer_resident"]`` says so). Those moves happen around each generation, outside
+its timed call: they cost sweep time on a large model, not measured speed. The plan scores every quantized generation against
 the unquantized, uncached baseline and times it against the quantized baseline.
 
 ``check`` (validation, before a model loads) refuses: an unknown value; torchao or bitsandbytes or

@@ -224,3 +224,28 @@ def test_plan_scores_quantized_points_against_the_unquantized_baseline(tmp_path)
     for job in cached:
         assert job.quality_baseline_key == plain[job.prompt_index].key
         assert job.speed_baseline_key == quant[job.prompt_index].key
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA only (skipped here): bitsandbytes, and the idle transformer waiting on the CPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("value", ["torchao_int8wo", "bnb_nf4"])
+def test_cuda_quantized_generation_keeps_one_transformer_on_the_device(tmp_path, value):
+    if value.startswith("bnb"):
+        pytest.importorskip("bitsandbytes")
+    spec = tiny_spec_dict(tmp_path, model={"tiny": "wan", "device": "cuda"})
+    spec["generation"]["num_inference_steps"] = STEPS
+    engine = Engine(Spec.model_validate(spec))
+    base = engine.generate(GenerationRequest(PROMPT, 0))
+    original = engine.pipe.transformer
+    quantized = engine.generate(GenerationRequest(PROMPT, 0, optimization={"quantization": value}))
+    info = quantized.optimization_info
+    assert info["quantized_layers"] > 0 and info["transformer_bytes"] < info["unquantized_transformer_bytes"]
+    assert quantized.peak_memory_bytes and base.peak_memory_bytes
+    assert next(original.parameters()).device.type == "cuda"  # back on the device after the swap
+    own = engine._own_transformers[value][0]
+    assert next(own.parameters()).device.type == "cpu"  # the idle quantized copy waits on the host
+    assert psnr(quantized.frames, base.frames) > 25

@@ -74,6 +74,38 @@ def test_analyse_charges_internal_python_and_ops_to_the_calling_frame():
     assert sync["site"] == "lib/hook.py:8 (item)"
 
 
+def test_analyse_counts_cuda_syncs_and_device_to_host_copies_once():
+    gpu = {"tid": 9, "pid": 0}
+    events = [
+        _x("pipe.py(1): __call__", 0, 1000),
+        _x("repro::transformer_start", 10, 0, cat="user_annotation"),
+        # boolean-mask indexing: nonzero waits for the device inside aten::index (one sync, not three)
+        _x("lib/model.py(5): forward", 20, 300),
+        _x("repro::site lib/model.py:7 (__getitem__)", 30, 100, cat="user_annotation"),
+        _x("aten::index", 31, 98, cat="cpu_op"),
+        _x("aten::nonzero", 32, 90, cat="cpu_op"),
+        _x("cudaStreamSynchronize", 40, 70, cat="cuda_runtime"),
+        # .cpu(): a device-to-host copy, known by its memcpy on the device
+        _x("<built-in method cpu of Tensor object at 0x2>", 200, 50, CallFrom="lib/model.py:9"),
+        _x("aten::_to_copy", 201, 48, cat="cpu_op"),
+        _x("aten::copy_", 202, 46, cat="cpu_op"),
+        _x("cudaMemcpyAsync", 203, 40, cat="cuda_runtime", correlation=77),
+        {**_x("Memcpy DtoH (Device -> Pageable)", 210, 30, cat="gpu_memcpy", correlation=77), **gpu},
+        # a host-to-device copy is not a sync
+        _x("aten::copy_", 260, 20, cat="cpu_op"),
+        _x("cudaMemcpyAsync", 261, 10, cat="cuda_runtime", correlation=78),
+        {**_x("Memcpy HtoD (Pageable -> Device)", 262, 5, cat="gpu_memcpy", correlation=78), **gpu},
+        _x("cudaDeviceSynchronize", 400, 5, cat="cuda_runtime"),  # called by user code, outside any op
+        _x("repro::step_end", 500, 0, cat="user_annotation"),
+    ]
+    out = _analyse(events, hook_files=set(), function=None, top=5)
+    syncs = {(s["kind"], s["site"]): s["count"] for s in out["syncs"]}
+    assert syncs == {("nonzero", "lib/model.py:7 (__getitem__)"): 1,
+                     ("device-to-host copy", "lib/model.py:9 (cpu)"): 1,
+                     ("cuda device sync", "(no Python frame outside torch)"): 1}
+    assert out["hook_ms_per_step"] is None and out["hook_ms_steps"] == []
+
+
 def test_analyse_refuses_a_trace_without_a_transformer_call():
     with pytest.raises(RuntimeError, match="never reached the transformer"):
         _analyse([_x("pipe.py(1): __call__", 0, 10)], set(), None, 5)
@@ -195,3 +227,18 @@ def test_repro_profile_refuses_bad_flags(tmp_path, args, words):
     for word in words:
         assert word in result.output
     assert not (tmp_path / "run" / "profile").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_profile_finds_the_first_block_cache_sync(tmp_path):
+    spec_dict = tiny_spec_dict(tmp_path, model={"tiny": "wan", "device": "cuda"})
+    spec_dict["generation"]["num_inference_steps"] = STEPS
+    engine = Engine(Spec.model_validate(spec_dict))
+    request = GenerationRequest("a red fox in snow", 0, method="first_block_cache", params={"threshold": 0.3})
+    prof = profile_generation(engine, request, warmup=1, trace_path=tmp_path / "t.json").summary()
+    assert prof["device"].startswith("cuda") and prof["steps"] == STEPS
+    fbc = [s for s in prof["syncs"] if "first_block_cache.py" in s["site"]]
+    assert fbc and fbc[0]["count"] >= STEPS - 1, prof["syncs"]
+    trace = json.loads((tmp_path / "t.json").read_text())
+    assert any(e.get("cat") == "kernel" for e in trace["traceEvents"])

@@ -18,6 +18,7 @@ Both run the same number of torch threads (--threads; Ray gets that many CPUs). 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -46,7 +47,8 @@ def make_spec(run_dir: str, height: int, steps: int, thresholds: list[float]):
 def start(executor) -> float:
     t0 = time.perf_counter()
     executor.start()
-    executor.run(WORK[:1], lambda job: None, lambda job, r: None, lambda: False)  # warm-up generation, untimed
+    first = dataclasses.replace(WORK[0], jobs=WORK[0].jobs[:1])
+    executor.run([first], prepare, lambda job: None, lambda job, r: None, lambda s: None, lambda: False)  # warm-up
     return time.perf_counter() - t0
 
 
@@ -54,15 +56,25 @@ def one_pass(executor) -> tuple[float, list[float]]:
     """Wall seconds per generation for one pass over the work, and the in-engine e2e of each generation."""
     results: list = []
     t0 = time.perf_counter()
-    executor.run(WORK, lambda job: None, lambda job, r: results.append(r), lambda: False)
-    wall = (time.perf_counter() - t0) / len(WORK)
+    executor.run(WORK, prepare, lambda job: None, lambda job, r: results.append(r), lambda s: None, lambda: False)
+    wall = (time.perf_counter() - t0) / len(results)
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
         raise RuntimeError(f"{len(failed)} generation(s) failed, e.g. {failed[0]!r}")
     return wall, [r.summary()["e2e_s"] for r in results]
 
 
-WORK: list = []
+WORK: list = []  # the plan's items (repro.plan.ItemWork)
+
+
+def prepare(item):
+    """The item's unit, as the sweep builds it for a fresh run (every job pending, nothing stored)."""
+    from repro.executors.item import ItemUnit
+    from repro.sweep import _request
+
+    requests = {j.key: _request(j, {}) for j in item.jobs}
+    speed = {g: _request(b, {}) for g, b in item.speed_baselines.items()}
+    return ItemUnit(item, requests, speed)
 
 
 def main() -> None:
@@ -82,14 +94,13 @@ def main() -> None:
 
     from repro.executors.local import LocalExecutor
     from repro.executors.ray import RayExecutor
-    from repro.plan import build_plan
-    from repro.sweep import _request
+    from repro.plan import build_plan, item_major
 
     spec = make_spec(tempfile.mkdtemp(prefix="bench-ray-"), args.height, args.steps, args.thresholds)
     plan = build_plan(spec)
-    WORK[:] = [(j, _request(j, {})) for j in plan.jobs]
+    WORK[:] = item_major(plan, plan.jobs)
     torch.set_num_threads(args.threads)
-    print(f"{len(WORK)} generations per pass ({len(plan.baselines)} baselines, {len(plan.cached)} cached), "
+    print(f"{len(plan.jobs)} generations per pass ({len(plan.baselines)} baselines, {len(plan.cached)} cached), "
           f"{args.height}x{args.height}x5 frames, {args.steps} steps, {args.rounds} timed passes each, "
           f"{args.threads} torch thread(s), load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
           flush=True)

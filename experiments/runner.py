@@ -5,6 +5,14 @@ and every pipeline keyword; the only difference is the cache enabled on the tran
 for the duration of that generation (enabled before, disabled in ``finally``, so points
 never leak into each other or into baselines).
 
+Timing protocol: a generation is one pipeline call, and that call is both the quality run
+(its frames are kept) and the timed run. ``timing.warmup`` uncached calls run once per
+engine (per worker), before its first generation; a newly compiled configuration is warmed
+once by the compile step (``experiments.optimizations.applied``). :meth:`Engine.time_call`
+times a configuration without keeping its frames: the sweep's item runner uses it to re-time
+a baseline stored by an earlier session and for opt-in B C B C timing repeats.
+``Engine.calls`` counts every pipeline call by purpose, so the cost is visible from outside.
+
 Example::
 
     engine = Engine(spec)
@@ -20,6 +28,7 @@ import contextlib
 import inspect
 import io
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -47,13 +56,16 @@ class GenerationRequest:
 class GenerationResult:
     frames: np.ndarray  # uint8, [F, H, W, 3]; an image has F == 1
     kind: str  # "image" | "video"
-    runs: list[CallRecord]  # the timed repeats (warm-ups discarded)
+    runs: list[CallRecord]  # the timed runs (one by default: the quality run itself; warm-ups are not here)
     peak_memory_bytes: int | None
     device: str
     repeats_identical: bool
     compile_s: float | None = None
     recompiles: int | None = None  # dynamo frames compiled after the first (warm) call
     optimization_info: dict[str, Any] = field(default_factory=dict)  # what experiments.optimizations.applied reported
+    # paired timings against the adjacent baseline run of the same item on the same worker,
+    # filled by the item runner (repro.executors.item): [{"baseline_e2e_s", "e2e_s", ...}, ...]
+    pairs: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """Medians and spreads over the timed repeats, plus compute counts (identical across repeats)."""
@@ -84,7 +96,14 @@ class GenerationResult:
             "compile_s": self.compile_s,
             "recompiles": self.recompiles,
             "optimization_info": self.optimization_info,
+            "pairs": self.pairs,
         }
+
+
+def pair(baseline: CallRecord, cached: CallRecord) -> dict[str, float]:
+    """One paired timing: a baseline run and a cached run, adjacent on one worker."""
+    return {"baseline_e2e_s": baseline.e2e_s, "baseline_denoise_s": baseline.denoise_s,
+            "baseline_transformer_s": baseline.transformer_s, "e2e_s": cached.e2e_s, "denoise_s": cached.denoise_s}
 
 
 class Engine:
@@ -97,6 +116,9 @@ class Engine:
         self.loads = 0  # how many times a pipeline was loaded (the Ray executor checks it stays 1)
         self._own_transformers: dict[str, tuple[Any, dict[str, Any]]] = {}  # quantization value -> (transformer, info)
         self.transformer_loads = 0  # quantized transformers loaded: one per configuration, not per item
+        # pipeline calls by purpose: warmup, generation, timing (re-times and repeats), compile_warmup, calibration
+        self.calls: Counter[str] = Counter()
+        self._warmed = False
         self.on_step: Callable[[int, int], None] | None = None
         self._kind = "image"
 
@@ -133,15 +155,14 @@ class Engine:
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
+    def generate(self, request: GenerationRequest, timed_runs: int = 1) -> GenerationResult:
+        """One generation: its first timed call is the quality run (``timed_runs`` > 1 adds back-to-back runs)."""
         pipe = self.pipe
-        timing = self.spec.timing
+        self.warm_up(request)
         with self.prepared(request) as compile_info:
-            for _ in range(timing.warmup):
-                self._call(request)
             outputs, runs, peaks = [], [], []
-            for _ in range(timing.repeats):
-                frames, record, peak = self._timed_call(request)
+            for i in range(timed_runs):
+                frames, record, peak = self._timed_call(request, "generation" if i == 0 else "timing")
                 outputs.append(frames)
                 runs.append(record)
                 peaks.append(peak)
@@ -166,7 +187,23 @@ class Engine:
 
     def call(self, request: GenerationRequest) -> Any:
         """One untimed pipeline call with the request's seed and prompt (inside :meth:`prepared` for its cache)."""
-        return self._call(request)
+        return self._call(request, "profile")
+
+    def warm_up(self, request: GenerationRequest) -> None:
+        """``timing.warmup`` uncached calls, once per engine (the first generation's prompt and seed)."""
+        if self._warmed:
+            return
+        self._warmed = True
+        for _ in range(self.spec.timing.warmup):
+            self._call(GenerationRequest(prompt=request.prompt, seed=request.seed), "warmup")
+
+    def time_call(self, request: GenerationRequest) -> CallRecord:
+        """Time one call of `request`'s configuration (cache and optimizations on); its frames are not kept."""
+        self.pipe
+        self.warm_up(request)
+        with self.prepared(request):
+            _, record, _ = self._timed_call(request, "timing")
+        return record
 
     def calibrate_mag_cache(self, prompt: str, seed: int) -> dict[str, list[float]]:
         """One uncached pass with MagCache in calibration mode; ratios per CFG branch, read from the hook's state."""
@@ -182,7 +219,7 @@ class Engine:
             for hook in di.mag_cache_tail_hooks(pipe.transformer):
                 di.record_mag_calibration(hook, ratios)
             with contextlib.redirect_stdout(io.StringIO()):  # the hook prints the ratios; we keep them instead
-                self._call(GenerationRequest(prompt=prompt, seed=seed))
+                self._call(GenerationRequest(prompt=prompt, seed=seed), "calibration")
         finally:
             disable()
         if not ratios:
@@ -235,7 +272,7 @@ class Engine:
             yield {}
             return
 
-        with applied(self.pipe, request.optimization, warm=lambda: self._call(request)) as info:
+        with applied(self.pipe, request.optimization, warm=lambda: self._call(request, "compile_warmup")) as info:
             yield info
 
     def _family_extra(self, method: str) -> dict[str, Any]:
@@ -259,16 +296,17 @@ class Engine:
             self.on_step(step_index + 1, self.spec.generation.num_inference_steps)
         return {}
 
-    def _call(self, request: GenerationRequest) -> Any:
+    def _call(self, request: GenerationRequest, purpose: str) -> Any:
         """One pipeline call; returns the pipeline's own output (converted outside the timed region)."""
         import torch
 
+        self.calls[purpose] += 1
         # no explicit cache-state reset: the pipeline resets stateful hooks at the end of every call,
         # and a cache's hooks are created fresh when it is enabled
         with torch.inference_mode():
             return self.pipe(**self._kwargs(request))
 
-    def _timed_call(self, request: GenerationRequest) -> tuple[np.ndarray, CallRecord, int | None]:
+    def _timed_call(self, request: GenerationRequest, purpose: str) -> tuple[np.ndarray, CallRecord, int | None]:
         import torch
 
         cuda = self.pipe.device.type == "cuda"
@@ -277,7 +315,7 @@ class Engine:
             torch.cuda.reset_peak_memory_stats()
         start = self._instr.start()
         try:
-            result = self._call(request)
+            result = self._call(request, purpose)
         finally:
             record = self._instr.stop(start)
         peak = torch.cuda.max_memory_allocated() if cuda else None

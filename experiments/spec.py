@@ -163,8 +163,26 @@ class MetricsSpec(_Strict):
 
 
 class TimingSpec(_Strict):
+    """How generations are timed (see README, "Timing protocol").
+
+    Every generation runs once: its quality run is its timed run, paired with the adjacent
+    baseline run of the same item on the same worker. ``warmup`` uncached calls run once per
+    worker (a newly compiled configuration is warmed once by the compile step itself).
+    ``repeats`` > 1 adds targeted timing: for the first ``items`` items of the plan, each cached
+    point is timed ``repeats`` times, interleaved with its baseline (B C B C ...), and the
+    item's speedup is the median of those paired ratios.
+    """
+
     warmup: int = Field(default=1, ge=0)
-    repeats: int = Field(default=3, ge=1)
+    repeats: int = Field(default=1, ge=1)
+    items: int | Literal["all"] = 2
+
+    @field_validator("items")
+    @classmethod
+    def _items(cls, items):
+        if isinstance(items, bool) or (isinstance(items, int) and items < 1):
+            raise ValueError(f"timing.items must be an integer >= 1 or 'all', got {items!r}")
+        return items
 
 
 class WandbSpec(_Strict):

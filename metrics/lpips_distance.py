@@ -25,7 +25,7 @@ from .registry import RANDOM_WEIGHTS_TAG, with_random_tag
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["LpipsNet", "load_lpips", "lpips_frames", "lpips"]
+__all__ = ["LpipsNet", "load_lpips", "lpips_frames", "lpips_features", "lpips_from_features", "lpips"]
 
 log = logging.getLogger(__name__)
 RANDOM_SEED = 0
@@ -139,15 +139,10 @@ def lpips_frames(net: LpipsNet, x: "torch.Tensor", y: "torch.Tensor", batch_size
     import torch
 
     from .device import full_precision
-    from .errors import InputError
 
-    if min(x.shape[-2:]) < MIN_SIZE.get(net.net, 1):
-        m = MIN_SIZE[net.net]
-        raise InputError(f"LPIPS {net.net} needs frames of at least {m}x{m} pixels, got {x.shape[-2]}x{x.shape[-1]}")
+    _check_size(net, x)
     dev = next(net.module.parameters()).device
-    step = batch_size
-    if dev.type == "cpu":
-        step = max(1, min(batch_size, _CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1])))
+    step = _forward_step(net, x, batch_size, dev)
     out = []
     module = net.module
     with torch.inference_mode(), full_precision(dev), _spatial_output(module, spatial):
@@ -168,6 +163,64 @@ def _spatial_output(module: "torch.nn.Module", spatial: bool):
         yield
     finally:
         module.spatial = before
+
+
+def lpips_features(net: LpipsNet, x: "torch.Tensor", batch_size: int = 16) -> list["torch.Tensor"]:
+    """The normalised backbone features of ``[n, 3, H, W]`` pixels, one tensor per LPIPS layer.
+
+    A baseline's features are computed once and reused for every cached output scored against
+    it (:func:`lpips_from_features`); together they compute exactly what ``lpips.LPIPS.forward``
+    does (scaling layer, backbone, unit-normalised features, learned 1x1 weights, spatial mean).
+    """
+    import lpips as lpips_pkg
+    import torch
+
+    from .device import full_precision
+
+    _check_size(net, x)
+    dev = next(net.module.parameters()).device
+    step = _forward_step(net, x, batch_size, dev)
+    chunks: list[list[torch.Tensor]] = []
+    with torch.inference_mode(), full_precision(dev):
+        for s in range(0, x.shape[0], step):
+            a = net.module.scaling_layer(_to_lpips_range(x[s : s + step], dev))
+            chunks.append([lpips_pkg.normalize_tensor(o) for o in net.module.net.forward(a)])
+    return [torch.cat(layer) if len(layer) > 1 else layer[0] for layer in zip(*chunks)]
+
+
+def lpips_from_features(net: LpipsNet, fx: list["torch.Tensor"], fy: list["torch.Tensor"],
+                        spatial_size: tuple[int, int] | None = None) -> "torch.Tensor":
+    """Per-frame LPIPS (float64, on CPU) from two feature lists of :func:`lpips_features`.
+
+    ``spatial_size`` (the frames' H, W) gives the ``spatial=True`` protocol of :func:`lpips_frames`.
+    """
+    import torch
+    from lpips.lpips import upsample
+
+    from .device import full_precision
+
+    module = net.module
+    dev = next(module.parameters()).device
+    with torch.inference_mode(), full_precision(dev):
+        total = 0
+        for kk in range(module.L):
+            d = module.lins[kk]((fx[kk] - fy[kk]) ** 2)
+            total = total + (upsample(d, out_HW=spatial_size) if spatial_size else d.mean([2, 3], keepdim=True))
+    return total.flatten(1).mean(dim=1).to("cpu", torch.float64)
+
+
+def _check_size(net: LpipsNet, x: "torch.Tensor") -> None:
+    from .errors import InputError
+
+    if min(x.shape[-2:]) < MIN_SIZE.get(net.net, 1):
+        m = MIN_SIZE[net.net]
+        raise InputError(f"LPIPS {net.net} needs frames of at least {m}x{m} pixels, got {x.shape[-2]}x{x.shape[-1]}")
+
+
+def _forward_step(net: LpipsNet, x: "torch.Tensor", batch_size: int, dev: "torch.device") -> int:
+    if dev.type == "cpu":
+        return max(1, min(batch_size, _CPU_PIXELS_PER_FORWARD // (x.shape[-2] * x.shape[-1])))
+    return batch_size
 
 
 def lpips(

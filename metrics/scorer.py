@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from .inputs import Frames
 
-__all__ = ["Scorer", "METRICS"]
+__all__ = ["Scorer", "Reference", "METRICS"]
 
 METRICS = SCORED  # the metric names a Scorer computes (metrics.registry)
 # Upper bound on pixels per chunk (frames x H x W): keeps the float64 copies of a
@@ -131,8 +131,27 @@ class Scorer:
     # ------------------------------------------------------------------ public
 
     def score_pair(self, cached: Any, baseline: Any, prompt: str | None = None) -> dict:
-        """Score one item (image or video frames) against its baseline; see the module docstring."""
+        """Score one item (image or video frames) against its baseline; see the module docstring.
+
+        ``baseline`` may be a :class:`Reference` (from :meth:`reference`): its LPIPS features are
+        then computed once and reused for every cached output scored against it.
+        """
+        if isinstance(baseline, Reference):
+            return self._score_reference(cached, baseline, prompt)
         return self._score([(cached, baseline, prompt)], single=True)[0]
+
+    def reference(self, baseline: Any) -> "Reference":
+        """A baseline prepared for scoring many cached outputs against it (same values as passing the frames).
+
+        >>> import numpy as np, metrics
+        >>> s = metrics.Scorer(names=("psnr",), device="cpu")
+        >>> ref = s.reference(np.zeros((16, 16, 3), np.uint8))
+        >>> [round(s.score_pair(np.full((16, 16, 3), v, np.uint8), ref)["psnr"]["value"], 2) for v in (1, 2)]
+        [48.13, 42.11]
+        """
+        from .inputs import to_frames
+
+        return Reference(to_frames(baseline, "baseline"), baseline)
 
     def score_pairs(self, pairs: Iterable[tuple[Any, Any, str | None]]) -> list[dict]:
         """Score many items at once, batching frames across items of the same size.
@@ -255,15 +274,48 @@ class Scorer:
                     o += e - s
         return [self._entries(r) for r in per_frame]
 
-    def _score_chunk(self, x: "torch.Tensor", y: "torch.Tensor", prompts: list[str | None]) -> dict[str, np.ndarray]:
+    def _score_reference(self, cached: Any, ref: "Reference", prompt: str | None) -> dict:
+        """One item against a prepared baseline: the same chunks as :meth:`_score`, baseline LPIPS features cached."""
+        import torch
+
+        from .device import pixel_device
+        from .inputs import all_uint8, metric_pixels
+
+        ((fc, fb, prompt),) = self._check([(cached, ref.raw, prompt)], single=True)
+        fb = ref.frames
+        if self._clip is not None and prompt is not None:
+            self._text_embeddings([prompt])
+        pixel_metrics = "psnr" in self.names or "ssim" in self.names
+        dtype = torch.float64 if pixel_metrics else torch.float32
+        data_device = pixel_device(self.device) if pixel_metrics else self.device
+        exact = all_uint8(fc, fb)
+        h, w = fc.size
+        chunk = max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w)))
+        per_frame = {k: np.full(fc.n, np.nan) for k in self._keys(prompt)}
+        for start in range(0, fc.n, chunk):
+            stop = min(fc.n, start + chunk)
+            x = metric_pixels(fc, start, stop, exact=exact, dtype=dtype, device=data_device)
+            y = metric_pixels(fb, start, stop, exact=exact, dtype=dtype, device=data_device)
+            feats = None
+            if self._lpips is not None:
+                feats = ref.lpips_features(self, (start, stop, exact), y)
+            vals = self._score_chunk(x, y, [prompt] * (stop - start), y_lpips=feats)
+            for k, v in vals.items():
+                if k in per_frame:
+                    per_frame[k][start:stop] = v
+        return self._entries(per_frame)
+
+    def _score_chunk(self, x: "torch.Tensor", y: "torch.Tensor", prompts: list[str | None],
+                     y_lpips: list["torch.Tensor"] | None = None) -> dict[str, np.ndarray]:
         """Per-frame values of every metric for one chunk of frames (NaN where CLIP has no prompt).
 
-        ``x`` and ``y`` are ``[n, 3, H, W]``: both uint8, or both floats on [0, 1].
+        ``x`` and ``y`` are ``[n, 3, H, W]``: both uint8, or both floats on [0, 1]. ``y_lpips``:
+        the baseline chunk's LPIPS features, when already computed.
         """
         import torch
 
         from .clip_similarity import clip_frames
-        from .lpips_distance import lpips_frames
+        from .lpips_distance import lpips_features, lpips_frames, lpips_from_features
         from .psnr_db import psnr_frames
         from .ssim_index import ssim_frames
 
@@ -274,7 +326,12 @@ class Scorer:
             vals["ssim"] = ssim_frames(x, y, window=self.protocol.ssim, data_range=self.protocol.data_range).cpu().numpy()
         if self._lpips is not None:
             spatial = self.protocol.lpips_spatial == "upsampled_map_mean"
-            vals["lpips"] = lpips_frames(self._lpips, x, y, self.batch_size, spatial=spatial).numpy()
+            if y_lpips is not None:
+                fx = lpips_features(self._lpips, x, self.batch_size)
+                vals["lpips"] = lpips_from_features(self._lpips, fx, y_lpips,
+                                                    spatial_size=tuple(x.shape[-2:]) if spatial else None).numpy()
+            else:
+                vals["lpips"] = lpips_frames(self._lpips, x, y, self.batch_size, spatial=spatial).numpy()
         rows = [j for j, p in enumerate(prompts) if p is not None]
         if self._clip is not None and rows:
             sel = torch.tensor(rows, device=x.device)
@@ -319,6 +376,24 @@ class Scorer:
                 "label": labels["clip"],
             }
         return out
+
+
+class Reference:
+    """A baseline prepared by :meth:`Scorer.reference`: its frames, and its LPIPS features per chunk once computed."""
+
+    def __init__(self, frames: "Frames", raw: Any):
+        self.frames = frames
+        self.raw = raw
+        self._lpips: dict[tuple, list["torch.Tensor"]] = {}
+        self.feature_computations = 0  # how often the baseline's LPIPS features were computed (once per chunk)
+
+    def lpips_features(self, scorer: Scorer, chunk: tuple, pixels: "torch.Tensor") -> list["torch.Tensor"]:
+        if chunk not in self._lpips:
+            from .lpips_distance import lpips_features
+
+            self._lpips[chunk] = lpips_features(scorer._lpips, pixels, scorer.batch_size)
+            self.feature_computations += 1
+        return self._lpips[chunk]
 
 
 def _chunks(items: list[tuple[int, int]], size: int) -> Iterable[list[tuple[int, int, int]]]:

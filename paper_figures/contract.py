@@ -133,6 +133,15 @@ def partial_note(points: pd.DataFrame) -> str:
     return "Partial (some items failed; averaged over the rest): " + "; ".join(names) + "."
 
 
+def timing_suspect_note(points: pd.DataFrame) -> str:
+    """Caption sentence naming the points whose speedup is flagged ``timing_suspect``, with the reasons."""
+    flagged = points[flag(points, "timing_suspect")]
+    if flagged.empty:
+        return ""
+    parts = [f"{point_name(r)} ({text(r.get('timing_suspect_reason')) or 'flagged'})" for _, r in flagged.iterrows()]
+    return "Timing suspect (speedup not to be trusted as measured; marked ?): " + "; ".join(parts) + "."
+
+
 def _int_text(value: Any) -> str:
     try:
         return str(int(value))

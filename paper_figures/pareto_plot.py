@@ -77,7 +77,9 @@ def pareto_plot(
             ax.plot(x[on_front], y[on_front], ls="none", marker=st.marker, color=st.color, mew=0.8, zorder=4)
             ax.plot(x[~on_front], y[~on_front], ls="none", marker=st.marker, mfc="white", mec=st.color, mew=0.8,
                     zorder=4)
+            suspect = c.flag(group, "timing_suspect").to_numpy()
             for k, (xi, yi, lab, fr) in enumerate(zip(x, y, group["label"].map(c.text), on_front)):
+                lab = f"{lab} ?" if suspect[k] else lab  # its speedup is flagged: see the caption
                 labels.append(LabelSpec(float(xi), float(yi), plain_text(lab), st.color, must_show=bool(fr)))
                 lines.append(np.array([[xi - xerr[0, k], yi], [xi + xerr[1, k], yi]]))
                 lines.append(np.array([[xi, yi - yerr[0, k]], [xi, yi + yerr[1, k]]]))
@@ -142,7 +144,7 @@ def pareto_plot(
     if not identical.empty:
         names = ", ".join(c.point_name(r) for _, r in identical.iterrows())
         caption += f" Identical to baseline (∞, not drawn): {names}."
-    caption = _join(caption, c.partial_note(points), c.failure_note(points))
+    caption = _join(caption, c.partial_note(points), c.failure_note(points), c.timing_suspect_note(shown))
     if c.is_random_weights(points, metric):
         caption += f" {label}: computed with random-weight networks, not a real score."
     return Figure(path_stem=f"pareto_{metric}", files=fig_path, caption=caption, kind="figure")

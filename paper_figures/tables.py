@@ -173,6 +173,12 @@ def build_table(points: pd.DataFrame) -> Table:
                     notes.append(f"{c.point_name(row)}: partial, some items failed; "
                                  f"values over the {_items(row)} that succeeded")
                     cells[1] = Cell(cells[1].text, note=len(notes))  # footnote mark on the setting
+                if c.flag(pd.DataFrame([row]), "timing_suspect").iloc[0]:
+                    reason = c.text(row.get("timing_suspect_reason")) or "flagged"
+                    notes.append(f"{c.point_name(row)}: timing suspect, speedup not to be trusted as measured: "
+                                 f"{reason}")
+                    k = next(i for i, col in enumerate(columns) if col.key == "speedup")
+                    cells[k] = Cell(cells[k].text, cells[k].value, cells[k].bold, note=len(notes))
                 if method != c.BASELINE:
                     candidates.append((len(groups), len(rows)))
             rows.append(cells)

@@ -1,13 +1,22 @@
 """Tidy tables from the store: one row per item (point x prompt x seed) and one per point.
 
-Per item: speedup = speed-baseline median end-to-end time / cached median time (and the
-same for the denoise loop; the speed baseline is uncached with the same optimizations),
+Per item: speedup = the median over its paired timings of baseline time / cached time, each
+pair measured side by side on one worker (``repro.executors.item``; one pair by default, more
+with targeted timing repeats), for end-to-end and denoise-loop time; the speed baseline is
+uncached with the same optimizations. Rows stored before paired timing (no ``pairs`` in
+their summary) fall back to the stored baseline time / cached time. Also per item: the
+Amdahl bound 1 / ((1 - p) + p * f), with p the baseline's share of time inside the
+transformer and f the compute fraction: no cache that skips transformer work can beat it.
 speedup_vs_unoptimized = the unoptimized uncached run's median end-to-end time / this one's,
 compute fraction = transformer blocks executed / blocks the speed baseline executed, the
 reference metrics against the quality baseline, and the CLIP change vs the baseline. Per
 point: the mean over items with a 95% bootstrap interval (PSNR: infinite values capped as
-`metrics.aggregate` states). These tables feed the Pareto front, `repro best`, W&B, exports
-and `paper_figures`.
+`metrics.aggregate` states), and the mean bound. A point is flagged ``timing_suspect``, with
+the reason in ``timing_suspect_reason``, when even its speedup interval's lower end lies more
+than ``BOUND_MARGIN`` beyond its bound (a measurement fault, e.g. a baseline timed while the
+machine was slower), or when its per-item speedups spread more than ``SPREAD_LIMIT`` x the
+median (drift or interference during some items). These tables feed the Pareto front, `repro
+best`, W&B, exports and `paper_figures`.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from repro.pareto import pareto_mask
 from repro.store import Store
 
 NAN = float("nan")
+BOUND_MARGIN = 0.05  # a speedup interval lying more than 5% beyond the Amdahl bound is not noise
+SPREAD_LIMIT = 0.5  # per-item speedups spanning more than half the median: timing is not stable
 
 
 def item_rows(store: Store) -> list[dict[str, Any]]:
@@ -50,10 +61,10 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             "frames_dir": str(store.run_dir / g["media_dir"]) if g.get("media_dir") else None,
             "mp4": str(store.run_dir / g["mp4"]) if g.get("mp4") else None,
             "e2e_s": g["e2e_s"] if ok else NAN, "denoise_s": g["denoise_s"] if ok else NAN,
-            "speedup": _ratio(speed_ref, g, "e2e_s") if ok and ref_ok else NAN,
+            "speedup": _speedup(s, speed_ref, g, "e2e_s") if ok and ref_ok else NAN,
             "speedup_vs_unoptimized": _ratio(quality_ref, g, "e2e_s")
             if ok and quality_ref is not None and quality_ref["status"] == "ok" else NAN,
-            "speedup_denoise": _ratio(speed_ref, g, "denoise_s") if ok and ref_ok else NAN,
+            "speedup_denoise": _speedup(s, speed_ref, g, "denoise_s") if ok and ref_ok else NAN,
             "compute_fraction": (g["compute_executed"] / speed_ref["compute_executed"])
             if ok and ref_ok and speed_ref["compute_executed"] else NAN,
             "peak_memory_mb": (g["peak_memory_bytes"] / 2**20) if ok and g["peak_memory_bytes"] else NAN,
@@ -63,6 +74,9 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
                      "recompiles"):
             v = s.get(part)
             row[part] = NAN if v is None or not ok else float(v)
+        row["speedup_bound"] = amdahl_bound(_transformer_share(s, speed_ref), row["compute_fraction"]) \
+            if ok and ref_ok else NAN
+        row["timing_pairs"] = len(s.get("pairs") or []) if ok else 0
         row["step_computed"] = json.dumps(s.get("step_computed", []))
         for m in REFERENCE:
             k = protocol.key(m)  # the run's protocol; scores under other protocols become extra columns
@@ -129,7 +143,8 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         row["latency_q25_s"] = _quantile(lat, 0.25)
         row["latency_q75_s"] = _quantile(lat, 0.75)
         row["speedup_vs_unoptimized"] = _mean([i["speedup_vs_unoptimized"] for i in ok])
-        for col in ("denoise_s", "speedup_denoise", "compute_fraction", "peak_memory_mb", "text_encode_s",
+        for col in ("denoise_s", "speedup_denoise", "compute_fraction", "speedup_bound", "peak_memory_mb",
+                    "text_encode_s",
                     "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s", "recompiles"):
             row[col] = _mean([i[col] for i in ok])
         variants = sorted({k for i in its for k in i if "@" in k})  # the same metric under other protocols
@@ -145,6 +160,9 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
             else:
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = agg["mean"], agg["ci_low"], agg["ci_high"]
         row["step_computed"] = json.dumps(_mean_lists([json.loads(i["step_computed"]) for i in ok]))
+        reasons = timing_suspect_reasons(row, [i["speedup"] for i in ok]) if first["role"] == "cached" else []
+        row["timing_suspect"] = bool(reasons)
+        row["timing_suspect_reason"] = "; ".join(reasons)
         if status != "ok":
             for col in ("speedup", *QUALITY):
                 row[col] = NAN if status == "failed" else row[col]
@@ -227,6 +245,54 @@ def not_reportable(spec: dict[str, Any]) -> str | None:
 def _model_name(spec: dict[str, Any]) -> str:
     m = spec.get("model", {})
     return m.get("id") or (Path(m["path"]).name if m.get("path") else m.get("tiny") or "model")
+
+
+def amdahl_bound(transformer_share: float, compute_fraction: float) -> float:
+    """The best speedup a cache doing `compute_fraction` of the transformer's work can reach.
+
+    >>> round(amdahl_bound(0.8, 0.5), 4)  # 80% of the time in the transformer, half of it skipped
+    1.6667
+    """
+    if _isnan(transformer_share) or _isnan(compute_fraction):
+        return NAN
+    rest = (1.0 - transformer_share) + transformer_share * compute_fraction
+    return 1.0 / rest if rest > 0 else math.inf
+
+
+def timing_suspect_reasons(point: dict[str, Any], item_speedups: list[float]) -> list[str]:
+    """Why a point's speedup should not be trusted as measured (empty: nothing found)."""
+    reasons = []
+    bound, low, mean = point.get("speedup_bound"), point.get("speedup_ci_low"), point.get("speedup")
+    if not any(_isnan(v) for v in (bound, low, mean)) and low > bound * (1 + BOUND_MARGIN):
+        reasons.append(f"speedup {mean:.2f}x (95% CI low {low:.2f}x) beyond its Amdahl bound {bound:.2f}x")
+    values = sorted(v for v in item_speedups if not _isnan(v))
+    if len(values) >= 2:
+        median = _quantile(values, 0.5)
+        if median > 0 and (values[-1] - values[0]) / median > SPREAD_LIMIT:
+            reasons.append(f"per-item speedups spread {values[0]:.2f}x..{values[-1]:.2f}x "
+                           f"(more than {SPREAD_LIMIT:.0%} of the median {median:.2f}x)")
+    return reasons
+
+
+def _speedup(summary: dict[str, Any], ref: dict[str, Any], g: dict[str, Any], col: str) -> float:
+    """Median of the paired ratios baseline / cached; rows from before paired timing: stored ref / this."""
+    if "pairs" not in summary:
+        return _ratio(ref, g, col)
+    ratios = sorted(p[f"baseline_{col}"] / p[col] for p in summary["pairs"] if p.get(col) and p.get(f"baseline_{col}"))
+    return _quantile(ratios, 0.5)
+
+
+def _transformer_share(summary: dict[str, Any], ref: dict[str, Any]) -> float:
+    """The baseline's time inside the transformer / its end-to-end time (from the paired runs when there are)."""
+    pairs = summary.get("pairs") or []
+    shares = sorted(p["baseline_transformer_s"] / p["baseline_e2e_s"] for p in pairs
+                    if p.get("baseline_e2e_s") and p.get("baseline_transformer_s") is not None)
+    if shares:
+        return _quantile(shares, 0.5)
+    ref_summary = (ref or {}).get("summary") or {}
+    if ref_summary.get("transformer_s") is not None and ref_summary.get("e2e_s"):
+        return ref_summary["transformer_s"] / ref_summary["e2e_s"]
+    return NAN
 
 
 def _ratio(ref: dict[str, Any], g: dict[str, Any], col: str) -> float:

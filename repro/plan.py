@@ -103,6 +103,58 @@ class Plan:
         return "\n".join(lines)
 
 
+@dataclass
+class ItemWork:
+    """One item (prompt, seed) of a sweep, the unit of execution: its pending jobs in the order one worker runs them.
+
+    Jobs come grouped by optimization configuration (the unoptimized group first, then the
+    spec's optimization grid order); each group starts with its speed baseline when that is
+    pending, then the group's cached jobs in plan order. ``speed_baselines`` names every
+    group's speed baseline (pending or not): a cached job is timed against it, on the same
+    worker, right before or after. ``index`` is the item's position in the plan (targeted
+    timing repeats go to the first ``timing.items`` items).
+    """
+
+    index: int
+    prompt_index: int
+    prompt: str
+    seed: int
+    jobs: list[Job]
+    groups: dict[str, str]  # job key -> its optimization group (optimization_label)
+    speed_baselines: dict[str, Job]  # group -> the uncached job of that group
+    quality_baseline: Job  # the unoptimized uncached job every job of the item is scored against
+
+
+def item_major(plan: Plan, todo: list[Job]) -> list[ItemWork]:
+    """The pending jobs as items in plan order, each ready to run back to back on one worker."""
+    wanted = {j.key for j in todo}
+    baselines = {j.key: j for j in plan.baselines}
+    group_order: dict[str, int] = {}
+    for b in plan.baselines:
+        group_order.setdefault(optimization_label(b.optimization), len(group_order))
+    items: dict[tuple[int, int], ItemWork] = {}
+    for b in plan.baselines:
+        if b.quality_baseline_key is None:
+            items.setdefault((b.prompt_index, b.seed), ItemWork(len(items), b.prompt_index, b.prompt, b.seed, [], {},
+                                                                {}, b))
+    for j in plan.jobs:  # baselines first, then cached: a group's baseline precedes its cached jobs
+        item = items.get((j.prompt_index, j.seed))
+        if item is None:
+            continue
+        speed = j if j.role == "baseline" else baselines[j.speed_baseline_key]
+        group = optimization_label(speed.optimization)
+        item.speed_baselines.setdefault(group, speed)
+        if j.key in wanted:
+            item.groups[j.key] = group
+            item.jobs.append(j)
+    out = []
+    for item in items.values():
+        if item.jobs:
+            item.jobs.sort(key=lambda j: group_order[item.groups[j.key]])  # stable: baseline, then cached
+            out.append(item)
+    return out
+
+
 @lru_cache(maxsize=1)
 def versions() -> dict[str, str]:
     """Versions that can change generated pixels (read from package metadata: no heavy imports)."""

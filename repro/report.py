@@ -20,13 +20,16 @@ def format_points(points, only_front: str | None = None) -> str:
         cells = []
         for i, (col, _, w) in enumerate(COLUMNS):
             v = r.get(col)
-            text = _fmt(col, v)
+            text = _fmt(col, v) + ("?" if col == "speedup" and r.get("timing_suspect") in (True,) else "")
             cells.append(f"{text:>{w}}" if i > 1 else f"{text[:w]:<{w}}")
         lines.append(" ".join(cells))
     labels = points.attrs.get("metric_labels", {})
     random = [v for v in labels.values() if "random weights" in v]
     if random:
         lines.append("note: " + "; ".join(random) + " -- made with random-weight networks, not comparable to published scores")
+    for r in rows:
+        if r.get("timing_suspect") in (True,):
+            lines.append(f"timing suspect (speedup marked ?): {r['method']} {r['label']}: {r['timing_suspect_reason']}")
     lines.append("psnr: identical outputs are inf per item; means cap inf at 100 dB")
     return "\n".join(lines)
 

@@ -3,11 +3,21 @@
 Reference metrics (LPIPS, PSNR, SSIM) compare a cached output with its quality baseline
 (the unoptimized, uncached generation of the same prompt and seed); CLIP scores each
 output against its prompt, so the baseline's own CLIP score is stored once under the
-baseline and the change is taken at aggregation. Frames are always the lossless PNGs.
+baseline and the change is taken at aggregation. Frames are always the lossless PNGs
+(or, during a sweep, the very arrays those PNGs were written from).
+
+During a sweep, scoring is off the critical path: a :class:`BackgroundScorer` thread (next to
+the local engine, or inside each Ray worker, on its device) scores each generation as the
+next one runs. Each baseline is prepared once (:meth:`metrics.Scorer.reference`: its frames
+and LPIPS features), used for all its cached variants, and released when its item is done.
+Results come back as :class:`ScoreResult` messages; only the sweep driver writes them.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +37,129 @@ def build_scorer(metrics_spec: Any):
         clip_model=s.clip_model, clip_pretrained=s.clip_pretrained, allow_random_weights=s.allow_random_weights,
         protocol=s.scoring_protocol(),
     )
+
+
+def wanted(metrics_spec: Any, scored_against: str | None) -> bool:
+    """Whether a generation gets scores: reference metrics against its quality baseline, or CLIP alone."""
+    if scored_against is None:
+        return "clip" in metrics_spec.names
+    return any(n in metrics_spec.names for n in (*REFERENCE_METRICS, "clip"))
+
+
+@dataclass
+class ScoreResult:
+    """The scores of one generation (``error`` set instead when scoring it failed)."""
+
+    key: str
+    reference_key: str | None
+    scores: dict[str, Any]
+    error: str | None = None
+
+
+class BackgroundScorer:
+    """Scores generations in a thread, in the order they were submitted; every submission gives one result.
+
+    ``baseline(key, prompt, frames)`` prepares a reference (and CLIP-scores the baseline when
+    `clip_baseline`); ``cached(key, reference_key, prompt, frames)`` scores against a prepared
+    reference; ``release(key)`` drops a reference once its item is done. ``results()`` returns
+    what has finished so far without waiting; ``finish()`` waits for the rest and stops the thread.
+    """
+
+    def __init__(self, metrics_spec: Any, scorer: Any = None, max_pending: int = 16):
+        self.spec = metrics_spec
+        self.scorer = scorer if scorer is not None else build_scorer(metrics_spec)
+        _stable_cuda_numerics(self.scorer.device)
+        self.reference_names = tuple(n for n in metrics_spec.names if n in REFERENCE_METRICS)
+        self._tasks: queue.Queue = queue.Queue(maxsize=max_pending)  # bounded: frames wait in memory
+        self._done: queue.Queue = queue.Queue()
+        self._refs: dict[str, Any] = {}
+        self.busy_s = 0.0
+        self._thread = threading.Thread(target=self._loop, name="repro-scoring", daemon=True)
+        self._thread.start()
+
+    def baseline(self, key: str, prompt: str, frames: np.ndarray, clip_baseline: bool = True) -> None:
+        self._tasks.put(("baseline", key, None, prompt, frames, clip_baseline))
+
+    def cached(self, key: str, reference_key: str, prompt: str, frames: np.ndarray) -> None:
+        self._tasks.put(("cached", key, reference_key, prompt, frames, True))
+
+    def release(self, key: str) -> None:
+        self._tasks.put(("release", key, None, None, None, False))
+
+    def results(self) -> list[ScoreResult]:
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                return out
+
+    def finish(self, wait: bool = True) -> list[ScoreResult]:
+        """Stop the thread (after the submitted work when `wait`, else after the task in hand) and return the rest."""
+        if not wait:
+            self._drop_pending()
+        self._tasks.put(None)
+        self._thread.join()
+        return self.results()
+
+    def _drop_pending(self) -> None:
+        while True:
+            try:
+                self._tasks.get_nowait()
+            except queue.Empty:
+                return
+
+    def _loop(self) -> None:
+        import time
+
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            kind, key, ref_key, prompt, frames, clip_baseline = task
+            if kind == "release":
+                self._refs.pop(key, None)
+                continue
+            t0 = time.perf_counter()
+            try:
+                result = self._score(kind, key, ref_key, prompt, frames, clip_baseline)
+            except Exception as exc:  # a scoring problem must not lose the generation; `repro score` retries it
+                result = ScoreResult(key, ref_key, {}, f"{type(exc).__name__}: {exc}")
+            self.busy_s += time.perf_counter() - t0
+            if result is not None:
+                self._done.put(result)
+
+    def _score(self, kind, key, ref_key, prompt, frames, clip_baseline) -> ScoreResult | None:
+        wants_clip = "clip" in self.spec.names
+        if kind == "baseline":
+            if self.reference_names:
+                self._refs[key] = self.scorer.reference(frames)
+            if not clip_baseline:
+                return None  # a stored baseline prepared as a reference: already scored
+            scores = {"clip": self.scorer.score_prompt(frames, prompt)} if wants_clip else {}
+            return ScoreResult(key, None, scores)
+        scores: dict[str, Any] = {}
+        if self.reference_names:
+            ref = self._refs.get(ref_key)
+            if ref is None:
+                raise LookupError(f"its baseline {ref_key} has no output to score against")
+            pair = self.scorer.score_pair(frames, ref, prompt=None)
+            scores.update({n: pair[n] for n in self.reference_names if n in pair})
+        if wants_clip:
+            scores["clip"] = self.scorer.score_prompt(frames, prompt)
+        return ScoreResult(key, ref_key, scores)
+
+
+def _stable_cuda_numerics(device: Any) -> None:
+    """Scoring on CUDA runs concurrently with generation, and metrics turn TF32 off while they run
+    (metrics.device.full_precision): those flags are process-wide, so set them off for the whole
+    sweep instead; generation numerics then never depend on when scoring happened to run."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 class RunScorer:
@@ -60,8 +193,13 @@ class RunScorer:
         frames = frames if frames is not None else self._frames(key)
         self.store.put_scores(key, {"clip": self.scorer.score_prompt(frames, prompt)}, reference_key=None)
 
+    def write(self, result: ScoreResult) -> None:
+        """Store a background scorer's result (nothing when scoring failed: `score_missing` retries it)."""
+        if result.error is None and result.scores:
+            self.store.put_scores(result.key, result.scores, reference_key=result.reference_key)
+
     def score_cached(self, key: str, baseline_key: str, prompt: str, frames: np.ndarray | None = None,
-                     baseline_frames: np.ndarray | None = None) -> dict[str, Any]:
+                     baseline_frames: Any = None) -> dict[str, Any]:
         frames = frames if frames is not None else self._frames(key)
         baseline_frames = baseline_frames if baseline_frames is not None else self._frames(baseline_key)
         scores: dict[str, Any] = {}
@@ -78,7 +216,8 @@ class RunScorer:
         done = {n: self.store.scored_keys(self.protocol.key(n)) for n in (*self.reference_names, "clip")}
         gens = {g["key"]: g for g in self.store.generations(status="ok")}
         count = 0
-        for g in gens.values():
+        reference: tuple[str, Any] | None = None  # the baseline last prepared: consecutive variants reuse it
+        for g in sorted(gens.values(), key=lambda g: g.get("quality_baseline_key") or ""):
             if not g.get("quality_baseline_key"):  # an unoptimized baseline: only its CLIP score
                 if self.wants_clip and (force or g["key"] not in done["clip"]):
                     self.score_baseline(g["key"], g["prompt"])
@@ -90,7 +229,10 @@ class RunScorer:
             ref = gens.get(g["quality_baseline_key"])
             if ref is None:
                 continue  # its baseline failed or is not generated yet
-            self.score_cached(g["key"], ref["key"], g["prompt"])
+            if self.reference_names and (reference is None or reference[0] != ref["key"]):
+                reference = (ref["key"], self.scorer.reference(self._frames(ref["key"])))
+            self.score_cached(g["key"], ref["key"], g["prompt"],
+                              baseline_frames=reference[1] if self.reference_names else None)
             count += 1
         return count
 

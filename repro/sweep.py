@@ -1,9 +1,16 @@
-"""`repro sweep`: plan, generate (baselines first), store, score, aggregate, report.
+"""`repro sweep`: plan, run items (baseline, then its cached variants), store, score, aggregate, report.
+
+Execution is item-major (``repro.plan.item_major``): each item (prompt, seed) runs back to back
+on one worker, its baseline first, so every speedup is a paired, adjacent measurement (see
+``repro.executors.item`` for the timing protocol). Scores are made in the background while the
+next generation runs and come back as messages.
 
 The driver is the only writer of the store. Each finished generation is written (media
-renamed into place, then its row committed) and scored before the next one is recorded,
-so an interrupted sweep resumes exactly where it stopped. Ctrl-C asks the executor to stop
-after the generation in flight; a second Ctrl-C aborts at once.
+renamed into place, then its row committed) as soon as it arrives, and its scores when they
+arrive, so an interrupted sweep resumes exactly where it stopped: generations not in the store
+run again, generations without their scores are scored at the end of the next sweep. Ctrl-C
+asks the executor to stop after the generation in flight; a second Ctrl-C aborts at once.
+Listeners (``repro.events``) hear about every finished generation, item and point.
 """
 
 from __future__ import annotations
@@ -12,17 +19,19 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterable, TextIO
 
 from experiments.errors import SpecError
-from experiments.media import clean_partial, write_frames
+from experiments.media import clean_partial, read_frames, write_frames
 from experiments.pipelines import check_model_available
 from experiments.runner import GenerationRequest
 from experiments.spec import Spec
+from repro import scoring
+from repro.events import GenerationFinished, ItemFinished, Listeners, PointFinished, SweepFinished, SweepStarted
 from repro.lock import RunLock
-from repro.plan import Job, Plan, build_plan, versions
-from repro.progress import Progress
-from repro.scoring import RunScorer, build_scorer
+from repro.plan import ItemWork, Job, Plan, build_plan, item_major, versions
+from repro.progress import Progress, summary as progress_summary
+from repro.scoring import RunScorer, ScoreResult, build_scorer
 from repro.store import STORE_FILE, Store
 
 EXIT_OK, EXIT_FAILED_POINTS, EXIT_INTERRUPTED = 0, 1, 130
@@ -36,6 +45,7 @@ class SweepOutcome:
     failed: int = 0
     interrupted: bool = False
     failed_keys: list[str] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)  # executor stats: pipeline calls by purpose, worker busy time
 
     @property
     def exit_code(self) -> int:
@@ -84,7 +94,8 @@ def pending(plan: Plan, statuses: dict[str, str], retry_failed: bool) -> list[Jo
 
 def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = None, only: tuple[str, ...] = (),
               retry_failed: bool = False, dry_run: bool = False, workers: int | None = None,
-              ray_address: str | None = None, stream: TextIO | None = None) -> SweepOutcome:
+              ray_address: str | None = None, stream: TextIO | None = None,
+              listeners: Iterable[Any] = ()) -> SweepOutcome:
     stream = stream or sys.stderr
     plan = select(build_plan(spec), only)
     run_dir = spec.run_dir
@@ -103,13 +114,13 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
         store = Store(run_dir)
         try:
             return _run(spec, plan, store, executor, wandb_mode, retry_failed, workers, ray_address, stream,
-                        metric_nets)
+                        metric_nets, Listeners(list(listeners), stream))
         finally:
             store.close()
 
 
 def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ray_address, stream,
-         metric_nets=None) -> SweepOutcome:
+         metric_nets, events: Listeners) -> SweepOutcome:
     from repro.provenance import environment, write_run_files
 
     outcome = SweepOutcome(spec.run_dir)
@@ -120,39 +131,46 @@ def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ra
     clean_partial(spec.run_dir / "media")
     store.put_points([p.record() for p in plan.points])
     todo = pending(plan, store.statuses(), retry_failed)
+    items = item_major(plan, todo)
     outcome.skipped = len(plan.jobs) - len(todo)
     print(plan.describe(), file=stream)
-    print(f"{len(todo)} generation(s) to run, {outcome.skipped} already in {spec.run_dir}", file=stream)
+    print(f"{len(todo)} generation(s) in {len(items)} item(s) to run, {outcome.skipped} already in {spec.run_dir}",
+          file=stream)
 
     scorer = RunScorer(spec.metrics, store, metric_nets)
     if todo or _unscored(store, scorer):
         _ = scorer.scorer  # build the metric networks now: missing weights stop us before hours of generation
 
-    progress = Progress(len(todo), stream)
+    progress = Progress(len(todo), stream, items=len(items))
+    tracker = _Tracker(spec, store, scorer, items, progress, events, outcome)
+    events.emit("sweep_started", SweepStarted(spec, spec.run_dir, store, plan, [j for it in items for j in it.jobs],
+                                              len(items)))
     stop = _StopFlag(progress)
-    frames_cache: dict[str, Any] = {}
     if todo:
-        executor = _make_executor(executor_kind, spec, progress, workers, ray_address)
+        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, scorer.scorer)
         try:
             executor.start()
             ratios = _calibrations(plan, todo, store, executor, progress)
-            work = [(j, _request(j, ratios)) for j in sorted(todo, key=lambda j: j.role != "baseline")]
+            steps = spec.generation.num_inference_steps
             with stop.installed():
                 executor.run(
-                    work,
-                    on_start=lambda job: progress.start(job.key, job.description, spec.generation.num_inference_steps),
-                    on_done=lambda job, result: _record(job, result, spec, store, scorer, progress, outcome,
-                                                        frames_cache),
-                    should_stop=stop.requested,
+                    items, prepare=lambda item: _unit(item, spec, store, ratios),
+                    on_start=lambda job: progress.start(job.key, job.description, steps),
+                    on_generated=tracker.generated, on_scored=tracker.scored, should_stop=stop.requested,
                 )
+            outcome.stats = executor.stats()
         finally:
             executor.close()
             progress.close()
     outcome.interrupted = stop.requested()
     if not outcome.interrupted:
         scorer.score_missing()
+        tracker.settle()
     statuses = store.statuses()
     outcome.failed = sum(1 for j in plan.jobs if statuses.get(j.key) == "failed")
+    if outcome.stats:
+        print(progress_summary(outcome.stats, outcome.generated + len(outcome.failed_keys), executor_kind), file=stream)
+    events.emit("sweep_finished", SweepFinished(outcome, outcome.stats))
     _report(spec, store, wandb_mode, stream)
     if outcome.interrupted:
         print("interrupted: finished generations are saved; run the same command again to resume", file=stream)
@@ -162,10 +180,11 @@ def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ra
     return outcome
 
 
-def _make_executor(kind, spec, progress, workers, ray_address):
+def _make_executor(kind, spec, progress, workers, ray_address, metric_nets):
     from repro.executors import make_executor
 
-    return make_executor(kind, spec, on_step=progress.step, workers=workers, address=ray_address)
+    return make_executor(kind, spec, on_step=progress.step, workers=workers, address=ray_address,
+                         scorer=metric_nets)
 
 
 def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, tuple]:
@@ -202,8 +221,95 @@ def _request(job: Job, ratios: dict[str, tuple]) -> GenerationRequest:
                              mag_ratios=ratios.get(job.calibration_key) if job.calibration_key else None)
 
 
-def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: Progress, outcome: SweepOutcome,
-            frames_cache: dict[str, Any]) -> None:
+def _unit(item: ItemWork, spec: Spec, store: Store, ratios: dict[str, tuple]):
+    """What a worker needs for `item`, read from the store now (a retried item sees what its first try stored)."""
+    from repro.executors.item import ItemUnit
+
+    statuses = store.statuses()
+    requests = {j.key: _request(j, ratios) for j in item.jobs}
+    speed = {group: _request(b, ratios) for group, b in item.speed_baselines.items()
+             if b.key in requests or statuses.get(b.key) == "ok"}
+    references = {}
+    q = item.quality_baseline
+    reference_metrics = any(n in scoring.REFERENCE_METRICS for n in spec.metrics.names)
+    if reference_metrics and q.key not in requests and statuses.get(q.key) == "ok" \
+            and any(j.quality_baseline_key == q.key for j in item.jobs):
+        references[q.key] = read_frames(spec.run_dir / store.generation(q.key)["media_dir"])
+    targeted = spec.timing.items == "all" or item.index < spec.timing.items
+    return ItemUnit(item, requests, speed, spec.timing.repeats if targeted else 1, references)
+
+
+class _Tracker:
+    """Writes generations and scores into the store as they arrive; tells progress and listeners what finished."""
+
+    def __init__(self, spec, store, scorer: RunScorer, items: list[ItemWork], progress: Progress,
+                 events: Listeners, outcome: SweepOutcome):
+        self.spec, self.store, self.scorer, self.progress, self.events, self.outcome = (
+            spec, store, scorer, progress, events, outcome)
+        self.total = sum(len(it.jobs) for it in items)
+        self.item_of = {j.key: it for it in items for j in it.jobs}
+        self.item_left = {id(it): {j.key for j in it.jobs} for it in items}
+        self.point_left: dict[str, set[str]] = {}
+        for it in items:
+            for j in it.jobs:
+                self.point_left.setdefault(j.point_id, set()).add(j.key)
+        self.point_keys = {pid: sorted(keys) for pid, keys in self.point_left.items()}
+        self.awaiting: dict[str, tuple[Job, str]] = {}  # recorded, scores still to come
+        self.early: dict[str, ScoreResult] = {}
+        self.finished = 0
+
+    def generated(self, job: Job, result: Any) -> None:
+        note = _record(job, result, self.spec, self.store, self.outcome)
+        ok = not isinstance(result, BaseException)
+        if ok and scoring.wanted(self.spec.metrics, job.quality_baseline_key):
+            self.awaiting[job.key] = (job, note)
+            if job.key in self.early:
+                self.scored(self.early.pop(job.key))
+        else:
+            self._finish(job, note, {})
+
+    def scored(self, result: ScoreResult) -> None:
+        if result.key not in self.awaiting:
+            if result.key in self.item_of:  # arrived before its generation was recorded
+                self.early[result.key] = result
+            return
+        self.scorer.write(result)
+        job, note = self.awaiting.pop(result.key)
+        if result.error:
+            note += f", scoring failed: {result.error}"
+        elif "lpips" in result.scores:
+            note += f", lpips {result.scores['lpips']['value']:.3f}"
+        self._finish(job, note, result.scores)
+
+    def settle(self) -> None:
+        """After `score_missing`: generations whose scores never came back are finished with what the store holds."""
+        stored = self.store.scores()
+        for key, (job, note) in list(self.awaiting.items()):
+            del self.awaiting[key]
+            self._finish(job, note, stored.get(key, {}))
+
+    def _finish(self, job: Job, note: str, scores: dict[str, Any]) -> None:
+        self.finished += 1
+        item = self.item_of[job.key]
+        left = self.item_left[id(item)]
+        left.discard(job.key)
+        if not left:
+            self.progress.item_finished()
+        self.progress.finish(job.key, note)
+        self.events.emit("generation_finished", GenerationFinished(job, self.store.generation(job.key) or {},
+                                                                   scores, self.finished, self.total))
+        if not left:
+            self.events.emit("item_finished", ItemFinished(item.prompt_index, item.prompt, item.seed,
+                                                           [j.key for j in item.jobs], self.progress.items_done,
+                                                           self.progress.items))
+        point_left = self.point_left[job.point_id]
+        point_left.discard(job.key)
+        if not point_left:
+            self.events.emit("point_finished", PointFinished(job.point_id, self.point_keys[job.point_id]))
+
+
+def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutcome) -> str:
+    """Write one generation (media, then its row); returns a note for the progress line."""
     row = {
         "key": job.key, "role": job.role, "point_id": job.point_id, "method": job.method, "params": job.params,
         "optimization": job.optimization, "prompt_index": job.prompt_index, "prompt": job.prompt, "seed": job.seed,
@@ -214,8 +320,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: P
         error = f"{type(result).__name__}: {result}".strip()
         store.put_generation({**row, "status": "failed", "error": error[:2000]})
         outcome.failed_keys.append(job.key)
-        progress.finish(job.key, f"FAILED ({error.splitlines()[0][:120]})")
-        return
+        return f"FAILED ({error.splitlines()[0][:120]})"
     folder = spec.run_dir / "media" / job.key
     paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video")
     summary = result.summary()
@@ -229,20 +334,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, scorer, progress: P
         "peak_memory_bytes": summary["peak_memory_bytes"], "summary": summary, "device": result.device,
     })
     outcome.generated += 1
-    note = f"{summary['e2e_s']:.2f}s, compute {summary['compute_executed']}/{summary['compute_possible']}"
-    try:
-        if job.quality_baseline_key is None:
-            frames_cache.clear()  # keep one baseline in memory: cached points of it usually follow
-            frames_cache[job.key] = result.frames
-            scorer.score_baseline(job.key, job.prompt, result.frames)
-        elif (store.generation(job.quality_baseline_key) or {}).get("status") == "ok":
-            scores = scorer.score_cached(job.key, job.quality_baseline_key, job.prompt, result.frames,
-                                         frames_cache.get(job.quality_baseline_key))
-            if "lpips" in scores:
-                note += f", lpips {scores['lpips']['value']:.3f}"
-    except Exception as exc:  # a scoring problem must not lose the generation; `repro score` retries it
-        note += f", scoring failed: {type(exc).__name__}: {exc}"
-    progress.finish(job.key, note)
+    return f"{summary['e2e_s']:.2f}s, compute {summary['compute_executed']}/{summary['compute_possible']}"
 
 
 def _unscored(store: Store, scorer) -> bool:

@@ -1,8 +1,9 @@
-"""Executors run generation jobs; the sweep driver is the only writer of the store.
+"""Executors run items (repro.plan.ItemWork); the sweep driver is the only writer of the store.
 
-An executor takes (job, request) pairs and reports each result (or the exception it
-raised) through a callback, in any order. `local` runs in this process; `ray` spreads the
-same jobs over one actor per GPU (see repro.executors.ray).
+An executor runs each item's jobs back to back on one worker (``repro.executors.item``:
+the timing protocol), reports each generation (its result, or the exception it raised) and
+each finished score through callbacks, as they come. `local` runs in this process; `ray`
+spreads items over one actor per GPU (see repro.executors.ray).
 """
 
 from __future__ import annotations
@@ -11,23 +12,25 @@ from typing import Any, Callable, Iterable, Protocol
 
 from experiments.errors import SpecError
 
-OnDone = Callable[[Any, Any], None]  # (job, GenerationResult | BaseException)
+OnGenerated = Callable[[Any, Any], None]  # (job, GenerationResult | BaseException)
+OnScored = Callable[[Any], None]  # (repro.scoring.ScoreResult)
 
 
 class Executor(Protocol):
     def start(self) -> None: ...
     def calibrate(self, prompt: str, seed: int) -> dict[str, list[float]]: ...
-    def run(self, work: Iterable[tuple[Any, Any]], on_start: Callable[[Any], None], on_done: OnDone,
-            should_stop: Callable[[], bool]) -> None: ...
+    def run(self, items: Iterable[Any], prepare: Callable[[Any], Any], on_start: Callable[[Any], None],
+            on_generated: OnGenerated, on_scored: OnScored, should_stop: Callable[[], bool]) -> None: ...
+    def stats(self) -> dict[str, Any]: ...  # {"calls": {purpose: n}, "workers": [{"busy_s", "wall_s"}, ...]}
     def close(self) -> None: ...
 
 
 def make_executor(kind: str, spec: Any, on_step: Callable[[int, int], None] | None = None,
-                  workers: int | None = None, address: str | None = None) -> Executor:
+                  workers: int | None = None, address: str | None = None, scorer: Any = None) -> Executor:
     if kind == "local":
         from repro.executors.local import LocalExecutor
 
-        return LocalExecutor(spec, on_step=on_step)
+        return LocalExecutor(spec, on_step=on_step, scorer=scorer)
     if kind == "ray":
         try:
             import ray  # noqa: F401

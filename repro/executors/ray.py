@@ -1,25 +1,33 @@
 """The Ray executor: one actor per GPU (or CPU worker), each owning one loaded pipeline.
 
-Each actor wraps the same :class:`experiments.runner.Engine` as the local executor: it
-loads the pipeline once and serves many generations. The driver keeps every worker busy
-with one job at a time and hands the next job to whichever finishes first; results
-(frames as numpy arrays) come back through the object store, so media reach the run
-directory whether or not the machines share a filesystem, and the driver stays the only
-writer of the store.
+Each actor wraps the same :class:`experiments.runner.Engine` as the local executor and runs
+whole items on it (``repro.executors.item``: the item's baseline, then its cached variants,
+back to back, paired timing), so a speedup never compares runs on different GPUs. It also
+scores what it made, on its own device, in a background thread (its own
+:class:`repro.scoring.BackgroundScorer`): frames never wait for the driver to be scored.
+
+The driver hands an item to a worker as one ``begin`` call and one ``next`` call per job,
+all submitted at once (an actor runs its calls in order), and gives a worker its next item
+while the last job of the current one is still running, so a worker never waits for the
+driver. Each ``next`` returns one generation (frames as numpy arrays, through the object
+store, so media reach the run directory whether or not machines share a filesystem) plus
+the scores finished so far; the driver stays the only writer of the store.
 
 A job that raises inside an actor is an ordinary failed job (its original exception is
-reported). A worker that dies (killed, out of memory, node lost) loses nothing: its job is
-retried on another or a replacement worker, at most ``MAX_RETRIES`` times, then reported
-as failed with a :class:`WorkerLost` error. No job is reported twice.
+reported). A worker that dies (killed, out of memory, node lost) loses nothing: the jobs of
+its items not yet reported are retried on another or a replacement worker (a job whose run
+killed the worker at most ``MAX_RETRIES`` times, then it is reported as failed with a
+:class:`WorkerLost` error). No job is reported twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import traceback
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import ray
@@ -42,7 +50,7 @@ class WorkerLost(RuntimeError):
 
 @ray.remote
 class _Worker:
-    """The actor: one Engine, many generations."""
+    """The actor: one Engine and one background scorer, many items."""
 
     def __init__(self, spec: Any, threads: int | None):
         if threads:
@@ -50,46 +58,75 @@ class _Worker:
 
             torch.set_num_threads(threads)
         self.engine = Engine(spec)
+        self.scorer = None
         self.generations = 0
+        self._item = None  # the running item's generator (repro.executors.item.run_item)
+        self.busy_s = 0.0  # time spent in items (generating, timing) ...
+        self._first = self._last = None  # ... between the first item's start and the last job's end
 
     def load(self) -> dict[str, Any]:
+        from repro.scoring import BackgroundScorer
+
         self.engine.pipe  # noqa: B018 - load now; raises ModelUnavailable here, before any job
+        self.scorer = BackgroundScorer(self.engine.spec.metrics)  # raises WeightsMissing here too
         return {"pid": os.getpid(), "device": self.engine.device}
 
-    def generate(self, request: Any) -> Any:
+    def begin(self, unit: Any) -> None:
+        from repro.executors.item import run_item
+
+        if self._item is not None:
+            self._item.close()  # the previous item: releases its baseline references
+        self._first = self._first or time.perf_counter()
+        self._item = run_item(self.engine, unit, self.scorer)
+
+    def next(self) -> tuple[str, Any, list[Any]]:
+        """Run the item's next job: (job key, GenerationResult or its exception, scores finished so far)."""
+        t0 = time.perf_counter()
         try:
-            return self.engine.generate(request)
-        except Exception as exc:
-            exc.formatted = traceback.format_exc(limit=3)
-            _free_cuda_memory()
-            raise
+            job, result = next(self._item)
         finally:
+            self._last = time.perf_counter()
+            self.busy_s += self._last - t0
             self.generations += 1
+        return job.key, result, self.scorer.results()
+
+    def finish_scores(self) -> list[Any]:
+        if self._item is not None:
+            self._item.close()
+            self._item = None
+        return self.scorer.finish(wait=True)
 
     def calibrate(self, prompt: str, seed: int) -> dict[str, list[float]]:
         return self.engine.calibrate_mag_cache(prompt, seed)
 
     def counts(self) -> dict[str, Any]:
+        wall = (self._last - self._first) if self._first and self._last else 0.0
         return {"actor": ray.get_runtime_context().get_actor_id(), "pid": os.getpid(),
-                "loads": self.engine.loads, "generations": self.generations}
+                "loads": self.engine.loads, "generations": self.generations, "calls": dict(self.engine.calls),
+                "busy_s": self.busy_s, "wall_s": wall}
 
 
 @dataclass(eq=False)  # identity: a slot is one actor
 class _Slot:
     actor: Any
     ready: Any  # ObjectRef of load(), or None once loaded
-    busy: bool = False
+    pending: deque = field(default_factory=deque)  # (ref of next(), job, item), in the actor's order
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending)
 
 
 class RayExecutor:
-    def __init__(self, spec: Any, workers: int | None = None, address: str | None = None):
+    def __init__(self, spec: Any, workers: int | None = None, address: str | None = None, scorer: Any = None):
         self.spec = spec
         self.workers = workers
         self.address = address
         self.slots: list[_Slot] = []
         self.loads_per_worker: dict[str, int] = {}  # actor id -> pipeline loads (filled at close; stays 1)
         self.generations_per_worker: dict[str, int] = {}  # actor id -> generations served
-        self.retries = 0  # jobs re-run because their worker died
+        self.worker_stats: dict[str, dict[str, Any]] = {}  # actor id -> its counts(), the last ones read
+        self.retries = 0  # items re-queued because their worker died
         self.replaced = 0  # replacement workers started
         self._started_ray = False
         self._options: dict[str, Any] = {}
@@ -114,9 +151,7 @@ class RayExecutor:
     def close(self) -> None:
         try:
             if ray.is_initialized():
-                for c in self.counts():
-                    self.loads_per_worker[c["actor"]] = c["loads"]
-                    self.generations_per_worker[c["actor"]] = c["generations"]
+                self._read_counts()
                 for slot in self.slots:
                     ray.kill(slot.actor)
         finally:
@@ -125,8 +160,17 @@ class RayExecutor:
                 ray.shutdown()
             self._started_ray = False
 
+    def stats(self) -> dict[str, Any]:
+        self._read_counts()
+        calls: dict[str, int] = {}
+        for c in self.worker_stats.values():
+            for purpose, n in c["calls"].items():
+                calls[purpose] = calls.get(purpose, 0) + n
+        return {"calls": calls, "workers": [{"busy_s": c["busy_s"], "wall_s": c["wall_s"]}
+                                            for c in self.worker_stats.values()]}
+
     def counts(self) -> list[dict[str, Any]]:
-        """Actor id, pid, pipeline loads and generations of each live, loaded worker."""
+        """Actor id, pid, pipeline loads, generations, calls and busy time of each live, loaded worker."""
         out = []
         for slot in self.slots:
             if slot.ready is None:
@@ -135,6 +179,12 @@ class RayExecutor:
                 except (*_LOST, rex.GetTimeoutError):
                     pass
         return out
+
+    def _read_counts(self) -> None:
+        for c in self.counts():
+            self.worker_stats[c["actor"]] = c
+            self.loads_per_worker[c["actor"]] = c["loads"]
+            self.generations_per_worker[c["actor"]] = c["generations"]
 
     def _plan_workers(self) -> None:
         res = ray.cluster_resources()
@@ -174,61 +224,110 @@ class RayExecutor:
         raise WorkerLost(f"MagCache calibration: no Ray worker survived it; last: {type(last).__name__}: "
                          f"{_first_line(last) if last else 'no worker left'}")
 
-    def run(self, work: Iterable[tuple[Any, Any]], on_start: Callable[[Any], None],
-            on_done: Callable[[Any, Any], None], should_stop: Callable[[], bool]) -> None:
-        queue = deque((job, request, 0) for job, request in work)  # (job, request, attempts so far)
-        running: dict[Any, tuple[Any, Any, int, _Slot]] = {}
+    def run(self, items: Iterable[Any], prepare: Callable[[Any], Any], on_start: Callable[[Any], None],
+            on_generated: Callable[[Any, Any], None], on_scored: Callable[[Any], None],
+            should_stop: Callable[[], bool]) -> None:
+        queue = deque(items)
+        tries: dict[str, int] = {}  # job key -> runs that ended with their worker dead
+        started: set[str] = set()
+
+        def start(slot: _Slot) -> None:  # the job at the head of a worker's queue is the one running
+            if slot.pending and slot.pending[0][1].key not in started:
+                started.add(slot.pending[0][1].key)
+                on_start(slot.pending[0][1])
 
         def dispatch() -> None:
             while queue and not should_stop():
-                slot = self._idle()
+                slot = self._ready_for_more()
                 if slot is None:
                     return
-                job, request, tries = queue.popleft()
-                if tries == 0:
-                    on_start(job)
-                slot.busy = True
-                running[slot.actor.generate.remote(request)] = (job, request, tries, slot)
+                item = queue.popleft()
+                unit = prepare(item)
+                slot.actor.begin.remote(unit)
+                for job in item.jobs:
+                    slot.pending.append((slot.actor.next.remote(), job, item))
+                start(slot)
 
-        while running or (queue and not should_stop()):
+        stopping = False
+        while True:
+            if should_stop() and not stopping:
+                stopping = True  # finish the generation in flight on each worker, drop what is queued behind it
+                for slot in self.slots:
+                    while len(slot.pending) > 1:
+                        slot.pending.pop()
             dispatch()
+            heads = {s.pending[0][0]: s for s in self.slots if s.pending}
             loading = {s.ready: s for s in self.slots if s.ready is not None}
-            if not running and not loading:
-                if self.slots or should_stop():
+            if not heads and not loading:
+                if not queue or stopping:
+                    break
+                if self.slots:
                     continue
                 while queue:  # every worker died and no replacement may be started: fail the rest
-                    on_done(queue.popleft()[0], WorkerLost("no Ray worker is left to run this job"))
+                    for job in queue.popleft().jobs:
+                        on_generated(job, WorkerLost("no Ray worker is left to run this job"))
                 return
-            ready, _ = ray.wait([*running, *loading], num_returns=1, timeout=_POLL_S)
+            ready, _ = ray.wait([*heads, *loading], num_returns=1, timeout=_POLL_S)
             if not ready:
                 continue
             ref = ready[0]
             if ref in loading:
                 self._loaded(loading[ref])
                 continue
-            job, request, tries, slot = running.pop(ref)
-            slot.busy = False
+            slot = heads[ref]
+            _, job, item = slot.pending.popleft()
             try:
-                result = _get(ref)
+                _, result, scores = _get(ref)
             except _LOST as exc:
-                self._replace(slot)
-                if tries < MAX_RETRIES:
-                    self.retries += 1
-                    queue.appendleft((job, request, tries + 1))
-                    continue
-                result = WorkerLost(f"the Ray worker died on each of {tries + 1} attempts; last: "
-                                    f"{type(exc).__name__}: {_first_line(exc)}")
-            except Exception as exc:  # raised by the job in the actor (original type), or by Ray itself
-                result = exc
+                self._requeue(slot, job, item, exc, tries, queue, on_generated)
+                continue
+            except Exception as exc:  # raised by Ray itself for this call (the job's own errors come as values)
+                result, scores = exc, []
             if hasattr(result, "frames"):
                 result.frames = _owned(result.frames)
-            dispatch()  # keep the workers busy while the driver writes and scores this result
-            on_done(job, result)
+            dispatch()  # keep the workers busy while the driver writes this result
+            start(slot)
+            on_generated(job, result)
+            for score in scores:
+                on_scored(score)
+        if not stopping:
+            for slot in list(self.slots):
+                if slot.ready is None:
+                    try:
+                        for score in _get(slot.actor.finish_scores.remote()):
+                            on_scored(score)
+                    except _LOST:
+                        pass  # those scores are made again by the sweep's final scoring pass
 
     # -- workers ------------------------------------------------------------------------------
 
+    def _requeue(self, slot: _Slot, job: Any, item: Any, exc: BaseException, tries: dict[str, int], queue: deque,
+                 on_generated) -> None:
+        """A worker died running `job`: its items' jobs not yet reported go back to the front of the queue."""
+        self._read_counts()
+        lost = [(job, item), *((j, it) for _, j, it in slot.pending)]
+        slot.pending.clear()
+        self._replace(slot)
+        tries[job.key] = tries.get(job.key, 0) + 1
+        if tries[job.key] > MAX_RETRIES:
+            on_generated(job, WorkerLost(f"the Ray worker died on each of {tries[job.key]} attempts; last: "
+                                         f"{type(exc).__name__}: {_first_line(exc)}"))
+            lost = lost[1:]
+        again: dict[int, Any] = {}
+        for j, it in lost:
+            again.setdefault(id(it), (it, []))[1].append(j)
+        for it, jobs in reversed(list(again.values())):
+            self.retries += 1
+            queue.appendleft(dataclasses.replace(it, jobs=jobs))
+
     def _idle(self) -> _Slot | None:
         return next((s for s in self.slots if s.ready is None and not s.busy), None)
+
+    def _ready_for_more(self) -> _Slot | None:
+        """An idle worker, else one whose last queued job is running (its next item queues behind it)."""
+        loaded = [s for s in self.slots if s.ready is None]
+        return next((s for s in loaded if not s.pending), None) or next((s for s in loaded if len(s.pending) == 1),
+                                                                         None)
 
     def _loaded(self, slot: _Slot) -> None:
         try:
@@ -269,10 +368,3 @@ def _owned(frames: Any) -> Any:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else ""
-
-
-def _free_cuda_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

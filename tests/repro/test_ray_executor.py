@@ -96,16 +96,16 @@ def test_killed_worker_loses_and_duplicates_nothing(tmp_path, made, monkeypatch,
     killed = []
     original_run = RayExecutor.run
 
-    def run(self, work, on_start, on_done, should_stop):
+    def run(self, items, prepare, on_start, on_generated, on_scored, should_stop):
         def done(job, result):
             if not killed:  # the first result is in; the next job is already in flight on every worker
                 victim = self.slots[0]
                 assert victim.busy
                 ray.kill(victim.actor)
                 killed.append(victim)
-            on_done(job, result)
+            on_generated(job, result)
 
-        return original_run(self, work, on_start, done, should_stop)
+        return original_run(self, items, prepare, on_start, done, on_scored, should_stop)
 
     monkeypatch.setattr(RayExecutor, "run", run)
     spec = _spec(tmp_path / "run")

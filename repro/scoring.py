@@ -43,7 +43,7 @@ def wanted(metrics_spec: Any, scored_against: str | None) -> bool:
     """Whether a generation gets scores: reference metrics against its quality baseline, or CLIP alone."""
     if scored_against is None:
         return "clip" in metrics_spec.names
-    return any(n in metrics_spec.names for n in (*REFERENCE_METRICS, "clip"))
+    return any(n in metrics_spec.names for n in (*REFERENCE, "clip"))
 
 
 @dataclass
@@ -69,7 +69,7 @@ class BackgroundScorer:
         self.spec = metrics_spec
         self.scorer = scorer if scorer is not None else build_scorer(metrics_spec)
         _stable_cuda_numerics(self.scorer.device)
-        self.reference_names = tuple(n for n in metrics_spec.names if n in REFERENCE_METRICS)
+        self.reference_names = tuple(n for n in metrics_spec.names if n in REFERENCE)
         self._tasks: queue.Queue = queue.Queue(maxsize=max_pending)  # bounded: frames wait in memory
         self._done: queue.Queue = queue.Queue()
         self._refs: dict[str, Any] = {}

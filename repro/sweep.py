@@ -231,7 +231,7 @@ def _unit(item: ItemWork, spec: Spec, store: Store, ratios: dict[str, tuple]):
              if b.key in requests or statuses.get(b.key) == "ok"}
     references = {}
     q = item.quality_baseline
-    reference_metrics = any(n in scoring.REFERENCE_METRICS for n in spec.metrics.names)
+    reference_metrics = any(n in scoring.REFERENCE for n in spec.metrics.names)
     if reference_metrics and q.key not in requests and statuses.get(q.key) == "ok" \
             and any(j.quality_baseline_key == q.key for j in item.jobs):
         references[q.key] = read_frames(spec.run_dir / store.generation(q.key)["media_dir"])

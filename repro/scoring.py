@@ -144,7 +144,8 @@ class BackgroundScorer:
             if ref is None:
                 raise LookupError(f"its baseline {ref_key} has no output to score against")
             pair = self.scorer.score_pair(frames, ref, prompt=None)
-            scores.update({n: pair[n] for n in self.reference_names if n in pair})
+            key = self.spec.scoring_protocol().key  # stored per protocol, as RunScorer does
+            scores.update({key(n): pair[n] for n in self.reference_names if n in pair})
         if wants_clip:
             scores["clip"] = self.scorer.score_prompt(frames, prompt)
         return ScoreResult(key, ref_key, scores)

@@ -277,8 +277,9 @@ class _Tracker:
         job, note = self.awaiting.pop(result.key)
         if result.error:
             note += f", scoring failed: {result.error}"
-        elif "lpips" in result.scores:
-            note += f", lpips {result.scores['lpips']['value']:.3f}"
+        else:
+            lpips = next((v for k, v in result.scores.items() if k.partition("@")[0] == "lpips"), None)
+            note += f", lpips {lpips['value']:.3f}" if lpips else ""
         self._finish(job, note, result.scores)
 
     def settle(self) -> None:

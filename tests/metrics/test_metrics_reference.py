@@ -35,3 +35,19 @@ def test_reference_of_another_shape_is_refused(net_scorer, rng):
     ref = net_scorer.reference(rng.integers(0, 256, (2, 40, 40, 3), dtype=np.uint8))
     with pytest.raises(InputError):
         net_scorer.score_pair(rng.integers(0, 256, (2, 48, 40, 3), dtype=np.uint8), ref)
+
+
+def test_reference_under_the_upsampled_map_protocol(empty_caches, rng):
+    import metrics
+    from metrics.protocol import Protocol
+
+    mp = empty_caches()
+    try:
+        scorer = metrics.Scorer(names=("lpips",), device="cpu", batch_size=2, allow_random_weights=True,
+                                protocol=Protocol(lpips_spatial="upsampled_map_mean"))
+    finally:
+        mp.undo()
+    base = rng.integers(0, 256, (3, 40, 44, 3), dtype=np.uint8)
+    cached = np.clip(base.astype(int) + rng.integers(-15, 16, base.shape), 0, 255).astype(np.uint8)
+    plain = scorer.score_pair(cached, base)["lpips"]["per_frame"]
+    assert scorer.score_pair(cached, scorer.reference(base))["lpips"]["per_frame"] == pytest.approx(plain, abs=1e-12)

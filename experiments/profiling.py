@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import sys
@@ -144,7 +145,6 @@ class GenerationProfile:
 def profile_generation(engine: Any, request: Any, *, warmup: int = 1, trace_path: Path | None = None,
                        function: str | None = None, top: int = 15) -> GenerationProfile:
     """Warm up, time one call, profile one call of `request` on `engine` (see the module docstring)."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     pipe = engine.pipe
@@ -394,8 +394,6 @@ def _analyse(trace_events: list[dict], hook_files: set[str], function: str | Non
     def step_of(ts: float) -> int | None:
         if ts < loop_start or ts > loop_end:
             return None
-        import bisect
-
         return min(bisect.bisect_left(boundaries, ts), n_steps - 1)
 
     # one pass in start order: parent by time containment, then every per-event property from its parent's

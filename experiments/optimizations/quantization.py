@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib.util
-import os
 import tempfile
 import time
 from pathlib import Path

@@ -249,3 +249,31 @@ def test_cuda_quantized_generation_keeps_one_transformer_on_the_device(tmp_path,
     own = engine._own_transformers[value][0]
     assert next(own.parameters()).device.type == "cpu"  # the idle quantized copy waits on the host
     assert psnr(quantized.frames, base.frames) > 25
+
+
+def test_a_sweep_crosses_quantization_with_the_cache_grid(tmp_path):
+    """`repro sweep` as a user runs it: the quantized configuration's generations land in the store with what the
+    quantization measured, each scored against the unquantized baseline."""
+    from repro.cli import main
+    from repro.store import Store
+
+    data = tiny_spec_dict(tmp_path / "run", prompts=[PROMPT], optimizations={"quantization": ["none", "torchao_int8wo"]},
+                          methods=[{"name": "first_block_cache", "sweep": {"threshold": [0.3]}}])
+    data["generation"]["num_inference_steps"] = STEPS
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(main, ["sweep", str(path)])
+    assert result.exit_code == 0, result.output
+    store = Store.open_existing(tmp_path / "run")
+    rows = store.generations(status="ok")
+    store.close()
+    assert len(rows) == 4  # 2 baselines + 2 cached
+    plain = next(r for r in rows if r["role"] == "baseline" and r["optimization"]["quantization"] == "none")
+    quantized = [r for r in rows if r["optimization"]["quantization"] == "torchao_int8wo"]
+    assert len(quantized) == 2
+    for row in quantized:
+        assert row["quality_baseline_key"] == plain["key"]
+        info = row["summary"]["optimization_info"]
+        assert info["quantization"] == "torchao_int8wo" and info["quantized_layers"] > 0
+        assert info["transformer_bytes"] < info["unquantized_transformer_bytes"]
+    assert sum("quantized_load_s" in r["summary"]["optimization_info"] for r in quantized) == 1  # loaded once

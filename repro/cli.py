@@ -313,6 +313,8 @@ def compare(run_dir, paper, points, matches, fmt, out):
 
         table, items = tables(Store.open_existing(run_dir))
         a, b = (find_point(table, p) for p in points)
+        if a == b:
+            raise SpecError(f"--points: {points[0]!r} and {points[1]!r} are the same point; give two different points")
         click.echo(format_point_comparison(compare_points(items, a, b), table, a, b, fmt))
         return
     from repro.papers.compare import compare_run_dir, write_comparison

@@ -271,11 +271,11 @@ def format_point_comparison(rows: list[dict[str, Any]], points, a: str, b: str, 
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
         return "\n".join(lines + [""] + [f"_{n}_  " for n in notes]) + "\n"
     if fmt == "latex":
-        from repro.papers.compare import _tex
+        from repro.papers.compare import latex_text
 
-        lines = [r"\begin{tabular}{l r rr l rrr c}", r"\toprule", " & ".join(_tex(h) for h in head) + r" \\",
-                 r"\midrule", *[" & ".join(_tex(c) for c in row) + r" \\" for row in body], r"\bottomrule",
-                 r"\end{tabular}", "% " + _tex(title), *["% " + _tex(n) for n in notes]]
+        lines = [r"\begin{tabular}{l r rr l rrr c}", r"\toprule", " & ".join(latex_text(h) for h in head) + r" \\",
+                 r"\midrule", *[" & ".join(latex_text(c) for c in row) + r" \\" for row in body], r"\bottomrule",
+                 r"\end{tabular}", "% " + latex_text(title), *["% " + latex_text(n) for n in notes]]
         return "\n".join(lines) + "\n"
     widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(head)]
     lines = [title, "  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]

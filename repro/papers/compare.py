@@ -242,7 +242,7 @@ def format_markdown(cmp: Comparison) -> str:
 
 def format_latex(cmp: Comparison) -> str:
     head, body = _records(cmp)
-    tex = _tex
+    tex = latex_text
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll l rrrc}", r"\toprule",
              " & ".join(tex(h) for h in head) + r" \\", r"\midrule"]
     lines += [" & ".join(tex(c) for c in r) + r" \\" for r in body]
@@ -256,7 +256,7 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#
         "}": r"\}", "~": r"\textasciitilde{}"}
 
 
-def _tex(s: str) -> str:
+def latex_text(s: str) -> str:
     """LaTeX-escaped text; "2.14x" becomes "2.14$\\times$"."""
     import re
 

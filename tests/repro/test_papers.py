@@ -235,3 +235,14 @@ def test_bad_protocol_in_a_spec_exits_2(tmp_path):
     explicit = Spec.model_validate(tiny_spec_dict(tmp_path / "r", metrics={
         "names": ["psnr", "ssim"], "device": "cpu", "protocol": {"psnr": "per_frame_mean", "data_range": 1.0}}))
     assert explicit.metrics.protocol == {} and explicit.spec_hash() == plain.spec_hash()  # defaults change nothing
+
+
+def test_compare_points_renders_markdown_and_latex_and_refuses_one_point_twice(run_dir):
+    points, _ = tables(Store.open_existing(run_dir))
+    a, b = point_of(points, "FBC-fast")["point_id"], point_of(points, "first_block_cache")["point_id"]
+    md = CliRunner().invoke(main, ["compare", str(run_dir), "--points", a, b, "--format", "markdown"])
+    assert md.exit_code == 0 and "| metric | n |" in md.output and "| speedup | 5 |" in md.output
+    tex = CliRunner().invoke(main, ["compare", str(run_dir), "--points", a, b, "--format", "latex"])
+    assert tex.exit_code == 0 and r"\begin{tabular}" in tex.output and r"$\times$" in tex.output
+    same = CliRunner().invoke(main, ["compare", str(run_dir), "--points", a, a])
+    assert same.exit_code == 2 and "same point" in same.output

@@ -16,6 +16,7 @@ are inflated by the profiler's Python tracing (use them as shares, not as durati
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +37,8 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
     out_dir = _profile_dir(Path(spec.run_dir))
     engine = Engine(spec)
     engine.pipe  # a missing model stops here, before anything is written
+    if engine.pipe.device.type == "cpu":  # kineto logs "ERROR ... gpuGetDeviceCount failed" on a machine without GPU
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     prompt, seed = spec.prompts[0], spec.seeds[0]
     ratios: dict[str, tuple[float, ...]] = {}
     rows = []
@@ -126,7 +129,8 @@ def format_report(rows: list[dict[str, Any]], function: str | None = None, frame
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['point_id']} | {row['label']} | failed: {row['error']} |")
+            cells = (row["point_id"], row["label"], f"failed: {row['error']}")
+            lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
             continue
         cells = [row["point_id"], row["label"]]
         if function:
@@ -136,7 +140,7 @@ def format_report(rows: list[dict[str, Any]], function: str | None = None, frame
         cells += [str(row["syncs_in_loop"]), _ms(row["hook_ms_per_step"], 3), _ms(row["host_step_ms_mean"]),
                   _ms(row["inter_step_gap_ms_mean"], 3), _ms(row["pipeline_call_ms"]),
                   f"`{top['frame']}` ({top['calls']} calls, {top['python_ms']:.1f} ms Python)" if top else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     device = next((r["device"] for r in rows if "device" in r), None)
     lines += ["", "host ms/step, inter-step gap (mean per gap) and pipeline call: a call without the profiler. "
               "Counts, frames, hook ms and sync ms: the profiled call (its times are inflated by Python tracing; "

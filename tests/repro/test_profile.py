@@ -242,3 +242,22 @@ def test_cuda_profile_finds_the_first_block_cache_sync(tmp_path):
     assert fbc and fbc[0]["count"] >= STEPS - 1, prof["syncs"]
     trace = json.loads((tmp_path / "t.json").read_text())
     assert any(e.get("cat") == "kernel" for e in trace["traceEvents"])
+
+
+def test_report_table_keeps_its_columns_when_an_id_holds_a_pipe():
+    import re
+
+    from repro.profile import format_report
+
+    row = {"point_id": "baseline | quantization=torchao_int8wo", "label": "uncached", "device": "cpu", "steps": 2,
+           "syncs_in_loop": 1, "syncs_outside_loop": 0, "hook_ms_per_step": None, "hook_ms_by_file": {},
+           "host_step_ms": [1.0, 2.0], "host_step_ms_mean": 1.5, "inter_step_gap_ms_mean": 0.1,
+           "pipeline_call_ms": 9.0, "function": {"name": "f", "calls": 3, "total_ms": 0.5},
+           "top_frames": [{"frame": "a.py(1): f", "calls": 3, "python_ms": 0.4, "op_ms": 0.0, "total_ms": 0.5}],
+           "syncs": [{"kind": ".item()", "site": "a.py:2 (item)", "count": 1, "steps": [0], "op": "aten::item"}]}
+    table = [ln for ln in format_report([row, {"point_id": "x|y", "label": "z", "error": "E"}], "f").splitlines()
+             if ln.startswith("|")]
+    columns = [len(re.findall(r"(?<!\\)\|", ln)) for ln in table]
+    assert columns[0] == columns[1] == columns[2] == 11  # header, rule, the point: 10 columns
+    assert "baseline \\| quantization=torchao_int8wo" in table[2] and "| 3 | 0.50 |" in table[2]
+    assert table[3].startswith("| x\\|y | z | failed: E |")

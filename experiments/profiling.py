@@ -15,7 +15,8 @@ with the request's cache and optimizations applied once around all of them:
      ``cuda*Synchronize``), counted inside the denoise loop with the Python line that caused each.
      The line comes from a ``TorchFunctionMode`` that marks every call of a method that can sync
      (``item``, ``__bool__``, ``__getitem__``, ``cpu``, ``to``, ...) with its caller's file and line;
-     a sync raised deeper (inside an op written in C++) is reported at its nearest Python function.
+     any other sync (raised inside another op, e.g. ``linalg_solve``'s error check) is reported at the
+     line of library or user code that called into torch above it (the profiler's ``CallFrom``).
      On a CPU run nothing waits: the list shows where a GPU run would block.
    * **top frames**: Python time per function of library or user code, where the time of torch's
      and the standard library's own Python (``nn.Module.__call__``, generators over modules, ...)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import io
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ class GenerationRequest:
     method: str | None = None  # None: the uncached baseline
     params: dict[str, Any] = field(default_factory=dict)
     optimization: dict[str, Any] = field(default_factory=dict)
-    mag_ratios: tuple[float, ...] | None = None  # MagCache: resolved calibration
+    calibration: tuple[float, ...] | None = None  # the method's calibrated field (MagCache ratios, TeaCache coefficients)
 
 
 @dataclass
@@ -110,6 +109,9 @@ class Engine:
     """Owns one pipeline (loaded once, lazily) and generates with honest timing and counting."""
 
     def __init__(self, spec: Any, pipe: Any = None):
+        from experiments.methods import load_plugins
+
+        load_plugins(getattr(spec, "plugins", ()))  # methods from the user's code, before any lookup
         self.spec = spec
         self._pipe = pipe
         self._instr: Instrumentation | None = None
@@ -205,26 +207,22 @@ class Engine:
             _, record, _ = self._timed_call(request, "timing")
         return record
 
-    def calibrate_mag_cache(self, prompt: str, seed: int) -> dict[str, list[float]]:
-        """One uncached pass with MagCache in calibration mode; ratios per CFG branch, read from the hook's state."""
-        from diffusers.hooks import MagCacheConfig
-
-        from experiments import diffusers_internals as di
-
+    def calibrate(self, method_name: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
+        """Calibrate a method over uncached generations of `items` (prompt, seed), through the same calls that
+        generate; returns its values per CFG branch (MagCache ratios, TeaCache coefficients)."""
+        method = get_method(method_name)
+        if method.calibrate is None:
+            raise ValueError(f"{method_name} has no calibration")
         pipe = self.pipe
-        steps = self.spec.generation.num_inference_steps
-        ratios: dict[str, list[float]] = {}
-        disable = enable_cache(pipe.transformer, MagCacheConfig(calibrate=True, num_inference_steps=steps))
+        passes = [lambda p=p, s=s: self._call(GenerationRequest(prompt=p, seed=s), "calibration") for p, s in items]
         try:
-            for hook in di.mag_cache_tail_hooks(pipe.transformer):
-                di.record_mag_calibration(hook, ratios)
-            with contextlib.redirect_stdout(io.StringIO()):  # the hook prints the ratios; we keep them instead
-                self._call(GenerationRequest(prompt=prompt, seed=seed), "calibration")
-        finally:
-            disable()
-        if not ratios:
-            raise GenerationFailed("MagCache calibration recorded no ratios: the transformer has no hookable blocks")
-        return ratios
+            values = method.calibrate(pipe.transformer, passes, self.spec.generation.num_inference_steps,
+                                      self._family_extra(method_name))
+        except ValueError as exc:
+            raise GenerationFailed(f"{method_name} calibration failed: {exc}") from None
+        if not values:
+            raise GenerationFailed(f"{method_name} calibration recorded nothing: the transformer has no hookable blocks")
+        return values
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -256,7 +254,7 @@ class Engine:
         params = {**self._family_extra(request.method), **request.params}
         config = method.build_config(
             params, pipe=self.pipe, num_inference_steps=self.spec.generation.num_inference_steps,
-            mag_ratios=list(request.mag_ratios) if request.mag_ratios else None,
+            calibration=list(request.calibration) if request.calibration else None,
         )
         disable = enable_cache(self.pipe.transformer, config)
         try:

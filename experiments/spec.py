@@ -86,8 +86,10 @@ class MethodSpec(_Strict):
     label: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
-    # MagCache only: "auto" calibrates once per (model, scheduler, steps, resolution) and reuses it.
-    calibrate: Literal["auto", "never"] = "auto"
+    # Calibrated methods (MagCache, TeaCache): "auto" uses published values where the method has them
+    # for the model, else calibrates once per (model, scheduler, steps, resolution) and reuses it;
+    # "always" calibrates even when published values exist; "never" needs the values in params.
+    calibrate: Literal["auto", "always", "never"] = "auto"
     # Which calibration array to use when the pipeline runs CFG as two passes.
     cfg_branch: Literal["cond", "uncond"] = "cond"
 
@@ -207,6 +209,8 @@ class Spec(_Strict):
     prompt_set: dict[str, Any] | None = None
     seeds: list[int]
     methods: list[MethodSpec]
+    # Modules of the user's own code that register cache methods (imported only because they are named here).
+    plugins: list[str] = Field(default_factory=list)
     optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     timing: TimingSpec = Field(default_factory=TimingSpec)
@@ -279,8 +283,9 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), pla
         apply_override(raw, item)
     raw = _resolve_prompts(raw, path.parent, plan_only)
     spec = _validate(raw, path)
-    from experiments.methods import check_method_spec  # heavy (diffusers) import only when validating
+    from experiments.methods import check_method_spec, load_plugins
 
+    load_plugins(spec.plugins, where=f"{path}: plugins")
     for i, m in enumerate(spec.methods):
         check_method_spec(m, where=f"{path}: methods[{i}] ({m.name})", generation=spec.generation)
     return spec

@@ -17,7 +17,7 @@ def mag_ratio_plot(
     calibrations: Sequence[dict[str, Any]], out_dir: Path | str, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> Figure | None:
     """Ratios per step per calibration; the branch actually used is solid, the other dashed."""
-    cals = sorted((c for c in calibrations or [] if _branches(c)), key=lambda c: str(c.get("key", "")))
+    cals = sorted((c for c in calibrations or [] if _branches(c) and _is_mag_cache(c)), key=lambda c: str(c.get("key", "")))
     if not cals:
         return None
 
@@ -65,3 +65,8 @@ def _branches(cal: dict[str, Any]) -> dict[str, list[float]]:
 def _name(cal: dict[str, Any], n_cals: int) -> str:
     """Prefix a branch with its calibration key only when several are drawn."""
     return f"{cal.get('key', '?')}: " if n_cals > 1 else ""
+
+
+def _is_mag_cache(cal: dict[str, Any]) -> bool:
+    """Calibrations of other methods (TeaCache coefficients) share the store table; rows without a method are MagCache's."""
+    return (cal.get("meta") or {}).get("method", "mag_cache") == "mag_cache"

@@ -403,11 +403,28 @@ def papers(name):
 
 @main.command()
 @click.option("--family", help="Only this family.")
-def methods(family):
-    """Print the cache method x model family matrix: supported, unsupported (why), untested."""
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+              help="Import MODULE (your own code) so its registered methods are listed and probed. Repeatable.")
+@click.option("--probe", is_flag=True, help="Run every method on each family's tiny twin through the engine "
+              "and compare with the recorded matrix (minutes; exit 1 on a disagreement).")
+@_friendly_errors
+def methods(family, plugins, probe):
+    """List the cache methods (with where each comes from) and the method x family matrix."""
     from experiments.families import METHODS, all_families, get_family
+    from experiments.methods import all_methods, load_plugins
+    from experiments.methods.plugins import entry_points
 
+    load_plugins(plugins, where="--plugin")
     fams = [get_family(family)] if family else list(all_families().values())
+    registered = all_methods()
+    click.echo("method".ljust(30) + "origin".ljust(34) + "config")
+    for name, m in registered.items():
+        click.echo(name.ljust(30) + m.origin.ljust(34) + m.config_class_name)
+    for ep in entry_points():
+        if ep["name"] not in registered:
+            click.echo(ep["name"].ljust(30) + f"entry point {ep['dist']}".ljust(34)
+                       + f"{ep['value']} (imported when a spec names it)")
+    click.echo("")
     width = max(len(m) for m in METHODS) + 2
     click.echo("family".ljust(16) + "".join(m.ljust(width) for m in METHODS))
     reasons = []
@@ -423,6 +440,15 @@ def methods(family):
     if reasons:
         click.echo("\nreasons:")
         click.echo("\n".join(reasons))
+    if probe:
+        from experiments.families.matrix import report
+
+        click.echo("\nprobe (tiny twins, through the engine):")
+        extra = [n for n, m in all_methods().items() if n not in METHODS]
+        mismatches = report([f.name for f in fams], [*METHODS, *extra], tuple(plugins), echo=click.echo)
+        if mismatches:
+            click.echo(f"{mismatches} probe result(s) disagree with the recorded matrix", err=True)
+            sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -75,10 +75,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Calibration:
+    """One calibration of a method (MagCache ratios, TeaCache coefficients), stored once and reused."""
+
     key: str
     prompt: str
     seed: int
     cfg_branch: str
+    method: str = "mag_cache"
+    items: tuple[tuple[str, int], ...] = ()  # the uncached generations it runs over
+    published: tuple[tuple[float, ...], str] | None = None  # (values, source): stored as published, nothing run
 
 
 @dataclass
@@ -94,7 +99,9 @@ class Plan:
 
     def describe(self) -> str:
         lines = [f"{len(self.baselines)} baseline generations, {len(self.cached)} cached generations, "
-                 f"{len(self.points)} points, {len(self.calibrations)} MagCache calibration(s)"]
+                 f"{len(self.points)} points, {len(self.calibrations)} calibration(s)"
+                 + (f" ({sum(c.published is not None for c in self.calibrations)} from published values)"
+                    if any(c.published is not None for c in self.calibrations) else "")]
         by_method: dict[str, int] = {}
         for p in self.points:
             by_method[p.method_label] = by_method.get(p.method_label, 0) + 1
@@ -214,9 +221,10 @@ def build_plan(spec: Spec) -> Plan:
     for mspec in spec.methods:
         method = get_method(mspec.name)
         calib = None
-        if method.needs_calibration and "mag_ratios" not in mspec.params:
-            calib = stable_hash({"calibration": "mag_cache", **base_identity})
-            calibrations.setdefault(calib, Calibration(calib, spec.prompts[0], spec.seeds[0], mspec.cfg_branch))
+        cal = calibration_for(spec, mspec, base_identity)
+        if cal is not None:
+            calib = cal.key
+            calibrations.setdefault(calib, cal)
         key_param = next(iter(mspec.sweep), None) or next((k for k in method.key_params if k in mspec.params), None)
         for opt in opts:
             for params in expand_grid(mspec.params, mspec.sweep):
@@ -237,6 +245,34 @@ def build_plan(spec: Spec) -> Plan:
                         speed_baseline_key=speed.key, calibration_key=calib,
                     ))
     return Plan(points, list(baselines.values()), cached, list(calibrations.values()))
+
+
+def calibration_for(spec: Spec, mspec: Any, base_identity: dict[str, Any]) -> Calibration | None:
+    """The calibration a method entry needs: None when the spec gives the calibrated field itself.
+
+    Published values (TeaCache's coefficients for a known hub id) are used unless the entry says
+    ``calibrate: always``; otherwise the method calibrates over the first prompt (MagCache) or
+    every prompt (``calibrate_over="all"``, TeaCache), with the first seed.
+    """
+    method = get_method(mspec.name)
+    target = method.calibrated_field
+    if target is None or target in mspec.params:
+        return None
+    published = method.published(spec.model.id) if method.published and mspec.calibrate != "always" else None
+    if published is None and mspec.calibrate == "never":
+        from experiments.errors import SpecError
+
+        raise SpecError(f"methods ({mspec.display_name}): {method.name} has no published {target} for model "
+                        f"{spec.model.source}; give params.{target} or set calibrate: auto")
+    prompts = spec.prompts if method.calibrate_over == "all" else spec.prompts[:1]
+    items = tuple((p, spec.seeds[0]) for p in prompts)
+    parts: dict[str, Any] = {"calibration": method.name, **base_identity}
+    if method.calibrate_over == "all":
+        parts["items"] = items
+    if published is not None:
+        parts["published"] = published[1]
+    key = stable_hash(parts)
+    return Calibration(key, items[0][0], items[0][1], mspec.cfg_branch, method.name, items, published)
 
 
 def check_support(spec: Spec) -> None:

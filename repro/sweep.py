@@ -188,7 +188,7 @@ def _make_executor(kind, spec, progress, workers, ray_address, metric_nets):
 
 
 def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, tuple]:
-    """MagCache ratios per calibration key: computed once, stored, reused by every later sweep."""
+    """Calibrated values per calibration key: computed once, stored, reused by every later sweep."""
     needed = {j.calibration_key for j in todo if j.calibration_key}
     out: dict[str, tuple] = {}
     for cal in plan.calibrations:
@@ -200,17 +200,26 @@ def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress:
 
 
 def ensure_calibration(store: Store, cal: Any, executor, note=print) -> dict[str, Any]:
-    """The stored MagCache calibration for `cal`, computed and stored first if missing."""
+    """The stored calibration for `cal` (any method, per CFG branch), computed and stored first if missing."""
     stored = store.calibration(cal.key)
     if stored is not None:
         return stored
-    note(f"calibrating MagCache (prompt {cal.prompt!r}, seed {cal.seed})")
-    ratios = executor.calibrate(cal.prompt, cal.seed)
+    meta: dict[str, Any] = {"method": cal.method}
+    if cal.published is not None:
+        values, source = cal.published
+        ratios = {"published": list(values)}
+        meta["source"] = source
+        note(f"{cal.method}: using published values ({source})")
+    else:
+        note(f"calibrating {cal.method} over {len(cal.items)} uncached generation(s) "
+             f"(prompt {cal.prompt!r}, seed {cal.seed}{', ...' if len(cal.items) > 1 else ''})")
+        ratios = executor.calibrate(cal.method, list(cal.items))
+        meta["items"] = [list(i) for i in cal.items]
     used = cal.cfg_branch if cal.cfg_branch in ratios else next(iter(ratios))
-    store.put_calibration(cal.key, ratios, used, {"prompt": cal.prompt, "seed": cal.seed,
+    store.put_calibration(cal.key, ratios, used, {**meta, "prompt": cal.prompt, "seed": cal.seed,
                                                   "steps": len(ratios[used]), "branches": sorted(ratios)})
     if len(ratios) > 1:
-        note(f"MagCache calibration gave {len(ratios)} ratio arrays ({', '.join(sorted(ratios))}: "
+        note(f"{cal.method} calibration gave {len(ratios)} arrays ({', '.join(sorted(ratios))}: "
              f"CFG runs as separate passes); the sweep uses {used!r}")
     return store.calibration(cal.key)
 
@@ -218,7 +227,7 @@ def ensure_calibration(store: Store, cal: Any, executor, note=print) -> dict[str
 def _request(job: Job, ratios: dict[str, tuple]) -> GenerationRequest:
     return GenerationRequest(prompt=job.prompt, seed=job.seed, method=job.method, params=job.params,
                              optimization=job.optimization,
-                             mag_ratios=ratios.get(job.calibration_key) if job.calibration_key else None)
+                             calibration=ratios.get(job.calibration_key) if job.calibration_key else None)
 
 
 def _unit(item: ItemWork, spec: Spec, store: Store, ratios: dict[str, tuple]):

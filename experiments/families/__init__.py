@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from experiments.errors import SpecError
+from experiments.methods.registry import builtin_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
@@ -38,15 +39,9 @@ __all__ = [
     "register_family",
 ]
 
-# The cache methods of diffusers.hooks that every family states its support for.
-METHODS = (
-    "first_block_cache",
-    "mag_cache",
-    "pyramid_attention_broadcast",
-    "faster_cache",
-    "taylorseer_cache",
-    "sea_cache",
-)
+# Every built-in cache method (diffusers' six and the project's own) that each family states its
+# support for: the method registry's names, so adding a method there asks every family about it.
+METHODS = builtin_names()
 
 Status = Literal["supported", "unsupported", "untested"]
 

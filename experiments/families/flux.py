@@ -107,6 +107,9 @@ FAMILY = register_family(
                 "so SeaCache runs in fail-open mode (never caches): 'SeaCache is running in fail-open mode "
                 "because the scheduler step, sigma, and step count are required'"
             ),
+            "teacache": supported("modulated input: transformer_blocks[0].norm1(hidden_states, emb=temb)",
+                                  modulated_input="norm1"),
+            "easycache": supported(),
         },
         build_tiny=build_tiny,
     )

@@ -125,6 +125,9 @@ FAMILY = register_family(
                 "no-op: HunyuanVideoPipeline enters cache_context('cond') without step_index/sigma/"
                 "num_inference_steps, so SeaCache runs in fail-open mode (never caches)"
             ),
+            "teacache": supported("modulated input: transformer_blocks[0].norm1(hidden_states, emb=temb)",
+                                  modulated_input="norm1"),
+            "easycache": supported(),
         },
         build_tiny=build_tiny,
     )

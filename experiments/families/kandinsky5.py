@@ -148,6 +148,15 @@ FAMILY = register_family(
             "sea_cache": unsupported(
                 "no-op: 'SeaCache requires a cache context for each transformer call; running in fail-open mode'"
             ),
+            "teacache": unsupported(
+                "no timestep-modulated input rule: Kandinsky5TransformerDecoderBlock's norm1 does not take the timestep embedding "
+                "(probe: 'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding'); "
+                "rules exist for wan (temb), flux and hunyuan_video (norm1)"
+            ),
+            "easycache": unsupported(
+                "the pipeline never enters transformer.cache_context(), which EasyCache's per-branch state needs "
+                "(probe: 'No cache context is set')"
+            ),
         },
         build_tiny=build_tiny,
         current_timestep=False,

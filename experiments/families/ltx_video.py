@@ -118,6 +118,12 @@ FAMILY = register_family(
                 "no-op: LTXPipeline enters cache_context('cond_uncond') without step_index/sigma/"
                 "num_inference_steps, so SeaCache runs in fail-open mode (never caches)"
             ),
+            "teacache": unsupported(
+                "no timestep-modulated input rule: LTXVideoTransformerBlock's norm1 does not take the timestep embedding "
+                "(probe: 'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding'); "
+                "rules exist for wan (temb), flux and hunyuan_video (norm1)"
+            ),
+            "easycache": supported(),
         },
         build_tiny=build_tiny,
     )

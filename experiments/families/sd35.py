@@ -118,6 +118,14 @@ FAMILY = register_family(
                 _NO_CACHE_MIXIN + "; apply_sea_cache is a no-op: 'SeaCache requires a cache context for each "
                 "transformer call; running in fail-open mode'"
             ),
+            "teacache": unsupported(
+                "StableDiffusion3Pipeline never enters transformer.cache_context(), which TeaCache's per-branch "
+                "state needs (probe: 'No cache context is set')"
+            ),
+            "easycache": unsupported(
+                "the pipeline never enters transformer.cache_context(), which EasyCache's per-branch state needs "
+                "(probe: 'No cache context is set')"
+            ),
         },
         build_tiny=build_tiny,
         current_timestep=False,

@@ -110,6 +110,9 @@ FAMILY = register_family(
                 cache_identifiers=[r"^blocks\.\d+\.attn1$", r"^blocks\.\d+\.attn2$", r"^blocks\.\d+\.ffn$"],
             ),
             "sea_cache": supported(),
+            # Modulated input: the timestep projection e0 each block receives (TeaCache4Wan2.1 use_ret_steps).
+            "teacache": supported("modulated input: the blocks' timestep projection (temb)", modulated_input="temb"),
+            "easycache": supported(),
         },
         build_tiny=build_tiny,
     )

@@ -53,6 +53,11 @@ FAMILY = register_family(
                 "(probe: 'MagCache calibration printed no ratios'); each expert would need its own step count "
                 "and ratios"
             ),
+            "teacache": unsupported(
+                "pipe.transformer (the high-noise expert) runs only the steps with t >= boundary_ratio * 1000, "
+                "too few to fit coefficients (probe: 'TeaCache calibration needs more than 4 (input change, "
+                "residual change) pairs per branch ... got 2'); each expert would need its own cache and coefficients"
+            ),
         },
         build_tiny=build_tiny,
         notes="cache methods on pipe.transformer cover only the high-noise expert; transformer_2 stays uncached",

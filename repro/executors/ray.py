@@ -96,8 +96,8 @@ class _Worker:
             self._item = None
         return self.scorer.finish(wait=True)
 
-    def calibrate(self, prompt: str, seed: int) -> dict[str, list[float]]:
-        return self.engine.calibrate_mag_cache(prompt, seed)
+    def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
+        return self.engine.calibrate(method, items)
 
     def counts(self) -> dict[str, Any]:
         wall = (self._last - self._first) if self._first and self._last else 0.0
@@ -207,7 +207,7 @@ class RayExecutor:
 
     # -- work ---------------------------------------------------------------------------------
 
-    def calibrate(self, prompt: str, seed: int) -> dict[str, list[float]]:
+    def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
         last: BaseException | None = None
         for _ in range(MAX_RETRIES + 1):
             slot = self._idle() or next(iter(self.slots), None)
@@ -217,11 +217,11 @@ class RayExecutor:
                 if slot.ready is not None:
                     _get(slot.ready)
                     slot.ready = None
-                return _get(slot.actor.calibrate.remote(prompt, seed))
+                return _get(slot.actor.calibrate.remote(method, items))
             except _LOST as exc:
                 last = exc
                 self._replace(slot)
-        raise WorkerLost(f"MagCache calibration: no Ray worker survived it; last: {type(last).__name__}: "
+        raise WorkerLost(f"{method} calibration: no Ray worker survived it; last: {type(last).__name__}: "
                          f"{_first_line(last) if last else 'no worker left'}")
 
     def run(self, items: Iterable[Any], prepare: Callable[[Any], Any], on_start: Callable[[Any], None],

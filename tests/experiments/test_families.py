@@ -179,28 +179,31 @@ def test_save_and_reload_offline(name, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_recorded_method_support_holds(name):
-    from experiments.families.matrix import probe_method
+    """The recorded matrix, re-found by the probe that runs through the engine (as `repro methods --probe`)."""
+    from experiments.families.matrix import PROMPT as PROBE_PROMPT
+    from experiments.families.matrix import probe_engine, probe_method
+    from experiments.runner import GenerationRequest
 
     fam = get_family(name)
-    pipe = _pipe(name)
-    base = _baseline(name)
+    engine = probe_engine(fam)
+    base = engine.generate(GenerationRequest(PROBE_PROMPT, 0))
     for method in METHODS:
         ms = fam.methods[method]
         if ms.status == "untested":
             continue
-        res = probe_method(pipe, fam, method, baseline=base)
+        res = probe_method(engine, method, baseline=base)
         if ms.status == "supported":
             assert res.ok, f"{name}.{method} is recorded supported but failed: {res.error}"
-            assert res.restored, f"{name}.{method}: disable_cache() did not restore the baseline"
-            if method == "mag_cache" and fam.cfg == "separate":
-                assert res.info["calibration_arrays"] == 2
+            assert res.restored, f"{name}.{method}: removing the cache did not restore the baseline"
+            if method in ("mag_cache", "teacache") and fam.cfg == "separate":
+                assert set(res.info["calibration"]) == {"cond", "uncond"}
         else:
             # Recorded unsupported: enabling it raises, or it runs as a detected no-op; either way the
             # record says why. If diffusers starts supporting it, this fails: update the record.
             assert ms.reason
             assert not res.ok, f"{name}.{method} is recorded unsupported but now works: update the record"
     # the pipeline is left clean for the other tests
-    assert np.array_equal(base, _generate(pipe, fam, 0))
+    assert np.array_equal(base.frames, engine.generate(GenerationRequest(PROBE_PROMPT, 0)).frames)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,16 +18,6 @@ from experiments.spec import Spec
 
 pytestmark = pytest.mark.slow
 
-POSITIVE = {
-    "first_block_cache": {"threshold": 1.0},
-    "mag_cache": {"threshold": 10.0, "retention_ratio": 0.0, "max_skip_steps": 2},
-    "pyramid_attention_broadcast": {"spatial_attention_block_skip_range": 2,
-                                    "spatial_attention_timestep_skip_range": (-1, 1001)},
-    # the window must start after the first step: FasterCache cannot approximate from an empty cache
-    "faster_cache": {"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 681)},
-    "taylorseer_cache": {"cache_interval": 2, "disable_cache_before_step": 1},
-    "sea_cache": {"threshold": 10.0},
-}
 PAIRS = [(f, m) for f, fam in sorted(all_families().items()) for m in METHODS
          if fam.methods.get(m) is not None and fam.methods[m].status == "supported"]
 
@@ -55,15 +45,15 @@ def engines(tmp_path_factory):
 def test_supported_method_on_family(engines, family, method):
     engine, baseline = engines(family)
     fam = all_families()[family]
+    registered = get_method(method)
     ratios = None
-    if method == "mag_cache":
-        got = engine.calibrate_mag_cache("a red fox in snow", 0)
+    if registered.calibrated_field:  # MagCache ratios, TeaCache coefficients: the path `repro calibrate` takes
+        got = engine.calibrate(method, [("a red fox in snow", 0)])
         ratios = tuple(got.get("cond") or next(iter(got.values())))
-    no_op = get_method(method).no_op
-    if no_op:
-        same = engine.generate(GenerationRequest("a red fox in snow", 0, method, no_op, mag_ratios=ratios))
+    if registered.no_op:
+        same = engine.generate(GenerationRequest("a red fox in snow", 0, method, registered.no_op, calibration=ratios))
         assert np.array_equal(same.frames, baseline.frames), f"{method} no-op differs from baseline on {family}"
-    fast = engine.generate(GenerationRequest("a red fox in snow", 0, method, POSITIVE[method], mag_ratios=ratios))
+    fast = engine.generate(GenerationRequest("a red fox in snow", 0, method, registered.probe, calibration=ratios))
     assert fast.frames.shape == baseline.frames.shape
     assert (fast.frames.shape[0] > 1) == (fam.output == "video")
     s = fast.summary()

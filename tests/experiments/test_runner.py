@@ -59,13 +59,13 @@ def test_positive_threshold_skips_and_does_not_leak(engine, baseline):
 
 
 def test_magcache_calibration_reads_both_cfg_branches(engine, baseline):
-    ratios = engine.calibrate_mag_cache(PROMPT, 0)
+    ratios = engine.calibrate("mag_cache", [(PROMPT, 0)])
     steps = engine.spec.generation.num_inference_steps
     assert set(ratios) == {"cond", "uncond"}  # Wan runs CFG as two separate passes
     assert all(len(r) == steps and r[0] == 1.0 for r in ratios.values())
     cached = engine.generate(GenerationRequest(prompt=PROMPT, seed=0, method="mag_cache",
                                                params={"threshold": 10.0, "retention_ratio": 0.0, "max_skip_steps": 2},
-                                               mag_ratios=tuple(ratios["cond"])))
+                                               calibration=tuple(ratios["cond"])))
     assert cached.summary()["compute_executed"] < baseline.summary()["compute_executed"]
 
 

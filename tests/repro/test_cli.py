@@ -32,7 +32,7 @@ def test_validate_prints_the_plan():
 
 
 @pytest.mark.parametrize("change, needle", [
-    ({"methods": [{"name": "teacache", "sweep": {"threshold": [0.1]}}]}, "unknown cache method 'teacache'"),
+    ({"methods": [{"name": "tea_cache", "sweep": {"threshold": [0.1]}}]}, "unknown cache method 'tea_cache'; did you mean 'teacache'"),
     ({"methods": [{"name": "first_block_cache", "sweep": {"threshhold": [0.1]}}]}, "did you mean 'threshold'"),
     ({"methods": [{"name": "first_block_cache", "sweep": {"threshold": [-1]}}]}, "must be >= 0"),
     ({"prompts": []}, "no prompts"),

@@ -1,0 +1,334 @@
+"""The cache-method registry: one :class:`CacheMethod` per method, whoever wrote it.
+
+A method is a config dataclass plus ``apply(transformer, config)`` / ``remove(transformer)``.
+The six ``diffusers.hooks`` caches use diffusers' own ``enable_cache`` / ``disable_cache``
+(``diffusers_caches.py``); the project's TeaCache and EasyCache (``teacache.py``,
+``easycache.py``) and any plugin register their own pair. The registry also says which
+params label a point, which must be non-negative, which are filled from the pipeline, which
+setting is a no-op (for the bit-exactness test) and how the method calibrates, if it does.
+
+Importing this module is cheap (no torch, no diffusers): config classes of diffusers are named
+by string and resolved on first use.
+
+Example::
+
+    method = get_method("first_block_cache")
+    config = method.build_config({"threshold": 0.1}, pipe=pipe, num_inference_steps=8)
+    disable = enable_cache(pipe.transformer, config)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from experiments.errors import SpecError
+
+#: ``calibrate(transformer, passes, num_inference_steps, params) -> {branch: values}``; ``passes``
+#: are callables, one uncached generation each, run by the engine that generates the sweep;
+#: ``params`` are the family's fixed params for the method.
+Calibrator = Callable[[Any, list, int, dict], dict]
+
+
+@dataclass(frozen=True)
+class CacheMethod:
+    """One cache method: its config class, how to apply and remove it, and what the sweep needs to know."""
+
+    name: str
+    #: the config dataclass, or "module:Name" resolved on first use (keeps imports light)
+    config: type | str
+    #: ``apply(transformer, config)``; None: diffusers' CacheMixin.enable_cache (or the matching apply_*)
+    apply: Callable[[Any, Any], None] | None = None
+    #: ``remove(transformer)``, undoing ``apply`` exactly
+    remove: Callable[[Any], None] | None = None
+    #: params that identify a point in labels and figures, most important first
+    key_params: tuple[str, ...] = ()
+    #: numeric params that must be >= 0 (a negative threshold is a spec error, not a silent no-op)
+    nonnegative: tuple[str, ...] = ()
+    #: fields filled from the pipeline at run time; a spec may not set them
+    wired: tuple[str, ...] = ()
+    #: params that make the method compute every block (used to test bit-exactness)
+    no_op: dict[str, Any] = field(default_factory=dict)
+    #: the config field a calibration fills (MagCache's mag_ratios, TeaCache's coefficients)
+    calibrated_field: str | None = None
+    calibrate: Calibrator | None = None
+    #: calibrate over the spec's first prompt ("first", MagCache) or every prompt ("all", TeaCache)
+    calibrate_over: str = "first"
+    #: published calibration for a hub model id, with its citation: ``(values, source)`` or None
+    published: Callable[[str | None], tuple[tuple[float, ...], str] | None] | None = None
+    #: a small positive setting that should skip work on a tiny model (the method x family probe)
+    probe: dict[str, Any] = field(default_factory=dict)
+    #: where the method comes from: "diffusers", "project", "plugin <module>", "entry point <dist>"
+    origin: str = "project"
+    doc: str = ""
+
+    @property
+    def config_class(self) -> type:
+        if not isinstance(self.config, str):
+            return self.config
+        module_name, _, attr = self.config.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr, None)
+        if cls is None:
+            raise SpecError(
+                f"cache method {self.name!r} needs {module_name}.{attr}, which the installed package does not "
+                f"have; upgrade it (pip install -U {module_name.split('.')[0]})"
+            )
+        return cls
+
+    @property
+    def config_class_name(self) -> str:
+        return self.config.partition(":")[2] if isinstance(self.config, str) else self.config.__name__
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.calibrate is not None
+
+    def fields(self) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(self.config_class) if not f.name.startswith("_")}
+
+    def settable(self) -> list[str]:
+        return sorted(n for n in self.fields() if n not in self.wired)
+
+    def build_config(self, params: dict[str, Any], pipe: Any = None, num_inference_steps: int | None = None,
+                     calibration: list[float] | None = None) -> Any:
+        """The config for `params`, with pipeline-dependent fields wired in.
+
+        A calibrated field left unset and without `calibration` puts the method in calibration
+        mode where its config has one (MagCache's ``calibrate=True``).
+        """
+        fields = self.fields()
+        kwargs = {k: _coerce(fields[k], v) for k, v in params.items()}
+        for name in self.wired:
+            if name == "current_timestep_callback":
+                kwargs[name] = _timestep_callback(pipe)
+            elif name == "num_inference_steps":
+                kwargs[name] = num_inference_steps
+        target = self.calibrated_field
+        if target and target not in params:
+            if calibration is not None:
+                kwargs[target] = _coerce(fields[target], list(calibration))
+            elif "calibrate" in fields:
+                kwargs["calibrate"] = True
+        return self.config_class(**kwargs)
+
+    def python_call(self, params: dict[str, Any]) -> str:
+        """The lines a user pastes into their own script to reproduce a point."""
+        args = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        wired = [w for w in self.wired if w not in params and w != "calibrate"]
+        note = f"  # also set: {', '.join(wired)}" if wired else ""
+        module = self.config.partition(":")[0] if isinstance(self.config, str) else self.config.__module__
+        if self.apply is None:  # diffusers: the model's own enable_cache
+            module = "diffusers.hooks" if module.startswith("diffusers.hooks") else module
+            return (f"from {module} import {self.config_class_name}\n"
+                    f"pipe.transformer.enable_cache({self.config_class_name}({args})){note}")
+        return (f"from experiments.methods import enable_cache\nfrom {module} import {self.config_class_name}\n"
+                f"disable = enable_cache(pipe.transformer, {self.config_class_name}({args})){note}")
+
+
+METHODS: dict[str, CacheMethod] = {}
+
+
+def register_method(method: CacheMethod | str, config: type | str | None = None,
+                    apply: Callable[[Any, Any], None] | None = None, remove: Callable[[Any], None] | None = None,
+                    **options: Any) -> CacheMethod:
+    """Add a method to the registry; returns it.
+
+    Either a ready :class:`CacheMethod`, or its parts: ``register_method("my_cache", MyConfig,
+    apply, remove, key_params=("period",))``. A name already taken by another method is refused
+    (a plugin cannot silently replace a built-in method).
+    """
+    if not isinstance(method, CacheMethod):
+        if config is None or apply is None or remove is None:
+            raise TypeError(f"register_method({method!r}, ...) needs a config dataclass, apply and remove")
+        if not dataclasses.is_dataclass(config):
+            raise TypeError(f"register_method({method!r}, ...): {config!r} is not a dataclass")
+        from experiments.methods import plugins
+
+        options.setdefault("origin", plugins.current_origin() or f"plugin {config.__module__}")
+        options.setdefault("key_params", tuple(f.name for f in dataclasses.fields(config))[:1])
+        method = CacheMethod(method, config, apply, remove, **options)
+    old = METHODS.get(method.name)
+    if old is not None and (old.origin, old.config_class_name) != (method.origin, method.config_class_name):
+        raise SpecError(f"cache method {method.name!r} from {method.origin} clashes with the one from "
+                        f"{old.origin}; give the new method another name")
+    METHODS[method.name] = method
+    return method
+
+
+def builtin_names() -> tuple[str, ...]:
+    """The methods this project ships (diffusers' caches and its own), in registration order."""
+    _load_builtins()
+    return tuple(n for n, m in METHODS.items() if m.origin in ("diffusers", "project"))
+
+
+def all_methods() -> dict[str, CacheMethod]:
+    _load_builtins()
+    return dict(METHODS)
+
+
+def get_method(name: str) -> CacheMethod:
+    _load_builtins()
+    if name not in METHODS:
+        from experiments.methods import plugins
+
+        plugins.load_entry_point(name)  # an installed package's method, imported only when named
+    if name not in METHODS:
+        near = difflib.get_close_matches(name, METHODS, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else "."
+        raise SpecError(f"unknown cache method {name!r}{hint} Known methods: {', '.join(METHODS)} "
+                        f"(a method from your own code: list its module under `plugins:` in the spec)")
+    return METHODS[name]
+
+
+def method_of_config(config: Any) -> CacheMethod | None:
+    _load_builtins()
+    return next((m for m in METHODS.values() if _is_instance(config, m)), None)
+
+
+def enable_cache(transformer: Any, config: Any) -> Callable[[], None]:
+    """Enable `config` on `transformer`; returns the function that removes it again.
+
+    The one path for every method: the registered ``apply``/``remove`` pair, or for diffusers'
+    caches the model's ``enable_cache`` (models without diffusers' CacheMixin, e.g. SD3's
+    transformer, get the matching ``diffusers.hooks.apply_*`` and the same removal code).
+    """
+    method = method_of_config(config)
+    if method is None:
+        raise TypeError(f"{type(config).__name__} is not the config of a registered cache method")
+    if getattr(transformer, "_repro_cache_method", None) is not None:
+        raise RuntimeError(f"cache {transformer._repro_cache_method} is already enabled on this transformer; "
+                           f"disable it first")
+    if method.apply is not None:
+        method.apply(transformer, config)
+        remove = method.remove
+    else:
+        remove = _diffusers_enable(transformer, config, method)
+    transformer._repro_cache_method = method.name
+
+    def disable() -> None:
+        try:
+            remove(transformer)
+        finally:
+            transformer._repro_cache_method = None
+
+    return disable
+
+
+def _diffusers_enable(transformer: Any, config: Any, method: CacheMethod) -> Callable[[Any], None]:
+    if hasattr(transformer, "enable_cache"):
+        transformer.enable_cache(config)
+        return lambda t: t.disable_cache()
+    import diffusers.hooks as hooks
+    from diffusers.models.cache_utils import CacheMixin
+
+    apply_name = "apply_" + method.name
+    if not hasattr(hooks, apply_name):
+        raise TypeError(f"{type(transformer).__name__} has no enable_cache and no diffusers.hooks.{apply_name}")
+    getattr(hooks, apply_name)(transformer, config)
+
+    def remove(t: Any) -> None:
+        t._cache_config = config  # CacheMixin.disable_cache only reads this and the hook registry
+        try:
+            CacheMixin.disable_cache(t)
+        finally:
+            del t._cache_config
+
+    return remove
+
+
+def expand_grid(params: dict[str, Any], sweep: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Cartesian product of the sweep axes, each merged over the fixed params (axis order kept)."""
+    keys = list(sweep)
+    return [{**params, **dict(zip(keys, combo))} for combo in itertools.product(*(sweep[k] for k in keys))]
+
+
+def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> None:
+    """Validate a spec's method entry against the method's config dataclass, without loading a model."""
+    try:
+        method = get_method(method_spec.name)
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    fields = method.fields()
+    settable = method.settable()
+    both = set(method_spec.params) & set(method_spec.sweep)
+    if both:
+        raise SpecError(f"{where}: {sorted(both)} appear in both params and sweep; put each in one of them")
+    for group in ("params", "sweep"):
+        for key in getattr(method_spec, group):
+            if key in method.wired:
+                raise SpecError(f"{where}: {group}.{key} is set automatically from the pipeline; remove it")
+            if key not in fields:
+                near = difflib.get_close_matches(key, settable, n=1)
+                hint = f"; did you mean {near[0]!r}?" if near else "."
+                raise SpecError(
+                    f"{where}: unknown parameter {key!r} for {method.name} ({method.config_class_name}){hint} "
+                    f"Valid parameters: {', '.join(settable)}"
+                )
+    target = method.calibrated_field
+    if target and target not in method_spec.params and getattr(method_spec, "calibrate", "auto") == "never" \
+            and method.published is None:
+        raise SpecError(f"{where}: {method.name} needs params.{target} or calibrate: auto")
+    steps = getattr(generation, "num_inference_steps", None) or 28
+    for point in expand_grid(method_spec.params, method_spec.sweep):
+        for key in method.nonnegative:
+            value = point.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise SpecError(f"{where}: {key}={value} is negative; {key} must be >= 0")
+        try:
+            method.build_config(point, pipe=None, num_inference_steps=steps,
+                                calibration=[1.0] * steps if target else None)
+        except SpecError:
+            raise
+        except Exception as exc:  # the config's own __post_init__ checks, e.g. SeaCache's residual_order
+            raise SpecError(f"{where}: {method.config_class_name}({_fmt(point)}) is invalid: {exc}") from None
+
+
+_BUILTIN_MODULES = ("experiments.methods.diffusers_caches", "experiments.methods.teacache",
+                    "experiments.methods.easycache")
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)  # each registers its methods once, at import
+
+
+def _is_instance(config: Any, method: CacheMethod) -> bool:
+    if isinstance(method.config, str):  # avoid importing diffusers just to compare class names
+        module_name, _, attr = method.config.partition(":")
+        if type(config).__name__ != attr:
+            return False
+    return isinstance(config, method.config_class)
+
+
+def _fmt(point: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in point.items())
+
+
+def _coerce(f: dataclasses.Field, value: Any) -> Any:
+    """YAML has no tuples or dtypes: turn lists into tuples and dtype names into torch dtypes where the field wants them."""
+    hint = str(f.type)
+    if isinstance(value, list) and ("tuple" in hint or isinstance(f.default, tuple)):
+        return tuple(value)
+    if isinstance(value, str) and "dtype" in hint:
+        import torch
+
+        dtype = getattr(torch, value, None)
+        if not isinstance(dtype, torch.dtype):
+            raise SpecError(f"{f.name}={value!r} is not a torch dtype name (e.g. float32, bfloat16)")
+        return dtype
+    return value
+
+
+def _timestep_callback(pipe: Any) -> Callable[[], Any]:
+    # PAB and FasterCache decide per timestep; diffusers pipelines expose it as `current_timestep`.
+    def current_timestep():
+        t = getattr(pipe, "current_timestep", None)
+        if t is None:
+            t = getattr(pipe, "_current_timestep", None)
+        return -1 if t is None else t
+
+    return current_timestep

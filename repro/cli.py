@@ -131,7 +131,7 @@ def validate(spec, overrides):
 @set_option
 @_friendly_errors
 def calibrate(spec, out, overrides):
-    """Compute and store MagCache ratios for SPEC (a sweep reuses them)."""
+    """Compute and store the calibrations SPEC needs (MagCache ratios, TeaCache coefficients); a sweep reuses them."""
     from repro.executors.local import LocalExecutor
     from repro.lock import RunLock
     from repro.plan import build_plan
@@ -141,7 +141,7 @@ def calibrate(spec, out, overrides):
     loaded = _load(spec, overrides, out)
     plan = build_plan(loaded)
     if not plan.calibrations:
-        click.echo("no MagCache entry in this spec needs calibration")
+        click.echo("no method entry in this spec needs calibration")
         return
     with RunLock(loaded.run_dir):
         store = Store(loaded.run_dir)
@@ -150,7 +150,7 @@ def calibrate(spec, out, overrides):
             ratios = ensure_calibration(store, cal, executor, note=click.echo)
             for branch, values in ratios["ratios"].items():
                 mark = " (used)" if branch == ratios["used"] else ""
-                click.echo(f"{cal.key} {branch}{mark}: {[round(v, 5) for v in values]}")
+                click.echo(f"{cal.method} {cal.key} {branch}{mark}: {[float(f'{v:.6g}') for v in values]}")
         store.close()
 
 

@@ -95,11 +95,7 @@ class CacheMethod:
 
     def build_config(self, params: dict[str, Any], pipe: Any = None, num_inference_steps: int | None = None,
                      calibration: list[float] | None = None) -> Any:
-        """The config for `params`, with pipeline-dependent fields wired in.
-
-        A calibrated field left unset and without `calibration` puts the method in calibration
-        mode where its config has one (MagCache's ``calibrate=True``).
-        """
+        """The config for `params`, with pipeline-dependent fields and the calibrated values wired in."""
         fields = self.fields()
         kwargs = {k: _coerce(fields[k], v) for k, v in params.items()}
         for name in self.wired:
@@ -108,11 +104,9 @@ class CacheMethod:
             elif name == "num_inference_steps":
                 kwargs[name] = num_inference_steps
         target = self.calibrated_field
-        if target and target not in params:
-            if calibration is not None:
-                kwargs[target] = _coerce(fields[target], list(calibration))
-            elif "calibrate" in fields:
-                kwargs["calibrate"] = True
+        if target and target not in params and calibration is not None:
+            kwargs[target] = _coerce(fields[target], list(calibration))
+        # without values the config refuses (never a silent switch into calibration mode)
         return self.config_class(**kwargs)
 
     def python_call(self, params: dict[str, Any]) -> str:

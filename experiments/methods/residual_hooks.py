@@ -146,10 +146,11 @@ def apply_block_stack_cache(transformer: torch.nn.Module, hook_name: str, decide
                             policy_state: Callable[[], Any],
                             observe: Callable[[Any, torch.Tensor], None] | None = None) -> None:
     blocks = check_blocks(transformer, hook_name)
+    observe = torch.compiler.disable(observe) if observe is not None else None
     manager = StateManager(CacheState, (policy_state,))
     for i, (_, block) in enumerate(blocks):
         role = "only" if len(blocks) == 1 else "head" if i == 0 else "tail" if i == len(blocks) - 1 else "middle"
-        hook = _BlockHook(manager, role, decide if role in ("head", "only") else None,
+        hook = _BlockHook(manager, role, torch.compiler.disable(decide) if role in ("head", "only") else None,
                           observe if role in ("tail", "only") else None)
         HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, hook_name)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
@@ -201,7 +202,9 @@ def apply_transformer_cache(transformer: torch.nn.Module, hook_name: str,
                             policy_state: Callable[[], Any]) -> None:
     manager = StateManager(CacheState, (policy_state,))
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    registry.register_hook(_TransformerHook(manager, decide, computed), hook_name)
+    # decisions read scalars (.item()): kept out of compiled graphs, as First Block Cache does
+    registry.register_hook(_TransformerHook(manager, torch.compiler.disable(decide), torch.compiler.disable(computed)),
+                           hook_name)
     registry.invalidate_child_registries_cache()
 
 

@@ -193,3 +193,9 @@ def test_calibrate_stores_coefficients_per_branch_and_the_sweep_reuses_them(tmp_
     base = next(g for g in store.generations(status="ok") if g["method"] is None)
     assert rows[0.0]["compute_executed"] == base["compute_executed"]
     assert rows[5.0]["compute_executed"] < base["compute_executed"]
+
+
+def test_a_generation_without_coefficients_refuses_instead_of_running_uncached():
+    engine = tiny_engine("flux", steps=4)
+    with pytest.raises(ValueError, match="coefficients are missing"):
+        engine.generate(GenerationRequest(PROMPT, 0, "teacache", {"threshold": 0.1}))

@@ -46,12 +46,16 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
         row: dict[str, Any] = {"point_id": point_id, "label": label}
         try:
             if calibration and calibration[0] not in ratios:
-                echo(f"calibrating MagCache for {point_id} (prompt {prompt!r}, seed {seed})")
-                found = engine.calibrate_mag_cache(prompt, seed)
+                cal = next(c for c in plan.calibrations if c.key == calibration[0])
+                if cal.published is not None:
+                    found = {"published": list(cal.published[0])}
+                else:
+                    echo(f"calibrating {cal.method} for {point_id} ({len(cal.items)} uncached generation(s))")
+                    found = engine.calibrate(cal.method, list(cal.items))
                 ratios[calibration[0]] = tuple(found.get(calibration[1]) or next(iter(found.values())))
             request = GenerationRequest(prompt=prompt, seed=seed, method=method, params=params,
                                         optimization=optimization,
-                                        mag_ratios=ratios[calibration[0]] if calibration else None)
+                                        calibration=ratios[calibration[0]] if calibration else None)
             trace = out_dir / f"{_file_name(point_id)}.trace.json"
             prof = profile_generation(engine, request, warmup=spec.timing.warmup, trace_path=trace,
                                       function=function)

@@ -31,7 +31,7 @@ PROMPT = "a cat riding a horse on mars"
 @dataclass
 class ProbeResult:
     method: str
-    ok: bool                       # ran, and actually skipped work (not a silent no-op)
+    ok: bool                       # ran, skipped work and changed the output (not a silent no-op)
     changed: bool = False          # output differs from the no-cache baseline
     restored: bool = False         # after the cache is removed the baseline comes back exactly
     error: str = ""
@@ -113,14 +113,17 @@ def probe_method(engine, method: str, baseline=None, seed: int = 0) -> ProbeResu
         res.ran = True
         executed, possible = out.summary()["compute_executed"], baseline.summary()["compute_executed"]
         res.compute = (executed, possible)
+        res.changed = not np.array_equal(out.frames, baseline.frames)
         fail_open = [m for m in res.warnings if "fail-open" in m or "running full" in m]
         if fail_open:
             res.error = "no-op: " + fail_open[0]
         elif executed >= possible:
             res.error = f"no-op: computed {executed} of {possible} sublayers (nothing skipped)"
+        elif not res.changed:  # work skipped yet nothing reused changed the output: what was skipped did nothing
+            res.error = (f"no-op: computed {executed} of {possible} sublayers but the output equals the baseline "
+                         f"(degenerate calibration {str(res.info.get('calibration', ''))[:80]})")
         else:
             res.ok = True
-        res.changed = not np.array_equal(out.frames, baseline.frames)
         res.restored = np.array_equal(engine.generate(GenerationRequest(PROMPT, seed)).frames, baseline.frames)
     except Exception as exc:  # noqa: BLE001 - the probe reports every failure
         res.error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]

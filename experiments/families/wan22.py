@@ -49,8 +49,8 @@ FAMILY = register_family(
             **WAN.methods,
             "mag_cache": unsupported(
                 "pipe.transformer (the high-noise expert) only runs the steps with t >= boundary_ratio * 1000, "
-                "so a calibration with num_inference_steps=N never reaches step N and prints no ratios "
-                "(probe: 'MagCache calibration printed no ratios'); each expert would need its own step count "
+                "so a calibration with num_inference_steps=N records ratios for part of the steps only "
+                "(probe: 'MagCache calibration recorded 3 ratios for 8 steps'); each expert would need its own step count "
                 "and ratios"
             ),
             "teacache": unsupported(

@@ -31,6 +31,11 @@ def calibrate_mag_cache(transformer: Any, passes: list, num_inference_steps: int
                 run()
         finally:
             disable()
+        for branch, values in ratios.items():
+            if len(values) != num_inference_steps:  # MagCache's ratios are per step: a partial record is unusable
+                raise ValueError(f"MagCache calibration recorded {len(values)} ratios for {num_inference_steps} steps "
+                                 f"in branch {branch!r}: the transformer is called on a different number of steps "
+                                 f"(e.g. one expert of a two-stage model, or several calls per step in one context)")
         per_pass.append(ratios)
     return _mean_per_branch(per_pass)
 

@@ -199,3 +199,16 @@ def test_a_generation_without_coefficients_refuses_instead_of_running_uncached()
     engine = tiny_engine("flux", steps=4)
     with pytest.raises(ValueError, match="coefficients are missing"):
         engine.generate(GenerationRequest(PROMPT, 0, "teacache", {"threshold": 0.1}))
+
+
+@pytest.mark.parametrize("family, method", [("sd35", "teacache"), ("cogview4", "teacache"), ("sd35", "easycache"),
+                                            ("kandinsky5", "easycache")])
+def test_an_unsupported_family_is_refused_before_any_model_loads(family, method):
+    from experiments.spec import Spec
+    from repro.plan import build_plan
+
+    params = {"coefficients": [1.0]} if method == "teacache" else {}
+    spec = Spec.model_validate({"name": "u", "model": {"tiny": family, "device": "cpu"}, "prompts": ["a"],
+                                "seeds": [0], "methods": [{"name": method, "params": params}]})
+    with pytest.raises(SpecError, match=f"{method} does not support the {family} family: .*probe"):
+        build_plan(spec)

@@ -8,7 +8,7 @@ Cache methods enabled through `pipe.transformer.enable_cache` only touch the hig
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, unsupported
+from experiments.families import Family, register_family, unsupported, untested
 from experiments.families.wan import FAMILY as WAN
 
 
@@ -57,6 +57,11 @@ FAMILY = register_family(
                 "pipe.transformer (the high-noise expert) runs only the steps with t >= boundary_ratio * 1000, "
                 "too few to fit coefficients (probe: 'TeaCache calibration needs more than 4 (input change, "
                 "residual change) pairs per branch ... got 2'); each expert would need its own cache and coefficients"
+            ),
+            "easycache": untested(
+                "caches only pipe.transformer, the high-noise expert, which runs the first steps (t >= boundary_ratio "
+                "* 1000), mostly warm-up steps; transformer_2 stays uncached (on the tiny twin it skips calls at 8 "
+                "steps and none at 6)"
             ),
         },
         build_tiny=build_tiny,

@@ -115,3 +115,14 @@ def test_entry_points_are_listed_without_import_and_loaded_when_a_spec_names_the
     out = _run("validate", "ep.yaml", cwd=work, pythonpath=site)
     assert out.returncode == 0, out.stderr
     assert marker.exists()
+
+
+@pytest.mark.slow
+def test_probe_runs_builtin_and_plugin_methods_through_the_engine(readme_plugin):
+    out = _run("methods", "--probe", "--family", "flux", "--plugin", "my_cache", cwd=readme_plugin,
+               pythonpath=readme_plugin)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]  # every recorded flux status re-found
+    probed = {ln.split()[1]: ln.split()[2] for ln in out.stdout.split("probe (tiny twins")[1].splitlines()
+              if ln.startswith("flux ")}
+    assert probed["every_other_step"] == "supported" and probed["teacache"] == "supported"
+    assert probed["sea_cache"] == "unsupported"  # recorded unsupported on flux (fail-open no-op), found so again

@@ -9,6 +9,7 @@ is printed once as a warning and the listener is dropped: tracking never stops a
 Events, in order:
 
 * ``sweep_started``: once, after the plan is known and before the first generation.
+* ``generation_started``: a generation is about to run (a point's first one starts its W&B run).
 * ``generation_finished``: each generation run in this session, once it is complete: its row
   is committed and, when the spec asks for scores, its scores too (or scoring failed, and
   ``repro score`` will retry it). Failed generations come too (``row["status"] == "failed"``).
@@ -33,6 +34,11 @@ class SweepStarted:
     plan: Any  # repro.plan.Plan (after --only)
     todo: list[Any]  # the jobs this session runs, in execution order
     items: int  # how many items (prompt, seed) this session runs
+
+
+@dataclass(frozen=True)
+class GenerationStarted:
+    job: Any  # repro.plan.Job
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,9 @@ class SweepFinished:
 
 class SweepListener:
     def sweep_started(self, event: SweepStarted) -> None:
+        pass
+
+    def generation_started(self, event: GenerationStarted) -> None:
         pass
 
     def generation_finished(self, event: GenerationFinished) -> None:

@@ -27,7 +27,8 @@ from experiments.pipelines import check_model_available
 from experiments.runner import GenerationRequest
 from experiments.spec import Spec
 from repro import scoring
-from repro.events import GenerationFinished, ItemFinished, Listeners, PointFinished, SweepFinished, SweepStarted
+from repro.events import (GenerationFinished, GenerationStarted, ItemFinished, Listeners, PointFinished,
+                          SweepFinished, SweepStarted)
 from repro.lock import RunLock
 from repro.plan import ItemWork, Job, Plan, build_plan, item_major, versions
 from repro.progress import Progress, summary as progress_summary
@@ -96,9 +97,12 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
               retry_failed: bool = False, dry_run: bool = False, workers: int | None = None,
               ray_address: str | None = None, stream: TextIO | None = None,
               listeners: Iterable[Any] = ()) -> SweepOutcome:
+    from repro.tracking import LiveTracker, resolve_target
+
     stream = stream or sys.stderr
     plan = select(build_plan(spec), only)
     run_dir = spec.run_dir
+    target = resolve_target(spec, run_dir, wandb_mode)  # a bad WANDB_MODE stops us before anything is written
     if dry_run:
         print(plan.describe(), file=stream)
         _print_todo(plan, run_dir, retry_failed, stream)
@@ -113,13 +117,14 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
     with RunLock(run_dir):
         store = Store(run_dir)
         try:
-            return _run(spec, plan, store, executor, wandb_mode, retry_failed, workers, ray_address, stream,
-                        metric_nets, Listeners(list(listeners), stream))
+            live = LiveTracker(spec, plan, run_dir, target, stream)  # W&B, from its own thread
+            return _run(spec, plan, store, executor, retry_failed, workers, ray_address, stream,
+                        metric_nets, Listeners([*listeners, live], stream))
         finally:
             store.close()
 
 
-def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ray_address, stream,
+def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream,
          metric_nets, events: Listeners) -> SweepOutcome:
     from repro.provenance import environment, write_run_files
 
@@ -152,10 +157,13 @@ def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ra
             executor.start()
             ratios = _calibrations(plan, todo, store, executor, progress)
             steps = spec.generation.num_inference_steps
+            def started(job: Job) -> None:
+                events.emit("generation_started", GenerationStarted(job))
+                progress.start(job.key, job.description, steps)
+
             with stop.installed():
                 executor.run(
-                    items, prepare=lambda item: _unit(item, spec, store, ratios),
-                    on_start=lambda job: progress.start(job.key, job.description, steps),
+                    items, prepare=lambda item: _unit(item, spec, store, ratios), on_start=started,
                     on_generated=tracker.generated, on_scored=tracker.scored, should_stop=stop.requested,
                 )
             outcome.stats = executor.stats()
@@ -171,7 +179,7 @@ def _run(spec, plan, store, executor_kind, wandb_mode, retry_failed, workers, ra
     if outcome.stats:
         print(progress_summary(outcome.stats, outcome.generated + len(outcome.failed_keys), executor_kind), file=stream)
     events.emit("sweep_finished", SweepFinished(outcome, outcome.stats))
-    _report(spec, store, wandb_mode, stream)
+    _report(store, stream)
     if outcome.interrupted:
         print("interrupted: finished generations are saved; run the same command again to resume", file=stream)
     elif outcome.failed:
@@ -353,14 +361,12 @@ def _unscored(store: Store, scorer) -> bool:
     return any(ok - store.scored_keys(scorer.protocol.key(n)) for n in names)
 
 
-def _report(spec: Spec, store: Store, wandb_mode: str | None, stream: TextIO) -> None:
+def _report(store: Store, stream: TextIO) -> None:
     from repro.aggregate import tables
     from repro.report import print_points
-    from repro.tracking import log_sweep
 
-    points, items = tables(store)
+    points, _ = tables(store)
     print_points(points, stream)
-    log_sweep(spec, store, points, items, mode=wandb_mode or spec.wandb.mode, stream=stream)
 
 
 def _print_todo(plan: Plan, run_dir: Path, retry_failed: bool, stream: TextIO) -> None:

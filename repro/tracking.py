@@ -1,14 +1,26 @@
-"""Weights & Biases: one run per point, grouped by sweep, plus a summary run.
+"""Weights & Biases, live: one run per point (grouped by sweep) plus a summary run, fed while the sweep runs.
 
-Per point: config (method, params, model, generation settings, spec hash) and summary (the
-aggregates), so W&B's own run table, parallel coordinates and scatter plots compare points
-without custom code. The summary run logs the Pareto table, a speedup-vs-LPIPS chart with
-one line per method, and a media table of baseline and cached outputs side by side.
+Each point's run starts when its first generation starts and gets one history row per finished
+item (step = the point's items done: latency, compute fraction, speedup, scores; media for its
+first items). The summary run's Pareto table and speedup charts are updated as points complete
+(and at most every `SUMMARY_EVERY_S` while items arrive), then once more when the sweep ends,
+which also logs the results as an artifact (see `repro.artifacts`).
 
-Mode: `online` when credentials are present, `offline` otherwise (a real run directory
-under RUN_DIR/wandb that `wandb sync` uploads later), `disabled` on request. Tracking never
-blocks or loses local results: every failure here is a warning. The API key is never read
-into our logs, specs or store; we only check whether one exists.
+Nothing here runs on the generating thread: the event methods only put a message on a queue and
+one background thread makes every W&B call, so tracking never slows generation; every failure is
+a warning, and local results never depend on it. The API key is never read into our logs, specs
+or store; we only check whether one exists.
+
+Durability. W&B writes a run's transaction log (`run-ID.wandb`) in 32 KiB blocks and completes it
+only when the run finishes, so a run held open for a whole sweep has nothing readable after a
+`kill -9`. The thread therefore writes in *segments*: resume the point's run, log what is pending,
+finish. A finished segment is a complete offline directory (`wandb sync` uploads the segments of
+one run in order, as one run), and only then are its items appended to the ledger
+(RUN_DIR/wandb-ledger.jsonl). A resumed sweep logs exactly the items the ledger lacks: nothing
+is lost, nothing is logged twice, and the steps continue where they stopped.
+
+Where: command-line flag, then W&B's own environment variables (WANDB_MODE, WANDB_PROJECT,
+WANDB_ENTITY, WANDB_DIR), then the spec. `auto` means online with credentials, offline without.
 """
 
 from __future__ import annotations
@@ -16,10 +28,62 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from experiments.errors import SpecError
 from experiments.spec import stable_hash
+
+#: W&B's own names for its modes ("run" and "dryrun" are its older spellings).
+MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+MEDIA_ITEMS = 2  # items per point whose baseline and cached outputs are logged as media
+SUMMARY_EVERY_S = 60.0  # the summary run also refreshes while items arrive, not only when points complete
+# Rows per segment: keeps a segment under one 32 KiB block of the transaction log, so a segment cut
+# short by kill -9 holds no readable row (which the ledger would not know of and a resume would repeat).
+SEGMENT_ROWS = 16
+FLUSH_EVERY_S = 3.0  # gather events this long between W&B rounds: each segment costs W&B ~0.2 s of CPU
+FINISH_TIMEOUT_S = 600.0
+LEDGER = "wandb-ledger.jsonl"
+
+
+# -- where to log -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    mode: str  # online | offline | disabled
+    project: str
+    entity: str | None
+    root: Path  # W&B writes root/wandb/
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.root / "wandb"
+
+    def fingerprint(self) -> str:
+        # offline segments are uploaded into the same project later: the mode is not part of it
+        return stable_hash({"project": self.project, "entity": self.entity, "root": str(self.root.resolve())})
+
+
+def resolve_target(spec: Any, run_dir: Path, mode: str | None = None) -> Target:
+    """Mode, project, entity and directory: the flag, then W&B's environment variables, then the spec."""
+    env = os.environ
+    if mode is None and env.get("WANDB_MODE"):
+        raw = env["WANDB_MODE"].strip().lower()
+        if raw not in MODES:
+            raise SpecError(f"environment variable WANDB_MODE={env['WANDB_MODE']!r}: allowed values are "
+                            f"online, offline, disabled (or W&B's older run, dryrun)")
+        mode = MODES[raw]
+    if mode is None and env.get("WANDB_DISABLED", "").strip().lower() in ("true", "1", "yes"):
+        mode = "disabled"
+    mode = resolve_mode(mode or spec.wandb.mode)
+    return Target(mode=mode, project=env.get("WANDB_PROJECT") or spec.wandb.project,
+                  entity=env.get("WANDB_ENTITY") or spec.wandb.entity,
+                  root=Path(env["WANDB_DIR"]) if env.get("WANDB_DIR") else Path(run_dir))
 
 
 def resolve_mode(mode: str) -> str:
@@ -38,68 +102,330 @@ def has_credentials() -> bool:
         return False
 
 
-def log_sweep(spec: Any, store: Any, points, items, mode: str, stream: TextIO) -> None:
-    mode = resolve_mode(mode)
-    if mode == "disabled":
-        return
-    fingerprint = stable_hash({"points": points.to_json(), "mode": mode})
-    if store.meta().get("wandb_logged") == fingerprint:
-        print("wandb: results unchanged since the last logging; nothing new to log", file=stream)
-        return
-    try:
-        _log(spec, store, points, items, mode)
-    except Exception as exc:  # never lose or block local results because of tracking
-        print(f"wandb: logging failed ({type(exc).__name__}: {exc}); local results are complete in "
-              f"{store.run_dir}", file=stream)
-        return
-    store.set_meta(wandb_logged=fingerprint, wandb_mode=mode)
-    where = f"{store.run_dir / 'wandb'}" + (" (upload later with `wandb sync " + str(store.run_dir / "wandb") +
-                                            "/offline-run-*`)" if mode == "offline" else "")
-    print(f"wandb: logged {len(points)} runs in group {spec.name!r}, mode {mode}: {where}", file=stream)
+def run_id(name: str, point_id: str, run_dir: Path) -> str:
+    return stable_hash({"name": name, "point": point_id, "dir": str(Path(run_dir).resolve())})
 
 
-def _log(spec: Any, store: Any, points, items, mode: str) -> None:
-    import wandb
+# -- the ledger: what reached W&B -------------------------------------------------------------------
 
-    settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True)
-    common = {
-        "project": spec.wandb.project, "entity": spec.wandb.entity, "group": spec.name, "mode": mode,
-        "dir": str(store.run_dir), "tags": list(spec.wandb.tags), "settings": settings, "reinit": "create_new",
-    }
-    base_config = {
-        "spec_name": spec.name, "spec_hash": spec.spec_hash(), "model": spec.model.model_dump(mode="json"),
-        "generation": spec.generation.pipeline_kwargs(), "versions": store.meta().get("versions"),
-        "metric_labels": points.attrs.get("metric_labels", {}),
-    }
-    for row in points.to_dict("records"):
-        job_type = "baseline" if row["method"] == "baseline" else "cached"
-        run = wandb.init(
-            id=_run_id(spec.name, row["point_id"], store.run_dir), name=f"{row['method']} {row['label']}",
-            job_type=job_type, resume="allow",
-            config={**base_config, "method": row["method"], "params": json.loads(row["params"]),
-                    "optimization": row["optimization"], "point_id": row["point_id"]},
-            **common,
-        )
-        run.summary.update({k: _clean(v) for k, v in row.items() if k not in ("params", "python_call", "spec_snippet")})
-        run.finish()
 
-    run = wandb.init(id=_run_id(spec.name, "summary", store.run_dir), name=f"{spec.name} summary",
-                     job_type="summary", resume="allow", config=base_config, **common)
-    table_cols = [c for c in points.columns if c not in ("python_call", "spec_snippet")]
-    pareto = wandb.Table(columns=table_cols, data=[[_clean(v) for v in r] for r in points[table_cols].itertuples(index=False)])
-    run.log({"points": pareto})
-    ok = points[(points["status"] == "ok") & (points["method"] != "baseline")]
-    if len(ok) and ok["lpips"].notna().any():
-        series_x, series_y, keys = [], [], []
-        for method, group in ok.sort_values("speedup").groupby("method", sort=True):
-            series_x.append([float(v) for v in group["speedup"]])
-            series_y.append([_clean(v) for v in group["lpips"]])
-            keys.append(method)
-        run.log({"speedup_vs_lpips": wandb.plot.line_series(
-            xs=series_x, ys=series_y, keys=keys, title="speedup vs LPIPS", xname="speedup")})
-    run.log({"media": _media_table(wandb, items)})
-    run.summary.update({"n_points": int(len(ok)), "spec_hash": spec.spec_hash()})
-    run.finish()
+class Ledger:
+    """Append-only record of finished segments: the items each run holds and its last summary, per target.
+
+    One JSON line per segment, fsynced after the segment finished; a line cut short by a crash is
+    ignored (its items are logged again, and its segment, cut short too, holds no readable row).
+    """
+
+    def __init__(self, path: Path, target: str):
+        self.path = path
+        self.target = target
+        self.items: dict[str, list[str]] = {}
+        self.segments: dict[str, int] = {}
+        self.summaries: dict[str, str] = {}
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and entry.get("target") == target and isinstance(entry.get("run"), str):
+                self._apply(entry)
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        run = entry["run"]
+        self.segments[run] = self.segments.get(run, 0) + 1
+        self.items.setdefault(run, []).extend(k for k in entry.get("items") or [] if isinstance(k, str))
+        if entry.get("summary"):
+            self.summaries[run] = entry["summary"]
+
+    def logged(self) -> set[str]:
+        return {k for keys in self.items.values() for k in keys}
+
+    def add(self, run: str, items: list[str] | None = None, summary: str | None = None) -> None:
+        entry = {"target": self.target, "run": run, "items": list(items or []), "summary": summary,
+                 "at": round(time.time(), 3)}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._apply(entry)
+
+
+# -- the tracker --------------------------------------------------------------------------------------
+
+
+class LiveTracker:
+    """Listener of a sweep: `generation_started`, `generation_recorded`, `sweep_finished`.
+
+    `generation_recorded(job)` means the generation's row and scores are in the store. Every
+    method returns at once; the W&B work happens on the tracker's thread.
+    """
+
+    def __init__(self, spec: Any, plan: Any, run_dir: Path, target: Target, stream: TextIO):
+        self.spec, self.plan, self.run_dir, self.target, self.stream = spec, plan, Path(run_dir), target, stream
+        self.enabled = target.mode != "disabled"
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="wandb-tracker", daemon=True)
+        self._warned: set[str] = set()
+        self._jobs_of: dict[str, set[str]] = {}
+        for job in plan.jobs:
+            self._jobs_of.setdefault(job.point_id, set()).add(job.key)
+        self._points = {p.point_id: p for p in plan.points}
+        self._started_runs: set[str] = set()
+        self._last_summary = 0.0
+
+    # events (any thread) -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.enabled:
+            self._thread.start()
+            self._queue.put(("catch_up", None))  # items a killed earlier run stored but never logged
+
+    def generation_started(self, event: Any) -> None:
+        if self.enabled:
+            self._queue.put(("start", event.job.point_id))
+
+    def generation_recorded(self, job: Any) -> None:
+        if self.enabled:
+            self._queue.put(("item", job.key))
+
+    def sweep_finished(self, interrupted: bool = False, timeout: float | None = None) -> None:
+        """Log the final summary and the results artifact, then wait (bounded) for the thread."""
+        if not self.enabled or not self._thread.is_alive():
+            return
+        timeout = FINISH_TIMEOUT_S if timeout is None else timeout
+        self._queue.put(("end", interrupted))
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._warn("timeout", f"wandb: still busy after {timeout:.0f}s; what is not logged yet is logged "
+                                  f"when the same command runs again")
+
+    # the thread ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        from repro.store import Store
+
+        try:
+            import wandb
+
+            store = Store(self.run_dir)  # this thread's own connection (SQLite WAL: readers never block the writer)
+            self.target.wandb_dir.mkdir(parents=True, exist_ok=True)
+            ledger = Ledger(self.run_dir / LEDGER, self.target.fingerprint())
+        except Exception as exc:
+            self._warn("setup", f"wandb: tracking is off for this sweep ({type(exc).__name__}: {exc}); "
+                                f"local results are complete in {self.run_dir}")
+            self._drain_until_end()
+            return
+        while True:
+            events = [self._queue.get()]
+            deadline = time.monotonic() + FLUSH_EVERY_S
+            while events[-1][0] != "end":
+                try:
+                    events.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            end = next((arg for kind, arg in events if kind == "end"), None)
+            ended = any(kind == "end" for kind, _ in events)
+            try:
+                self._flush(wandb, store, ledger, events)
+                if ended:
+                    self._finish(wandb, store, ledger, interrupted=bool(end))
+            except Exception as exc:  # never lose or block local results because of tracking
+                self._warn(type(exc).__name__, f"wandb: logging failed ({type(exc).__name__}: {exc}); local "
+                                               f"results are complete in {self.run_dir}; what was not logged "
+                                               f"is logged when the same command runs again")
+            if ended:
+                store.close()
+                return
+
+    def _drain_until_end(self) -> None:
+        while self._queue.get()[0] != "end":
+            pass
+
+    def _flush(self, wandb, store, ledger: Ledger, events) -> None:
+        from repro.aggregate import item_rows
+
+        starts = [arg for kind, arg in events if kind == "start"]
+        keys = {arg for kind, arg in events if kind == "item"}
+        if any(kind == "catch_up" for kind, _ in events):
+            planned = {j.key for j in self.plan.jobs}
+            keys |= {g["key"] for g in store.generations() if g["key"] in planned}
+        keys -= ledger.logged()
+        rows: dict[str, list[dict[str, Any]]] = {}
+        by_key: dict[str, dict[str, Any]] = {}
+        if keys:
+            for row in item_rows(store):
+                by_key[row["key"]] = row
+                if row["key"] in keys:
+                    rows.setdefault(row["point_id"], []).append(row)
+        touched = list(dict.fromkeys([*starts, *rows]))
+        if not touched:
+            return
+        done = set(store.statuses())
+        completed = [pid for pid in rows if self._jobs_of.get(pid, set()) <= done]
+        points = self._points_table(store) if completed else None
+        for pid in touched:
+            pending = sorted(rows.get(pid, []), key=lambda r: (r["prompt_index"], r["seed"]))
+            rid = run_id(self.spec.name, pid, self.run_dir)
+            if not pending and rid in self._started_runs:
+                continue
+            chunks = _chunks(pending, SEGMENT_ROWS) or [[]]
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                summary = _point_summary(points, pid) if last and pid in completed else None
+                self._segment(wandb, ledger, pid, rid, chunk, by_key, summary)
+            self._started_runs.add(rid)
+        if completed or (rows and time.monotonic() - self._last_summary > SUMMARY_EVERY_S):
+            self._summary(wandb, store, ledger, points if points is not None else self._points_table(store),
+                          final=False)
+
+    def _segment(self, wandb, ledger: Ledger, pid: str, rid: str, rows: list[dict[str, Any]],
+                 by_key: dict[str, dict[str, Any]], summary: dict[str, Any] | None) -> None:
+        point = self._points.get(pid)
+        is_baseline = point is None
+        run = self._init(wandb, rid, name=f"baseline {pid.partition(' | ')[2]}".strip() if is_baseline
+                         else f"{point.method_label} {point.label}",
+                         job_type="baseline" if is_baseline else "cached", config=self._point_config(pid, point))
+        try:
+            step = len(ledger.items.get(rid, []))
+            for row in rows:
+                step += 1
+                data = _item_data(row)
+                data["items_done"] = step
+                if step <= MEDIA_ITEMS and row["status"] == "ok":
+                    data.update(_media(wandb, row, by_key.get(row.get("quality_baseline_key") or "")))
+                run.log(data, step=step)
+            if summary:
+                run.summary.update(summary)
+        finally:
+            run.finish()
+        ledger.add(rid, items=[r["key"] for r in rows], summary=stable_hash(summary) if summary else None)
+
+    def _summary(self, wandb, store, ledger: Ledger, points, final: bool, items=None) -> None:
+        rid = run_id(self.spec.name, "summary", self.run_dir)
+        fingerprint = stable_hash({"points": points.to_json(), "final": final})
+        if ledger.summaries.get(rid) == fingerprint:
+            return
+        run = self._init(wandb, rid, name=f"{self.spec.name} summary", job_type="summary",
+                         config=self._base_config(store))
+        try:
+            step = ledger.segments.get(rid, 0) + 1
+            cols = [c for c in points.columns if c not in ("python_call", "spec_snippet")]
+            data: dict[str, Any] = {"points": wandb.Table(columns=cols, data=[[_clean(v) for v in r] for r in
+                                                                              points[cols].itertuples(index=False)]),
+                                    "points_complete": int(sum(1 for pid, keys in self._jobs_of.items()
+                                                               if keys <= set(store.statuses())))}
+            ok = points[(points["status"] == "ok") & (points["method"] != "baseline")]
+            for metric in ("lpips", "ssim", "psnr"):
+                if metric in ok and ok[metric].notna().any():
+                    xs, ys, names = [], [], []
+                    for method, group in ok.sort_values("speedup").groupby("method", sort=True):
+                        xs.append([float(v) for v in group["speedup"]])
+                        ys.append([_clean(v) for v in group[metric]])
+                        names.append(method)
+                    data[f"speedup_vs_{metric}"] = wandb.plot.line_series(
+                        xs=xs, ys=ys, keys=names, title=f"speedup vs {metric.upper()}", xname="speedup")
+            if final and items is not None:
+                data["media"] = _media_table(wandb, items)
+            run.log(data, step=step)
+            run.summary.update({"n_points": int(len(ok)), "spec_hash": self.spec.spec_hash(), "final": final})
+        finally:
+            run.finish()
+        ledger.add(rid, summary=fingerprint)
+        self._last_summary = time.monotonic()
+
+    def _finish(self, wandb, store, ledger: Ledger, interrupted: bool) -> None:
+        from repro.aggregate import tables
+
+        points, items = tables(store)
+        # every point's run gets its aggregates (partial ones too, when the sweep stopped early)
+        for row in points.to_dict("records"):
+            rid = run_id(self.spec.name, row["point_id"], self.run_dir)
+            if rid in self._started_runs or rid in ledger.items:
+                summary = _point_summary(points, row["point_id"])
+                if ledger.summaries.get(rid) != stable_hash(summary):
+                    self._segment(wandb, ledger, row["point_id"], rid, [], {}, summary)
+        self._summary(wandb, store, ledger, points, final=not interrupted, items=items)
+        rid_summary = run_id(self.spec.name, "summary", self.run_dir)
+        where = str(self.target.wandb_dir)
+        if self.target.mode == "offline":
+            where += f" (upload later with `wandb sync {self.target.wandb_dir}`)"
+        n_runs = len([r for r in ledger.segments if r != rid_summary])
+        print(f"wandb: {len(ledger.logged())} items in {n_runs} point runs of group {self.spec.name!r}, "
+              f"mode {self.target.mode}: {where}", file=self.stream, flush=True)
+
+    def _init(self, wandb, rid: str, name: str, job_type: str, config: dict[str, Any]):
+        t = self.target
+        settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True,
+                                  disable_git=True)
+        return wandb.init(id=rid, name=name, job_type=job_type, group=self.spec.name, project=t.project,
+                          entity=t.entity, mode=t.mode, dir=str(t.root), tags=list(self.spec.wandb.tags),
+                          config=config, resume="allow", reinit="create_new", settings=settings)
+
+    def _base_config(self, store=None) -> dict[str, Any]:
+        from repro.plan import versions
+
+        spec = self.spec
+        return {"spec_name": spec.name, "spec_hash": spec.spec_hash(), "model": spec.model.model_dump(mode="json"),
+                "generation": spec.generation.pipeline_kwargs(), "versions": versions()}
+
+    def _point_config(self, pid: str, point: Any) -> dict[str, Any]:
+        cfg = {**self._base_config(), "point_id": pid}
+        if point is None:
+            return {**cfg, "method": "baseline", "params": {}}
+        return {**cfg, "method": point.method_label, "params": point.params, "optimization": point.optimization}
+
+    def _points_table(self, store):
+        from repro.aggregate import tables
+
+        return tables(store)[0]
+
+    def _warn(self, kind: str, message: str) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            try:
+                print(message, file=self.stream, flush=True)
+            except (ValueError, OSError):  # the stream closed under a thread that outlived its sweep
+                pass
+
+
+def _chunks(rows: list, n: int) -> list[list]:
+    return [rows[i:i + n] for i in range(0, len(rows), n)]
+
+
+ITEM_COLUMNS = ("e2e_s", "denoise_s", "speedup", "speedup_denoise", "compute_fraction", "peak_memory_mb",
+                "lpips", "psnr", "ssim", "clip", "clip_delta")
+
+
+def _item_data(row: dict[str, Any]) -> dict[str, Any]:
+    data = {"item_key": row["key"], "prompt_index": row["prompt_index"], "seed": row["seed"],
+            "status": row["status"], "latency_s": _clean(row["e2e_s"])}
+    for col in ITEM_COLUMNS:
+        value = _clean(row.get(col))
+        if value is not None:
+            data[col] = value
+    if row.get("psnr") == math.inf:
+        data["psnr_identical"] = True  # JSON has no inf: identical to its baseline
+    return data
+
+
+def _point_summary(points, pid: str) -> dict[str, Any]:
+    if points is None:
+        return {}
+    rows = points[points["point_id"] == pid].to_dict("records")
+    if not rows:
+        return {}
+    return {k: _clean(v) for k, v in rows[0].items() if k not in ("params", "python_call", "spec_snippet")}
+
+
+def _media(wandb, row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
+    out = {"media/output": _medium(wandb, row)}
+    if baseline is not None and baseline.get("status") == "ok":
+        out["media/baseline"] = _medium(wandb, baseline)
+    return out
 
 
 def _media_table(wandb, items):
@@ -107,25 +433,21 @@ def _media_table(wandb, items):
     table = wandb.Table(columns=cols)
     ok = items[items["status"] == "ok"]
     base = {r["key"]: r for r in ok.to_dict("records")}
-    from experiments.media import FRAME_PATTERN
-
     for r in ok[ok["role"] == "cached"].to_dict("records"):
         ref = base.get(r["quality_baseline_key"])
         if ref is None:
             continue
         table.add_data(r["point_id"], r["label"], r["prompt"], r["seed"], _clean(r["speedup"]), _clean(r["lpips"]),
-                       _medium(wandb, ref, FRAME_PATTERN), _medium(wandb, r, FRAME_PATTERN))
+                       _medium(wandb, ref), _medium(wandb, r))
     return table
 
 
-def _medium(wandb, row: dict[str, Any], pattern: str):
+def _medium(wandb, row: dict[str, Any]):
+    from experiments.media import FRAME_PATTERN
+
     if row.get("mp4"):
         return wandb.Video(row["mp4"], format="mp4")
-    return wandb.Image(str(Path(row["frames_dir"]) / pattern.format(0)))
-
-
-def _run_id(name: str, point_id: str, run_dir: Path) -> str:
-    return stable_hash({"name": name, "point": point_id, "dir": str(Path(run_dir).resolve())})
+    return wandb.Image(str(Path(row["frames_dir"]) / FRAME_PATTERN.format(0)))
 
 
 def _clean(v: Any) -> Any:

@@ -1,71 +1,257 @@
-"""W&B: a real offline run directory, read back from disk, with one run per point and a summary."""
+"""W&B: real offline run directories read back from disk, during a sweep, after kill -9 and after a resume."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
+import yaml
 
+from experiments.errors import SpecError
 from experiments.spec import Spec
 from repro.store import Store
 from repro.sweep import run_sweep
-from repro.tracking import resolve_mode
-from tests.conftest import tiny_spec_dict
-from tests.repro.wandb_records import read_all
+from repro.tracking import resolve_mode, resolve_target
+from tests.conftest import ROOT, tiny_spec_dict
+from tests.repro.wandb_records import read_all, read_runs
 
 pytestmark = pytest.mark.slow
 
+FBC = [{"name": "first_block_cache", "sweep": {"threshold": [0.0, 0.3]}}]
 
-def test_offline_runs_hold_configs_and_summaries(tmp_path, monkeypatch):
+
+@pytest.fixture(autouse=True)
+def wandb_env(tmp_path, monkeypatch):
+    """W&B's caches and artifact staging inside the test's folder; none of the user's W&B settings."""
+    for var in ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DIR", "WANDB_DISABLED", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def _items_by_run(wandb_dir: Path) -> dict[str, list[str]]:
+    return {rid: [h["item_key"] for h in r["history"] if "item_key" in h] for rid, r in read_runs(wandb_dir).items()}
+
+
+def test_offline_runs_hold_items_configs_and_summaries(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", "secret-key-that-must-not-leak-0123456789")
     spec = Spec.model_validate(tiny_spec_dict(
-        tmp_path / "run", prompts=["a red fox in snow"],
-        methods=[{"name": "first_block_cache", "sweep": {"threshold": [0.0, 0.3]}}],
-        wandb={"mode": "offline", "project": "repro-test", "tags": ["t"]},
+        tmp_path / "run", methods=FBC, wandb={"mode": "offline", "project": "repro-test", "tags": ["t"]},
     ))
     assert run_sweep(spec).exit_code == 0
-    runs = read_all(spec.run_dir / "wandb")
-    by_type = {}
-    for r in runs:
+    runs = read_runs(spec.run_dir / "wandb")
+    by_type: dict[str, list[dict]] = {}
+    for r in runs.values():
         by_type.setdefault(r["job_type"], []).append(r)
     assert len(by_type["baseline"]) == 1 and len(by_type["cached"]) == 2 and len(by_type["summary"]) == 1
-    assert {r["group"] for r in runs} == {spec.name}
-    points = {p["point_id"]: p for p in Store(spec.run_dir).points()}
+    assert {r["group"] for r in runs.values()} == {spec.name}
+    assert {r["project"] for r in runs.values()} == {"repro-test"}
+    store = Store(spec.run_dir)
+    points = {p["point_id"]: p for p in store.points()}
+    gens = {g["key"]: g for g in store.generations()}
     for r in by_type["cached"]:
         cfg, summary = r["config"], r["summary"]
         assert cfg["method"] == "first_block_cache" and cfg["spec_hash"] == spec.spec_hash()
         assert cfg["params"] == points[cfg["point_id"]]["params"]
         assert cfg["generation"]["num_inference_steps"] == spec.generation.num_inference_steps
-        assert summary["speedup"] > 0 and 0 < summary["compute_fraction"] <= 1
-        assert "ssim" in summary
+        assert summary["speedup"] > 0 and 0 < summary["compute_fraction"] <= 1 and "ssim" in summary
+        # one history row per item, step = items done, values as stored
+        rows = [h for h in r["history"] if "item_key" in h]
+        assert [h["_step"] for h in rows] == [1, 2] and [h["items_done"] for h in rows] == [1, 2]
+        for h in rows:
+            g = gens[h["item_key"]]
+            assert g["point_id"] == cfg["point_id"]
+            assert h["latency_s"] == pytest.approx(g["e2e_s"])
+            assert h["compute_fraction"] == pytest.approx(g["compute_executed"] / g["compute_possible"])
+            assert 0 <= h["ssim"] <= 1
+        assert rows[0]["media/output"]["_type"] == "image-file" and "media/baseline" in rows[0]
+    summary_run = by_type["summary"][0]
+    assert summary_run["summary"]["final"] is True and summary_run["summary"]["points"]["_type"] == "table-file"
     # re-running a finished sweep logs nothing new
+    segments = len(read_all(spec.run_dir / "wandb"))
     assert run_sweep(spec).generated == 0
-    assert len(read_all(spec.run_dir / "wandb")) == len(runs)
+    assert len(read_all(spec.run_dir / "wandb")) == segments
     # the key never reaches our files
     for path in spec.run_dir.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".yaml", ".sqlite", ".wandb", ".log", ".md", ".txt"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".yaml", ".sqlite", ".wandb", ".log", ".md",
+                                              ".txt"):
             assert b"secret-key-that-must-not-leak" not in path.read_bytes(), path
 
 
 def test_auto_mode_follows_credentials(monkeypatch, tmp_path):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     assert resolve_mode("auto") == "offline"
     monkeypatch.setenv("WANDB_API_KEY", "x")
     assert resolve_mode("auto") == "online"
     assert resolve_mode("disabled") == "disabled"
 
 
-def test_tracking_failure_never_loses_results(tmp_path, monkeypatch, capsys):
+def test_wandb_environment_variables_win_over_the_spec(monkeypatch, tmp_path):
+    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", wandb={"mode": "auto", "project": "from-spec"}))
+    monkeypatch.setenv("WANDB_API_KEY", "x")  # credentials: auto alone would go online
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    monkeypatch.setenv("WANDB_ENTITY", "team-env")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
+    target = resolve_target(spec, spec.run_dir)
+    assert (target.mode, target.project, target.entity) == ("offline", "from-env", "team-env")
+    assert target.wandb_dir == tmp_path / "elsewhere" / "wandb"
+    assert resolve_target(spec, spec.run_dir, "disabled").mode == "disabled"  # the command-line flag wins
+    monkeypatch.setenv("WANDB_MODE", "dryrun")  # W&B's older spelling
+    assert resolve_target(spec, spec.run_dir).mode == "offline"
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_DISABLED", "true")
+    assert resolve_target(spec, spec.run_dir).mode == "disabled"
+
+
+def test_bad_wandb_mode_variable_exits_2_and_writes_nothing(tmp_path, write_spec):
+    run_dir = tmp_path / "run"
+    spec_path = write_spec(tiny_spec_dict(run_dir, wandb={"mode": "auto"}))
+    env = {**os.environ, "WANDB_MODE": "sometimes"}
+    out = subprocess.run([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert "WANDB_MODE='sometimes'" in out.stderr and "offline" in out.stderr and "Traceback" not in out.stderr
+    assert not run_dir.exists()
+    with pytest.raises(SpecError):
+        os.environ["WANDB_MODE"] = "sometimes"
+        try:
+            resolve_target(Spec.model_validate(tiny_spec_dict(run_dir)), run_dir)
+        finally:
+            del os.environ["WANDB_MODE"]
+
+
+def test_wandb_dir_variable_moves_the_offline_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    monkeypatch.setenv("WANDB_PROJECT", "env-project")
+    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", prompts=["a red fox in snow"],
+                                              methods=[FBC[0] | {"sweep": {"threshold": [0.3]}}],
+                                              wandb={"mode": "offline"}))
+    assert run_sweep(spec).exit_code == 0
+    runs = read_runs(tmp_path / "wb" / "wandb")
+    assert len(runs) == 3 and {r["project"] for r in runs.values()} == {"env-project"}
+    assert not (spec.run_dir / "wandb").exists()
+
+
+def test_tracking_failure_is_a_warning_and_loses_nothing(tmp_path, monkeypatch, capsys):
     import repro.tracking as tracking
 
     def broken(*a, **k):
         raise ConnectionError("wandb unreachable")
 
-    monkeypatch.setattr(tracking, "_log", broken)
-    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", prompts=["a red fox in snow"],
-                                              wandb={"mode": "offline"}))
+    monkeypatch.setattr(tracking.LiveTracker, "_init", broken)
+    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", prompts=["a red fox in snow"], wandb={"mode": "offline"}))
     assert run_sweep(spec).exit_code == 0
-    assert "wandb: logging failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "wandb: logging failed (ConnectionError: wandb unreachable)" in err
+    assert err.count("wandb: logging failed") == 1  # one warning, not one per event
     assert len(Store(spec.run_dir).generations(status="ok")) == 3
     assert json.loads((spec.run_dir / "environment.json").read_text())["libraries"]["torch"]
+    # nothing reached W&B, so the ledger holds nothing: the next run of the command logs it all
+    monkeypatch.undo()
+    for var, sub in (("WANDB_CACHE_DIR", "wandb-cache"), ("WANDB_DATA_DIR", "wandb-data"),
+                     ("WANDB_CONFIG_DIR", "wandb-config")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert run_sweep(spec).generated == 0
+    items = _items_by_run(spec.run_dir / "wandb")
+    assert sorted(k for keys in items.values() for k in keys) == sorted(g["key"] for g in Store(spec.run_dir).generations())
+
+
+def test_a_stuck_wandb_never_holds_up_generation(tmp_path, monkeypatch, capsys):
+    import repro.tracking as tracking
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(*a, **k):
+        entered.set()
+        release.wait(120)  # W&B hanging on a dead network
+        raise ConnectionError("gave up")
+
+    monkeypatch.setattr(tracking.LiveTracker, "_init", stuck)
+    monkeypatch.setattr(tracking, "FINISH_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(tracking, "FLUSH_EVERY_S", 0.0)
+    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", methods=FBC, wandb={"mode": "offline"}))
+    try:
+        outcome = run_sweep(spec)
+        assert entered.is_set()  # the tracker was stuck the whole time ...
+        assert outcome.exit_code == 0 and outcome.generated == 6  # ... and every generation ran
+        assert "wandb: still busy" in capsys.readouterr().err
+    finally:
+        release.set()
+
+
+# -- kill -9 in the middle, then resume ------------------------------------------------------------------
+
+
+def _slow_spec(run_dir: Path) -> dict:
+    # big enough that the sweep is still running when the dashboard already holds items
+    return tiny_spec_dict(run_dir, prompts=[f"prompt {i}" for i in range(3)], seeds=[0, 1], methods=FBC,
+                          generation={"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 12,
+                                      "guidance_scale": 5.0, "max_sequence_length": 16},
+                          wandb={"mode": "offline", "project": "repro-test"})
+
+
+def _logged_items(wandb_dir: Path) -> list[str]:
+    try:
+        return [k for keys in _items_by_run(wandb_dir).values() for k in keys]
+    except (OSError, ValueError):
+        return []
+
+
+def test_kill_9_mid_sweep_leaves_finished_items_on_the_dashboard_and_resume_adds_no_duplicates(tmp_path):
+    run_dir = tmp_path / "run"
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(_slow_spec(run_dir)))
+    total = 6 * 3
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 600
+    try:
+        while len(_logged_items(run_dir / "wandb")) < 4:
+            assert proc.poll() is None, "the sweep ended before the dashboard held 4 items: " + \
+                proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "nothing reached the W&B run directory"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    store = Store(run_dir)
+    stored = {g["key"]: g for g in store.generations()}
+    store.close()
+    assert len(stored) < total, "killed too late to test anything"
+    logged = _logged_items(run_dir / "wandb")
+    assert len(logged) >= 4 and len(set(logged)) == len(logged)
+    assert set(logged) <= set(stored)  # every dashboard row is a finished, stored generation
+    runs = read_runs(run_dir / "wandb")
+    for r in runs.values():  # and holds its stored values
+        for h in r["history"]:
+            if "item_key" in h:
+                assert h["latency_s"] == pytest.approx(stored[h["item_key"]]["e2e_s"])
+                assert stored[h["item_key"]]["point_id"] == r["config"]["point_id"]
+
+    resumed = subprocess.run([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT, env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    store = Store(run_dir)
+    every = {g["key"]: g for g in store.generations()}
+    assert len(every) == total
+    by_run = _items_by_run(run_dir / "wandb")
+    flat = [k for keys in by_run.values() for k in keys]
+    assert sorted(flat) == sorted(every), "each item exactly once across the killed and the resumed run"
+    for rid, r in read_runs(run_dir / "wandb").items():
+        steps = [h["_step"] for h in r["history"] if "item_key" in h]
+        assert steps == list(range(1, len(steps) + 1)), (rid, steps)  # the resumed run continues the steps
+        if r["job_type"] == "cached":
+            assert r["summary"]["n_items"] == 6

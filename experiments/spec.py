@@ -192,6 +192,8 @@ class WandbSpec(_Strict):
     project: str = "diffusion-cache-repro"
     entity: str | None = None
     tags: list[str] = Field(default_factory=list)
+    artifact: bool = True  # log the results (store, exports, figures) as a versioned artifact at the end
+    artifact_media: bool = False  # include media/ in it (large)
 
 
 class OutputSpec(_Strict):

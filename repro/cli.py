@@ -341,6 +341,19 @@ def _parse_matches(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+@main.command()
+@click.argument("artifact")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (default runs/<spec name>).")
+@_friendly_errors
+def pull(artifact, out):
+    """Rebuild a run directory from a sweep's W&B artifact (entity/project/name:version) or a downloaded
+    artifact folder, so figures, best, pareto and compare work on it."""
+    from repro.artifacts import pull as pull_artifact
+
+    target = pull_artifact(artifact, out)
+    click.echo(f"rebuilt {target} from {artifact}; try `repro figures {target}` or `repro best {target} --max lpips=0.1`")
+
+
 @main.command("fetch-weights")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @set_option

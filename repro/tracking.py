@@ -349,13 +349,38 @@ class LiveTracker:
                 if ledger.summaries.get(rid) != stable_hash(summary):
                     self._segment(wandb, ledger, row["point_id"], rid, [], {}, summary)
         self._summary(wandb, store, ledger, points, final=not interrupted, items=items)
-        rid_summary = run_id(self.spec.name, "summary", self.run_dir)
+        if self.spec.wandb.artifact:
+            self._artifact(wandb, ledger, stopped=interrupted)
         where = str(self.target.wandb_dir)
         if self.target.mode == "offline":
             where += f" (upload later with `wandb sync {self.target.wandb_dir}`)"
-        n_runs = len([r for r in ledger.segments if r != rid_summary])
+        n_runs = len([r for r, keys in ledger.items.items() if keys])
         print(f"wandb: {len(ledger.logged())} items in {n_runs} point runs of group {self.spec.name!r}, "
               f"mode {self.target.mode}: {where}", file=self.stream, flush=True)
+
+    def _artifact(self, wandb, ledger: Ledger, stopped: bool) -> None:
+        """The results as a new artifact version, unless this exact content was logged already."""
+        import shutil
+        import tempfile
+
+        from repro.artifacts import content_digest, log_results, pack
+
+        media = self.spec.wandb.artifact_media
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-artifact-", dir=self.run_dir))
+        try:
+            pack(self.run_dir, staging, media)
+            key = stable_hash({"content": content_digest(staging), "stopped": stopped, "media": media})
+            if ledger.summaries.get("artifact") == key:
+                return
+            run = self._init(wandb, run_id(self.spec.name, "summary", self.run_dir), name=f"{self.spec.name} summary",
+                             job_type="summary", config=self._base_config())
+            try:
+                log_results(wandb, run, staging, self.spec, stopped, media)
+            finally:
+                run.finish()
+            ledger.add("artifact", summary=key)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _init(self, wandb, rid: str, name: str, job_type: str, config: dict[str, Any]):
         t = self.target

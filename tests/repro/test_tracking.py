@@ -193,49 +193,49 @@ def test_a_stuck_wandb_never_holds_up_generation(tmp_path, monkeypatch, capsys):
 # -- kill -9 in the middle, then resume ------------------------------------------------------------------
 
 
-def _slow_spec(run_dir: Path) -> dict:
-    # big enough that the sweep is still running when the dashboard already holds items
-    return tiny_spec_dict(run_dir, prompts=[f"prompt {i}" for i in range(3)], seeds=[0, 1], methods=FBC,
-                          generation={"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 12,
-                                      "guidance_scale": 5.0, "max_sequence_length": 16},
-                          wandb={"mode": "offline", "project": "repro-test"})
-
-
 def _logged_items(wandb_dir: Path) -> list[str]:
+    return [k for keys in _items_by_run(wandb_dir).values() for k in keys]
+
+
+def _ledger_items(run_dir: Path) -> set[str]:
     try:
-        return [k for keys in _items_by_run(wandb_dir).values() for k in keys]
-    except (OSError, ValueError):
-        return []
+        lines = (run_dir / "wandb-ledger.jsonl").read_text().splitlines()
+    except OSError:
+        return set()
+    return {k for line in lines if line.endswith("}") for k in json.loads(line)["items"]}
 
 
 def test_kill_9_mid_sweep_leaves_finished_items_on_the_dashboard_and_resume_adds_no_duplicates(tmp_path):
     run_dir = tmp_path / "run"
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(_slow_spec(run_dir)))
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict(
+        run_dir, prompts=[f"prompt {i}" for i in range(3)], seeds=[0, 1], methods=FBC,
+        wandb={"mode": "offline", "project": "repro-test"})))
     total = 6 * 3
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # each recorded generation waits for its W&B row (see gated_sweep): the set that finished is then fixed
+    proc = subprocess.Popen([sys.executable, "-m", "tests.repro.gated_sweep", "sweep", str(spec_path)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     try:
-        while len(_logged_items(run_dir / "wandb")) < 4:
-            assert proc.poll() is None, "the sweep ended before the dashboard held 4 items: " + \
-                proc.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "nothing reached the W&B run directory"
-            time.sleep(0.2)
+        while len(_ledger_items(run_dir)) < total // 2:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "nothing reached W&B"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
+        proc.wait()
     finally:
         proc.kill()
         proc.wait()
     store = Store(run_dir)
     stored = {g["key"]: g for g in store.generations()}
     store.close()
-    assert len(stored) < total, "killed too late to test anything"
+    assert total // 2 <= len(stored) < total
     logged = _logged_items(run_dir / "wandb")
-    assert len(logged) >= 4 and len(set(logged)) == len(logged)
-    assert set(logged) <= set(stored)  # every dashboard row is a finished, stored generation
-    runs = read_runs(run_dir / "wandb")
-    for r in runs.values():  # and holds its stored values
+    assert len(set(logged)) == len(logged)  # nothing twice
+    assert set(logged) <= set(stored)  # every dashboard row is a stored generation ...
+    assert len(set(stored) - set(logged)) <= 1  # ... and every finished one is there (but the one in flight)
+    for r in read_runs(run_dir / "wandb").values():  # with its stored values
         for h in r["history"]:
             if "item_key" in h:
                 assert h["latency_s"] == pytest.approx(stored[h["item_key"]]["e2e_s"])
@@ -247,8 +247,7 @@ def test_kill_9_mid_sweep_leaves_finished_items_on_the_dashboard_and_resume_adds
     store = Store(run_dir)
     every = {g["key"]: g for g in store.generations()}
     assert len(every) == total
-    by_run = _items_by_run(run_dir / "wandb")
-    flat = [k for keys in by_run.values() for k in keys]
+    flat = [k for keys in _items_by_run(run_dir / "wandb").values() for k in keys]
     assert sorted(flat) == sorted(every), "each item exactly once across the killed and the resumed run"
     for rid, r in read_runs(run_dir / "wandb").items():
         steps = [h["_step"] for h in r["history"] if "item_key" in h]

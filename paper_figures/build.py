@@ -13,6 +13,7 @@ from paper_figures.figure import DEFAULT_FORMATS, Figure
 from paper_figures.grid_selection import PromptChoice
 from paper_figures.grid_video import grid_videos
 from paper_figures.grids import comparison_grids
+from paper_figures.html_report import write_html_report
 from paper_figures.index_page import write_index
 from paper_figures.mag_ratios import mag_ratio_plot
 from paper_figures.pareto_plot import pareto_plots
@@ -29,7 +30,7 @@ def make_all(
     formats: Sequence[str] = DEFAULT_FORMATS,
     grid_prompts: Sequence[PromptChoice] | None = None,
 ) -> list[Figure]:
-    """Write all outputs to `out_dir` and `out_dir/index.md`; returns the figures in index order.
+    """Write all outputs to `out_dir`, `out_dir/index.md` and `out_dir/index.html`; returns the figures in index order.
 
     Builders that have nothing to draw (no calibrations, no video items, an
     all-NaN metric, ...) are skipped rather than producing empty plots.
@@ -49,4 +50,5 @@ def make_all(
         figures += grid_videos(points, items, out, grid_prompts)
     done = [f for f in figures if f is not None]
     write_index(done, out, title=c.sweep_title(points))
+    write_html_report(points, items, done, out)  # provenance from points.attrs["provenance"] when given
     return done

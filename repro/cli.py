@@ -270,10 +270,13 @@ def figures(run_dir, out, formats):
 
     store = Store.open_existing(run_dir)
     points, items = tables(store)
+    meta = store.meta()
+    points.attrs["provenance"] = {"spec_name": (meta.get("spec") or {}).get("name"), "spec_hash": meta.get("spec_hash"),
+                                  "versions": meta.get("versions"), "environment": meta.get("environment")}
     out_dir = Path(out) if out else Path(run_dir) / "figures"
     written = paper_figures.make_all(points, items, store.calibrations(), out_dir, formats=fmts)
-    paper_figures.write_index(written, out_dir)
-    click.echo(f"wrote {len(written)} figures and tables to {out_dir} (browse {out_dir / 'index.md'})")
+    click.echo(f"wrote {len(written)} figures and tables to {out_dir} (browse {out_dir / 'index.html'} "
+               f"or {out_dir / 'index.md'})")
 
 
 @main.command()

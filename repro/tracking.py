@@ -158,10 +158,11 @@ class Ledger:
 
 
 class LiveTracker:
-    """Listener of a sweep: `generation_started`, `generation_recorded`, `sweep_finished`.
+    """A sweep listener (see repro.events in the sweep driver): each method returns at once.
 
-    `generation_recorded(job)` means the generation's row and scores are in the store. Every
-    method returns at once; the W&B work happens on the tracker's thread.
+    `generation_finished(event)` (`event.job`) means the generation's row and scores are in the
+    store; `sweep_finished(event)` (`event.outcome.interrupted`) logs the final summary and the
+    results artifact, then waits (bounded) for the thread.
     """
 
     def __init__(self, spec: Any, plan: Any, run_dir: Path, target: Target, stream: TextIO):
@@ -179,8 +180,8 @@ class LiveTracker:
 
     # events (any thread) -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self.enabled:
+    def sweep_started(self, event: Any = None) -> None:
+        if self.enabled and not self._thread.is_alive():
             self._thread.start()
             self._queue.put(("catch_up", None))  # items a killed earlier run stored but never logged
 
@@ -188,16 +189,15 @@ class LiveTracker:
         if self.enabled:
             self._queue.put(("start", event.job.point_id))
 
-    def generation_recorded(self, job: Any) -> None:
+    def generation_finished(self, event: Any) -> None:
         if self.enabled:
-            self._queue.put(("item", job.key))
+            self._queue.put(("item", event.job.key))
 
-    def sweep_finished(self, interrupted: bool = False, timeout: float | None = None) -> None:
-        """Log the final summary and the results artifact, then wait (bounded) for the thread."""
+    def sweep_finished(self, event: Any, timeout: float | None = None) -> None:
         if not self.enabled or not self._thread.is_alive():
             return
         timeout = FINISH_TIMEOUT_S if timeout is None else timeout
-        self._queue.put(("end", interrupted))
+        self._queue.put(("end", bool(event.outcome.interrupted)))
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._warn("timeout", f"wandb: still busy after {timeout:.0f}s; what is not logged yet is logged "

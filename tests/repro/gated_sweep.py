@@ -13,11 +13,12 @@ import time
 import repro.tracking as tracking
 from repro.cli import main
 
-_recorded = tracking.LiveTracker.generation_recorded
+_finished = tracking.LiveTracker.generation_finished
 
 
-def _gated(self, job) -> None:
-    _recorded(self, job)
+def _gated(self, event) -> None:
+    _finished(self, event)
+    job = event.job
     ledger = self.run_dir / tracking.LEDGER
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -26,7 +27,7 @@ def _gated(self, job) -> None:
         time.sleep(0.02)
 
 
-tracking.LiveTracker.generation_recorded = _gated
+tracking.LiveTracker.generation_finished = _gated
 tracking.FLUSH_EVERY_S = 0.0
 
 if __name__ == "__main__":

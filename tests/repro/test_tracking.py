@@ -76,6 +76,12 @@ def test_offline_runs_hold_items_configs_and_summaries(tmp_path, monkeypatch):
         assert rows[0]["media/output"]["_type"] == "image-file" and "media/baseline" in rows[0]
     summary_run = by_type["summary"][0]
     assert summary_run["summary"]["final"] is True and summary_run["summary"]["points"]["_type"] == "table-file"
+    # `wandb sync` finds every segment (a dry run: no network here)
+    sync = subprocess.run([str(Path(sys.executable).with_name("wandb")), "sync", "--dry-run", str(spec.run_dir / "wandb")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "online"})
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    for seg in read_all(spec.run_dir / "wandb"):
+        assert seg["path"].parent.name in sync.stdout + sync.stderr
     # re-running a finished sweep logs nothing new
     segments = len(read_all(spec.run_dir / "wandb"))
     assert run_sweep(spec).generated == 0

@@ -80,8 +80,7 @@ def test_offline_runs_hold_items_configs_and_summaries(tmp_path, monkeypatch):
     sync = subprocess.run([str(Path(sys.executable).with_name("wandb")), "sync", "--dry-run", str(spec.run_dir / "wandb")],
                           capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "online"})
     assert sync.returncode == 0, sync.stdout + sync.stderr
-    for seg in read_all(spec.run_dir / "wandb"):
-        assert seg["path"].parent.name in sync.stdout + sync.stderr
+    assert f"Would sync {len(read_all(spec.run_dir / 'wandb'))} run(s)" in sync.stdout + sync.stderr
     # re-running a finished sweep logs nothing new
     segments = len(read_all(spec.run_dir / "wandb"))
     assert run_sweep(spec).generated == 0

@@ -13,12 +13,15 @@ import time
 import repro.tracking as tracking
 from repro.cli import main
 
+FINISHED_LOG = "gate-finished.txt"
 _finished = tracking.LiveTracker.generation_finished
 
 
 def _gated(self, event) -> None:
     _finished(self, event)
     job = event.job
+    with open(self.run_dir / FINISHED_LOG, "a", encoding="utf-8") as fh:  # what the sweep called finished
+        fh.write(job.key + "\n")
     ledger = self.run_dir / tracking.LEDGER
     deadline = time.time() + 300
     while time.time() < deadline:

@@ -112,7 +112,7 @@ class CacheMethod:
     def python_call(self, params: dict[str, Any]) -> str:
         """The lines a user pastes into their own script to reproduce a point."""
         args = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        wired = [w for w in self.wired if w not in params and w != "calibrate"]
+        wired = [w for w in (*self.wired, self.calibrated_field) if w and w not in params and w != "calibrate"]
         note = f"  # also set: {', '.join(wired)}" if wired else ""
         module = self.config.partition(":")[0] if isinstance(self.config, str) else self.config.__module__
         if self.apply is None:  # diffusers: the model's own enable_cache

@@ -94,3 +94,15 @@ def test_a_transformer_whose_output_differs_from_its_input_is_refused():
 
     with pytest.raises(ValueError, match="in_channels == out_channels"):
         easycache.apply(Wide(), easycache.EasyCacheConfig())
+
+
+def test_the_printed_python_call_enables_and_disables_it():
+    from experiments.methods import get_method
+
+    pipe = tiny_engine("flux", steps=4).pipe
+    namespace = {"pipe": pipe}
+    exec(get_method("easycache").python_call({"threshold": 0.05, "warmup_steps": 2}), namespace)
+    assert pipe.transformer._repro_cache_run.config == easycache.EasyCacheConfig(threshold=0.05, warmup_steps=2)
+    namespace["disable"]()
+    assert pipe.transformer._repro_cache_run is None and pipe.transformer._repro_cache_method is None
+    assert not any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in pipe.transformer.modules())

@@ -1,4 +1,5 @@
-"""Loading a diffusers pipeline from a spec: hub id, local folder, or a tiny family built in code.
+"""Loading a diffusers pipeline from a spec: hub id, local folder, a tiny family built in code, or
+the trained offline reference model shipped in ``experiments/reference``.
 
 Hub ids resolve through the standard Hugging Face cache (``HF_HOME``) and honour
 ``HF_HUB_OFFLINE``; when the weights are not there, :class:`ModelUnavailable` says which
@@ -40,6 +41,12 @@ def load_pipeline(model: Any) -> Any:
         from experiments.families import get_family
 
         pipe = get_family(model.tiny).build_tiny()  # float32, random weights from a fixed seed
+        if model.dtype != "float32":
+            pipe = pipe.to(getattr(torch, model.dtype))
+    elif model.reference:
+        from experiments.reference import load_reference
+
+        pipe = load_reference(model.reference)  # float32, trained weights checked against their manifest
         if model.dtype != "float32":
             pipe = pipe.to(getattr(torch, model.dtype))
     else:
@@ -118,11 +125,20 @@ def _hub_offline() -> bool:
 
 
 def check_model_available(model: Any) -> None:
-    """Raise ModelUnavailable early when a hub model is not cached and the hub is switched off.
+    """Raise ModelUnavailable early when a hub model is not cached and the hub is switched off,
+    or when the shipped reference weights do not match their manifest.
 
     Catches the common offline case before a run directory is made; anything else
     (a hub that cannot be reached, a broken snapshot) still surfaces when the pipeline loads.
     """
+    if model.reference:
+        from experiments.reference import ReferenceUnavailable, check_weights
+
+        try:
+            check_weights(model.reference)
+        except ReferenceUnavailable as exc:
+            raise ModelUnavailable(str(exc)) from None
+        return
     if not model.id or not _hub_offline():
         return
     from huggingface_hub import try_to_load_from_cache
@@ -139,6 +155,11 @@ def _looks_missing(exc: Exception) -> bool:
 
 def fetch_model(model: Any) -> str:
     """Download a hub model into the standard cache ahead of time; returns the local snapshot folder."""
+    if model.reference:
+        from experiments.reference import RETRAIN, reference_folder
+
+        return (f"{reference_folder(model.reference)} (reference:{model.reference}: shipped in the repository or "
+                f"trained by `{RETRAIN}`, nothing to fetch)")
     if not model.id:
         return model.path or f"tiny:{model.tiny} (built in code, nothing to fetch)"
     from huggingface_hub import snapshot_download
@@ -152,6 +173,10 @@ def family_of(model: Any, pipe: Any = None) -> Any:
 
     if model.tiny:
         return get_family(model.tiny)
+    if model.reference:
+        from experiments.reference import reference_family
+
+        return get_family(reference_family(model.reference))
     if model.pipeline_class:
         found = family_for(model.pipeline_class)
         if found:

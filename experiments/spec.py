@@ -34,11 +34,13 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """Where the pipeline comes from: exactly one of `id` (hub id), `path` (local folder) or `tiny` (built in code)."""
+    """Where the pipeline comes from: exactly one of `id` (hub id), `path` (local folder), `tiny` (built in
+    code, random weights) or `reference` (the trained offline reference model shipped in experiments/reference)."""
 
     id: str | None = None
     path: str | None = None
     tiny: str | None = None
+    reference: str | None = None
     pipeline_class: str | None = None
     revision: str | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -49,16 +51,28 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self):
-        given = [k for k in ("id", "path", "tiny") if getattr(self, k)]
+        given = [k for k in ("id", "path", "tiny", "reference") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of model.id (a Hugging Face hub id), model.path (a local folder) "
-                f"or model.tiny (a family built in code); got {given or 'none'}"
+                "give exactly one of model.id (a Hugging Face hub id), model.path (a local folder), "
+                "model.tiny (a family built in code) or model.reference (the trained offline reference model); "
+                f"got {given or 'none'}"
             )
         return self
 
+    @field_validator("reference")
+    @classmethod
+    def _known_reference(cls, v):
+        from experiments.reference import reference_names
+
+        if v is not None and v not in reference_names():
+            raise ValueError(f"unknown reference model {v!r}; reference models: {', '.join(reference_names())}")
+        return v
+
     @property
     def source(self) -> str:
+        if self.reference:
+            return f"reference:{self.reference}"
         return self.id or self.path or f"tiny:{self.tiny}"
 
 
@@ -131,6 +145,8 @@ OptimizationsSpec = _optimizations_spec()
 class MetricsSpec(_Strict):
     names: list[Literal[SCORED]] = Field(default_factory=lambda: list(SCORED))
     lpips_net: Literal["alex", "vgg"] = "alex"
+    # An open_clip model name, "local-dir:FOLDER", or "reference": the reference CLIP trained on the
+    # reference world (experiments/reference; its scores are not comparable with published CLIP scores).
     clip_model: str = "ViT-B-32"
     clip_pretrained: str = "laion2b_s34b_b79k"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
@@ -142,6 +158,12 @@ class MetricsSpec(_Strict):
     # Every score made that way is labelled "random-weights" in its name.
     allow_random_weights: bool = False
 
+    @property
+    def clip_model_id(self) -> str:
+        """The open_clip model identifier handed to the metrics package ("reference" -> its local-dir folder)."""
+        from experiments.reference import REFERENCE_CLIP, clip_model_id
+
+        return clip_model_id() if self.clip_model == REFERENCE_CLIP else self.clip_model
 
     @field_validator("protocol")
     @classmethod

@@ -10,12 +10,18 @@ torchvision ``Resize`` rule for the long side), centre crop, normalise with
 the mean/std from ``model.visual.preprocess_cfg``. ``squash`` resizing is also
 supported; other modes raise. Pixels are never rounded to uint8 in between
 (open_clip's PIL path does that, so its scores differ very slightly).
+
+A model may also be an open_clip ``local-dir:FOLDER`` (``open_clip_config.json``, tokenizer
+files, ``open_clip_model.safetensors``): a CLIP trained elsewhere, such as the project's
+reference CLIP. The folder's config may carry a ``label``, which names its scores everywhere
+(e.g. "reference-CLIP (toy world; not comparable with published CLIP scores)").
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -30,6 +36,7 @@ __all__ = ["ClipNet", "load_clip", "preprocess", "encode_texts", "encode_images"
 
 log = logging.getLogger(__name__)
 RANDOM_SEED = 0
+LOCAL_DIR = "local-dir:"
 
 
 @dataclass(frozen=True)
@@ -46,9 +53,12 @@ class ClipNet:
     name: str
     pretrained: str
     random_weights: bool
+    display_name: str | None = None  # a local-dir folder's own label, used instead of name_pretrained
 
     @property
     def label(self) -> str:
+        if self.display_name:
+            return f"clip_{self.display_name}"
         return with_random_tag(f"clip_{self.name}_{self.pretrained}", self.random_weights)
 
     @property
@@ -65,7 +75,8 @@ def load_clip(
     """An open_clip model from the cached checkpoint (else, if allowed, random weights).
 
     ``pretrained`` is an open_clip tag (weights from the Hugging Face cache) or a
-    local checkpoint file.
+    local checkpoint file. ``model="local-dir:FOLDER"`` loads a trained folder instead
+    (``pretrained`` is then ignored, and random weights are never substituted).
     Built once per (model, tag, device, weights) and shared by Scorers and :func:`clip_score`.
     The checkpoint is loaded from its local path, so no network call is made
     when it is cached. Random weights (``allow_random_weights=True`` and weights
@@ -79,6 +90,8 @@ def load_clip(
     from .weights import resolve_clip_checkpoint
 
     dev = resolve_device(device)
+    if model.startswith(LOCAL_DIR):
+        return _build_local(model[len(LOCAL_DIR):], str(dev))
     path, _ = resolve_clip_checkpoint(model, pretrained, allow_random_weights=allow_random_weights)
     return _build(model, pretrained, str(dev), None if path is None else str(path))
 
@@ -134,6 +147,55 @@ def _build(model: str, pretrained: str, device: str, path: str | None) -> ClipNe
         name=model,
         pretrained=pretrained,
         random_weights=path is None,
+    )
+
+
+def local_clip_config(folder: str) -> dict:
+    """The ``open_clip_config.json`` of a local-dir CLIP folder; WeightsMissing when it is incomplete."""
+    import json
+    from pathlib import Path
+
+    from .errors import WeightsMissing
+
+    root = Path(folder)
+    config, weights = root / "open_clip_config.json", root / "open_clip_model.safetensors"
+    missing = [p.name for p in (config, weights) if not p.is_file()]
+    if missing:
+        raise WeightsMissing(
+            f"CLIP folder {root} lacks {', '.join(missing)}; a local-dir CLIP needs open_clip_config.json, "
+            "its tokenizer files and open_clip_model.safetensors"
+        )
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise WeightsMissing(f"CLIP folder {root}: open_clip_config.json is not readable JSON ({err})") from err
+    if not isinstance(data, dict) or "model_cfg" not in data:
+        raise WeightsMissing(f"CLIP folder {root}: open_clip_config.json has no model_cfg")
+    return data
+
+
+@functools.lru_cache(maxsize=1)
+def _build_local(folder: str, device: str) -> ClipNet:
+    import open_clip
+    import torch
+
+    config = local_clip_config(folder)
+    ident = f"{LOCAL_DIR}{folder}"
+    with torch.random.fork_rng(devices=[]):  # building initialises weights before loading: keep global RNG intact
+        net = open_clip.create_model(ident, require_pretrained=True)
+    tokenizer = open_clip.get_tokenizer(ident)
+    net = net.eval().to(device)
+    for p in net.parameters():
+        p.requires_grad_(False)
+    cfg = net.visual.preprocess_cfg
+    size = cfg["size"]
+    size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return ClipNet(
+        model=net, tokenizer=tokenizer, size=size,
+        mean=tuple(float(v) for v in cfg["mean"]), std=tuple(float(v) for v in cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"),
+        name=ident, pretrained="local", random_weights=False,
+        display_name=str(config.get("label") or f"local:{os.path.basename(os.path.normpath(folder))}"),
     )
 
 

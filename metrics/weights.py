@@ -342,7 +342,12 @@ def fetch_weights(
     if "lpips" in metrics:
         path = lpips_backbone_file(lpips_net)
         got.append(str(path if path.is_file() else _download_lpips_backbone(lpips_net)))
-    if "clip" in metrics:
+    if "clip" in metrics and clip_model.startswith("local-dir:"):
+        from .clip_similarity import local_clip_config
+
+        local_clip_config(clip_model[len("local-dir:"):])  # a local folder: nothing to fetch, only check it
+        got.append(clip_model[len("local-dir:"):])
+    elif "clip" in metrics:
         src = clip_source(clip_model, clip_pretrained)
         path = _cached_clip(src) or _download_clip(src, lpips_net=lpips_net)
         got.append(str(path))

@@ -244,6 +244,8 @@ def not_reportable(spec: dict[str, Any]) -> str | None:
 
 def _model_name(spec: dict[str, Any]) -> str:
     m = spec.get("model", {})
+    if m.get("reference"):
+        return f"reference {m['reference']}, trained on a toy world"
     return m.get("id") or (Path(m["path"]).name if m.get("path") else m.get("tiny") or "model")
 
 

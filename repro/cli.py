@@ -375,7 +375,7 @@ def fetch_weights(spec, overrides):
         click.echo(f"prompts: {ps['preset']} in {folder}")
     click.echo(f"model: {fetch_model(loaded.model)}")
     m = loaded.metrics
-    for line in metrics.fetch_weights(lpips_net=m.lpips_net, clip_model=m.clip_model,
+    for line in metrics.fetch_weights(lpips_net=m.lpips_net, clip_model=m.clip_model_id,
                                       clip_pretrained=m.clip_pretrained,
                                       metrics=tuple(n for n in m.names if n in ("lpips", "clip"))):
         click.echo(f"metrics: {line}")

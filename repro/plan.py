@@ -178,8 +178,13 @@ def versions() -> dict[str, str]:
 
 def model_identity(spec: Spec) -> dict[str, Any]:
     m = spec.model
-    return {"source": m.source, "pipeline_class": m.pipeline_class, "revision": m.revision, "dtype": m.dtype,
-            "component_dtypes": dict(sorted(m.component_dtypes.items())), "vae_tiling": m.vae_tiling}
+    identity = {"source": m.source, "pipeline_class": m.pipeline_class, "revision": m.revision, "dtype": m.dtype,
+                "component_dtypes": dict(sorted(m.component_dtypes.items())), "vae_tiling": m.vae_tiling}
+    if m.reference:  # retrained reference weights are a different model: their manifest digest says which
+        from experiments.reference import weights_digest
+
+        identity["weights"] = weights_digest()
+    return identity
 
 
 def optimization_grid(spec: Spec) -> list[dict[str, Any]]:

@@ -34,7 +34,7 @@ def build_scorer(metrics_spec: Any):
     s = metrics_spec
     return metrics.Scorer(
         names=tuple(s.names), device=s.device, batch_size=s.batch_size, lpips_net=s.lpips_net,
-        clip_model=s.clip_model, clip_pretrained=s.clip_pretrained, allow_random_weights=s.allow_random_weights,
+        clip_model=s.clip_model_id, clip_pretrained=s.clip_pretrained, allow_random_weights=s.allow_random_weights,
         protocol=s.scoring_protocol(),
     )
 

@@ -267,17 +267,21 @@ def measure_ray(args, tmp: Path) -> None:
     from experiments.spec import Spec
     from repro.sweep import run_sweep
 
+    import torch
+
     spec = Spec.model_validate(spec_dict(args, tmp / "ray", fbc(args), DRIFT_PROMPTS, [0, 1]))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    # one worker per GPU on CUDA (a machine with one GPU gets one worker), else 2 CPU workers
+    n = min(2, torch.cuda.device_count()) if args.device == "cuda" else 2
+    ray.init(num_cpus=2 * args.threads, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     try:
-        outcome = run_sweep(spec, executor="ray", workers=2, stream=open(os.devnull, "w"))
+        outcome = run_sweep(spec, executor="ray", workers=n, stream=open(os.devnull, "w"))
     finally:
         ray.shutdown()
     workers = outcome.stats["workers"]
     busy = sum(w["busy_s"] for w in workers) / sum(w["wall_s"] for w in workers)
     each = ", ".join(f"{100 * w['busy_s'] / w['wall_s']:.1f}% of {w['wall_s']:.1f}s" for w in workers)
-    print(f"3. Ray, 2 workers, {outcome.generated} generations: busy generating {100 * busy:.1f}% ({each})   "
-          f"goal >= 90%", flush=True)
+    print(f"3. Ray, {n} worker(s), {outcome.generated} generations: busy generating {100 * busy:.1f}% ({each}; "
+          f"from each worker's first item to its last job)   goal >= 90%", flush=True)
 
 
 # -- 4. scoring -------------------------------------------------------------------------------

@@ -53,6 +53,8 @@ def test_spec_hash_changes_with_content(tmp_path, write_spec):
     ({"model": {"tiny": "wan", "id": "x/y"}}, "exactly one of model.id"),
     ({"generation": {"num_inference_steps": 0}}, "generation.num_inference_steps"),
     ({"timing": {"repeats": 0}}, "timing.repeats"),
+    ({"timing": {"items": 0}}, "timing.items"),
+    ({"timing": {"items": "some"}}, "timing.items"),
     ({"timming": {}}, "did you mean 'timing'"),
     ({"methods": [{"name": "mag_cache", "params": {"num_inference_steps": 4}}]}, "set automatically"),
 ])

@@ -60,8 +60,8 @@ def _store_contents(run_dir):
 
 def test_ray_sweep_matches_local_and_loads_once_per_worker(tmp_path, made):
     assert not ray.is_initialized()
-    local = run_sweep(_spec(tmp_path / "local"), executor="local")
-    remote = run_sweep(_spec(tmp_path / "ray"), executor="ray", workers=2)
+    local = run_sweep(_spec(tmp_path / "local", timing={"warmup": 1}), executor="local")
+    remote = run_sweep(_spec(tmp_path / "ray", timing={"warmup": 1}), executor="ray", workers=2)
     assert local.exit_code == remote.exit_code == 0
     assert not ray.is_initialized()  # the executor started Ray, so it shut it down
 
@@ -88,6 +88,11 @@ def test_ray_sweep_matches_local_and_loads_once_per_worker(tmp_path, made):
     assert len(ex.loads_per_worker) == 2 and set(ex.loads_per_worker.values()) == {1}
     assert sum(ex.generations_per_worker.values()) == 6
     assert all(n >= 1 for n in ex.generations_per_worker.values())  # both workers served
+    # one warm-up per worker, one pipeline call per generation; each worker ran whole items (3 jobs each)
+    assert local.stats["calls"] == {"warmup": 1, "generation": 6}
+    assert remote.stats["calls"] == {"warmup": 2, "generation": 6}
+    assert sorted(ex.generations_per_worker.values()) == [3, 3]
+    assert all(0 < w["busy_s"] <= w["wall_s"] for w in remote.stats["workers"])
 
 
 def test_killed_worker_loses_and_duplicates_nothing(tmp_path, made, monkeypatch, shared_ray):

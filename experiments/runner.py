@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import statistics
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -121,6 +122,9 @@ class Engine:
         # pipeline calls by purpose: warmup, generation, timing (re-times and repeats), compile_warmup, calibration
         self.calls: Counter[str] = Counter()
         self._warmed = False
+        # held for each timed call; a background scorer takes it around each chunk of its work
+        # (repro.scoring.BackgroundScorer), so timings never include scoring
+        self.timing_lock = threading.Lock()
         self.on_step: Callable[[int, int], None] | None = None
         self._kind = "image"
 
@@ -308,15 +312,16 @@ class Engine:
         import torch
 
         cuda = self.pipe.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = self._instr.start()
-        try:
-            result = self._call(request, purpose)
-        finally:
-            record = self._instr.stop(start)
-        peak = torch.cuda.max_memory_allocated() if cuda else None
+        with self.timing_lock:  # background scoring waits: nothing of it runs inside a timed call
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = self._instr.start()
+            try:
+                result = self._call(request, purpose)
+            finally:
+                record = self._instr.stop(start)
+            peak = torch.cuda.max_memory_allocated() if cuda else None
         return self._to_frames(result), record, peak
 
     def _to_frames(self, result: Any) -> np.ndarray:

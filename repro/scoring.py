@@ -15,6 +15,7 @@ Results come back as :class:`ScoreResult` messages; only the sweep driver writes
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from dataclasses import dataclass
@@ -65,9 +66,11 @@ class BackgroundScorer:
     what has finished so far without waiting; ``finish()`` waits for the rest and stops the thread.
     """
 
-    def __init__(self, metrics_spec: Any, scorer: Any = None, max_pending: int = 16):
+    def __init__(self, metrics_spec: Any, scorer: Any = None, max_pending: int = 16, timing_lock: Any = None):
         self.spec = metrics_spec
         self.scorer = scorer if scorer is not None else build_scorer(metrics_spec)
+        if timing_lock is not None:  # the engine's timed calls hold it: scoring works between them, chunk by chunk
+            self.scorer.chunk_guard = lambda: timing_lock
         _stable_cuda_numerics(self.scorer.device)
         self.reference_names = tuple(n for n in metrics_spec.names if n in REFERENCE)
         self._tasks: queue.Queue = queue.Queue(maxsize=max_pending)  # bounded: frames wait in memory
@@ -100,6 +103,7 @@ class BackgroundScorer:
             self._drop_pending()
         self._tasks.put(None)
         self._thread.join()
+        self.scorer.chunk_guard = contextlib.nullcontext  # the networks may be used in the foreground again
         return self.results()
 
     def _drop_pending(self) -> None:

@@ -33,7 +33,7 @@ class LocalExecutor:
         """Run each item's unit (``prepare(item)``) back to back; report generations and scores as they finish."""
         from repro.scoring import BackgroundScorer
 
-        self.scorer = BackgroundScorer(self.spec.metrics, self._metric_nets)
+        self.scorer = BackgroundScorer(self.spec.metrics, self._metric_nets, timing_lock=self.engine.timing_lock)
         self.started_s = self.started_s or time.perf_counter()
         for item in items:
             if should_stop():

@@ -68,7 +68,8 @@ class _Worker:
         from repro.scoring import BackgroundScorer
 
         self.engine.pipe  # noqa: B018 - load now; raises ModelUnavailable here, before any job
-        self.scorer = BackgroundScorer(self.engine.spec.metrics)  # raises WeightsMissing here too
+        # raises WeightsMissing here too; scores between this worker's timed calls, on its device
+        self.scorer = BackgroundScorer(self.engine.spec.metrics, timing_lock=self.engine.timing_lock)
         return {"pid": os.getpid(), "device": self.engine.device}
 
     def begin(self, unit: Any) -> None:

@@ -251,3 +251,34 @@ def test_listeners_hear_every_generation_item_and_point(tmp_path, capsys):
         seen = [i for i, e in enumerate(ev) if e[0] == "gen" and e[1] in keys]
         assert len(seen) == 3 and max(seen) == at - 1
     assert "sweep listener _Broken failed in generation_finished" in capsys.readouterr().err
+
+
+def test_background_scoring_never_runs_inside_a_timed_call(tmp_path, monkeypatch):
+    import time as _time
+
+    import metrics
+    from experiments.runner import Engine
+
+    timed, scored = [], []
+
+    def spans(target, name, into, slow=0.0):
+        original = getattr(target, name)
+
+        def wrapped(*args, **kwargs):
+            t0 = _time.perf_counter()
+            try:
+                _time.sleep(slow)  # scoring slower than a generation: without the lock it would overlap
+                return original(*args, **kwargs)
+            finally:
+                into.append((t0, _time.perf_counter()))
+
+        monkeypatch.setattr(target, name, wrapped)
+
+    spans(Engine, "_call", timed)  # every pipeline call (the timed ones hold the timing lock around it)
+    spans(metrics.Scorer, "_compute_chunk", scored, slow=0.4)
+    monkeypatch.setattr(Engine, "warm_up", lambda self, request: None)  # only timed calls remain
+    spec = _spec(tmp_path / "run", methods=[FBC], seeds=[0, 1], timing={"warmup": 0})
+    assert run_sweep(spec).exit_code == 0
+    assert len(timed) == 12 and len(scored) >= 8  # 4 items x (baseline + 2 cached); 8 cached scored
+    for a0, a1 in scored:
+        assert all(a1 <= b0 or b1 <= a0 for b0, b1 in timed), "a scoring chunk overlapped a timed pipeline call"

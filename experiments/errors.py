@@ -2,7 +2,7 @@
 
 Every type is a :class:`UserError`: the CLI prints its message as one line on stderr (never a
 traceback) and exits with the code ``repro.cli.EXIT_CODES`` maps it to (bad input 2, missing weights
-3, not a run directory 4, run directory busy 5). Messages say what is wrong, where, and how to fix it.
+3, not a run directory 4, run directory busy 5, disk full 6). Messages say what is wrong, where, and how to fix it.
 """
 
 
@@ -24,3 +24,25 @@ class RunDirMissing(UserError, FileNotFoundError):
 
 class RunLocked(UserError, RuntimeError):
     """Another process is writing this run directory (exit 5): wait, or write elsewhere with --out."""
+
+
+class DiskFull(UserError, OSError):
+    """No space left where a run writes (exit 6). The message names the disk, the space left and, when known,
+    the space the failed write needed; what was written before stays consistent, a re-run resumes."""
+
+    def __init__(self, path, needed_bytes: int | None = None):
+        import errno
+        import shutil
+        from pathlib import Path
+
+        where = Path(path)
+        probe = where if where.exists() else next((p for p in where.parents if p.exists()), Path("/"))
+        mount = probe.resolve()
+        while not mount.is_mount() and mount != mount.parent:
+            mount = mount.parent
+        free = shutil.disk_usage(probe).free
+        need = f"; this write needed about {needed_bytes / 2**20:,.1f} MiB" if needed_bytes else ""
+        super().__init__(errno.ENOSPC, f"no space left on the disk mounted at {mount} (writing {path}): "
+                                       f"{free / 2**20:,.1f} MiB free{need}. Free some space (or give --out on "
+                                       f"another disk) and run the same command again: finished work is kept")
+        self.path = path

@@ -24,13 +24,16 @@ def write_frames(frames: np.ndarray, folder: Path, mp4: bool, fps: int = 16) -> 
     tmp = folder.with_name(TMP_PREFIX + folder.name)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(tmp / FRAME_PATTERN.format(i), compress_level=1)
-    mp4_name = None
-    if mp4 and len(frames) > 1:
-        mp4_name = "video.mp4"
-        write_mp4(frames, tmp / mp4_name, fps)
-    _fsync_dir(tmp)
+    mp4_name = "video.mp4" if mp4 and len(frames) > 1 else None
+    try:
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(tmp / FRAME_PATTERN.format(i), compress_level=1)
+        if mp4_name:
+            write_mp4(frames, tmp / mp4_name, fps)
+        _fsync_dir(tmp)
+    except BaseException:  # e.g. a full disk: give the space back; nothing under the final name changed
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if folder.exists():  # a complete folder from a generation whose row never landed: replace it
         shutil.rmtree(folder)
     os.replace(tmp, folder)

@@ -19,18 +19,44 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from experiments.errors import SpecError
+from experiments.untrusted_text import MAX_PROMPTS_BYTES, MAX_SPEC_BYTES, load_yaml, read_text_file, shorten
 from metrics.registry import SCORED
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+# Strict: a bool is not a number, 2.5 is not an int, "3" is not a number; NaN and inf are refused.
+_STRICT = dict(frozen=True, strict=True, allow_inf_nan=False)
+
+#: Largest value of each count a spec may ask for, and why (beyond it a run cannot finish or fit).
+MAXIMA = {
+    "height": (8192, "no supported family is trained beyond 4096 px; larger frames do not fit in memory"),
+    "width": (8192, "no supported family is trained beyond 4096 px; larger frames do not fit in memory"),
+    "num_frames": (1025, "the longest supported video models generate a few hundred frames"),
+    "num_inference_steps": (1000, "diffusion schedulers have 1000 training timesteps"),
+    "warmup": (100, "one warm-up per configuration is enough; each is a full generation"),
+    "repeats": (100, "a median over more repeats adds nothing; each repeat is a full generation"),
+    "batch_size": (4096, "metric batches beyond this do not fit in memory"),
+    "seed": (2**63 - 1, "seeds are stored as signed 64-bit integers"),
+    "seeds": (100_000, "each seed multiplies the number of generations"),
+    "prompts": (100_000, "each prompt multiplies the number of generations"),
+    "prompt_chars": (10_000, "text encoders read a few hundred tokens at most"),
+}
+
+
+def _at_most(name: str, value: Any, what: str | None = None) -> Any:
+    limit, why = MAXIMA[name]
+    if value is not None and value > limit:
+        raise ValueError(f"{what or shorten(value)} is above the maximum {limit:,} ({why})")
+    return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", **_STRICT)
 
 
 class ModelSpec(_Strict):
@@ -79,7 +105,7 @@ class ModelSpec(_Strict):
 class GenerationSpec(BaseModel):
     """Pipeline keyword arguments shared by every generation. Unknown keys pass through to the pipeline."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", **_STRICT)
 
     height: int | None = Field(default=None, gt=0)
     width: int | None = Field(default=None, gt=0)
@@ -87,6 +113,19 @@ class GenerationSpec(BaseModel):
     num_inference_steps: int = Field(default=28, gt=0)
     guidance_scale: float | None = Field(default=None, ge=0)
     negative_prompt: str | None = None
+
+    @field_validator("height", "width", "num_frames", "num_inference_steps")
+    @classmethod
+    def _count_limits(cls, value, info):
+        return _at_most(info.field_name, value)
+
+    @model_validator(mode="after")
+    def _extra_values(self):
+        for key, value in (self.model_extra or {}).items():
+            if key in _SET_BY_THE_SWEEP:
+                raise ValueError(f"{key} is set by the sweep for every generation; remove it from generation")
+            _plain_value(key, value)
+        return self
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """The keyword arguments handed to the pipeline call (None means: use the pipeline's default)."""
@@ -158,6 +197,11 @@ class MetricsSpec(_Strict):
     # Every score made that way is labelled "random-weights" in its name.
     allow_random_weights: bool = False
 
+    @field_validator("batch_size")
+    @classmethod
+    def _limits(cls, value):
+        return _at_most("batch_size", value)
+
     @property
     def clip_model_id(self) -> str:
         """The open_clip model identifier handed to the metrics package ("reference" -> its local-dir folder)."""
@@ -208,6 +252,11 @@ class TimingSpec(_Strict):
             raise ValueError(f"timing.items must be an integer >= 1 or 'all', got {items!r}")
         return items
 
+    @field_validator("warmup", "repeats")
+    @classmethod
+    def _limits(cls, value, info):
+        return _at_most(info.field_name, value)
+
 
 class WandbSpec(_Strict):
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
@@ -246,9 +295,11 @@ class Spec(_Strict):
     def _prompts(cls, prompts):
         if not prompts:
             raise ValueError("no prompts given; list at least one prompt (or a file with one prompt per line)")
+        _at_most("prompts", len(prompts), f"{len(prompts):,} prompts")
         for i, p in enumerate(prompts):
             if not p.strip():
                 raise ValueError(f"prompt {i} is empty")
+            _at_most("prompt_chars", len(p), f"prompt {i} ({len(p):,} characters)")
         return prompts
 
     @field_validator("seeds", mode="before")
@@ -256,13 +307,15 @@ class Spec(_Strict):
     def _seeds(cls, seeds):
         if not isinstance(seeds, list) or not seeds:
             raise ValueError("seeds must be a non-empty list of integers, e.g. [0, 1]")
+        _at_most("seeds", len(seeds), f"{len(seeds):,} seeds")
         for s in seeds:
             if isinstance(s, bool) or not isinstance(s, int):
-                raise ValueError(f"seed {s!r} is not an integer; seeds must be integers, e.g. [0, 1]")
+                raise ValueError(f"seed {shorten(s)} is not an integer; seeds must be integers, e.g. [0, 1]")
             if s < 0:
                 raise ValueError(f"seed {s} is negative; seeds must be integers >= 0")
+            _at_most("seed", s, f"seed {shorten(s)}")
         if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds contain duplicates: {seeds}")
+            raise ValueError(f"seeds contain duplicates: {shorten(seeds)}")
         return seeds
 
     @field_validator("methods")
@@ -282,6 +335,23 @@ class Spec(_Strict):
 
     def spec_hash(self) -> str:
         return stable_hash(self.model_dump(mode="json"))
+
+
+#: Pipeline arguments the sweep sets itself for every generation.
+_SET_BY_THE_SWEEP = ("prompt", "generator", "output_type", "callback_on_step_end", "return_dict")
+
+
+def _plain_value(key: str, value: Any) -> None:
+    """A pass-through pipeline argument must be plain YAML data: finite numbers, strings, booleans, lists."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{key}={shorten(value)} is not a finite number")
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _plain_value(key, v)
+    elif isinstance(value, dict):
+        raise ValueError(f"{key}={shorten(value)}: a mapping cannot be passed to the pipeline")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"{key}={shorten(value)} is not a number, string, boolean or list")
 
 
 def stable_hash(obj: Any) -> str:
@@ -306,26 +376,19 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = (), pla
     for item in overrides:
         apply_override(raw, item)
     raw = _resolve_prompts(raw, path.parent, plan_only)
-    spec = _validate(raw, path)
+    spec = validate_spec_data(raw, str(path))
+    from experiments.feasibility import check_feasible
     from experiments.methods import check_method_spec, load_plugins
 
     load_plugins(spec.plugins, where=f"{path}: plugins")
     for i, m in enumerate(spec.methods):
         check_method_spec(m, where=f"{path}: methods[{i}] ({m.name})", generation=spec.generation)
+    check_feasible(spec, where=str(path))
     return spec
 
 
 def read_yaml_mapping(path: Path) -> dict:
-    if not path.is_file():
-        raise SpecError(f"spec file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        # safe_load refuses python tags (e.g. !!python/object) with a ConstructorError
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}{where}: not valid YAML for a spec: {problem}. Only plain YAML is accepted (no python tags).") from None
+    data = load_yaml(read_text_file(path, "spec file", MAX_SPEC_BYTES), where=str(path))
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec must be a YAML mapping (name:, model:, prompts:, ...), got {type(data).__name__}")
     return data
@@ -335,11 +398,10 @@ def apply_override(raw: dict, item: str) -> None:
     """Apply one `--set key.path=value`; the value is parsed as YAML (numbers, lists, booleans)."""
     if "=" not in item:
         raise SpecError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. generation.num_inference_steps=20")
+    if len(item) > 100_000:
+        raise SpecError(f"--set {shorten(item)}: longer than 100,000 characters; put large values in the spec")
     key, _, text = item.partition("=")
-    try:
-        value = yaml.safe_load(text) if text else ""
-    except yaml.YAMLError:
-        raise SpecError(f"--set {item!r}: value {text!r} is not valid YAML") from None
+    value = load_yaml(text, where=f"--set {shorten(item)}") if text else ""
     parts = key.strip().split(".")
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
@@ -389,11 +451,14 @@ def _resolve_prompts(raw: dict, base: Path, plan_only: bool = False) -> dict:
             loaded = prompt_sets.placeholder(request, str(exc))
         return {**raw, "prompts": loaded.prompts, "prompt_set": loaded.record}
     if isinstance(prompts, dict) and set(prompts) == {"file"}:
+        if not isinstance(prompts["file"], str) or not prompts["file"]:
+            raise SpecError(f"prompts.file: expected the path of a text file, got {shorten(prompts['file'])}")
         file = Path(prompts["file"])
         file = file if file.is_absolute() else base / file
         if not file.is_file():
-            raise SpecError(f"prompts.file: prompts file not found: {file} (one prompt per line)")
-        lines = [ln.strip() for ln in file.read_text().splitlines()]
+            raise SpecError(f"prompts.file: prompts file not found: {shorten(str(file))[1:-1]} (one prompt per line)")
+        text = read_text_file(file, "prompts file", MAX_PROMPTS_BYTES)
+        lines = [ln.strip() for ln in text.splitlines()]
         raw = {**raw, "prompts": [ln for ln in lines if ln and not ln.startswith("#")]}
         if not raw["prompts"]:
             raise SpecError(f"prompts.file: {file} holds no prompts (one prompt per line, # starts a comment)")
@@ -403,7 +468,8 @@ def _resolve_prompts(raw: dict, base: Path, plan_only: bool = False) -> dict:
     return raw
 
 
-def _validate(raw: dict, path: Path) -> Spec:
+def validate_spec_data(raw: dict, where: str) -> Spec:
+    """A Spec from parsed data; any problem is one SpecError line naming `where`, the field and the value."""
     try:
         return Spec.model_validate(raw)
     except ValidationError as exc:
@@ -416,18 +482,19 @@ def _validate(raw: dict, path: Path) -> Spec:
             allowed = sorted(parent.model_fields) if parent else []
             near = difflib.get_close_matches(str(field), allowed, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
-            msg = f"unknown field {field!r}{hint} Allowed: {', '.join(allowed)}"
+            msg = f"unknown field {shorten(field)}{hint} Allowed: {', '.join(allowed)}"
         elif err["type"] == "missing":
             msg = "required field is missing"
         elif "input" in err and err["type"] not in ("value_error",):
-            msg = f"{msg} (got {err['input']!r})"
-        raise SpecError(f"{path}: {loc}: {msg}") from None
+            msg = f"{msg} (got {shorten(err['input'])})"
+        raise SpecError(f"{where}: {loc}: {msg}") from None
 
 
 def _format_loc(loc: tuple) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        part = part if isinstance(part, int) else shorten(str(part))[1:-1]
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out or "(top level)"
 
 

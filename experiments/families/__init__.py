@@ -94,6 +94,10 @@ class Family:
     # The pipeline sets `pipe.current_timestep` during denoising (PAB / FasterCache callbacks read it).
     current_timestep: bool = True
     notes: str = ""
+    # Shape rules of the pipeline (its VAE and patch factors): height and width are multiples of
+    # `spatial_multiple`; a video's num_frames is k * `frames_step` + 1 (the causal VAE's temporal factor).
+    spatial_multiple: int = 16
+    frames_step: int | None = None
 
     def __post_init__(self):
         missing = [m for m in METHODS if m not in self.methods]

@@ -89,6 +89,7 @@ FAMILY = register_family(
         pipeline_class="HunyuanVideoPipeline",
         transformer_class="HunyuanVideoTransformer3DModel",
         output="video",
+        frames_step=4,
         cfg="distilled",
         hub_ids=("hunyuanvideo-community/HunyuanVideo",),
         # The FBC benchmark loads the transformer in bfloat16 and the rest in float16, with VAE tiling.

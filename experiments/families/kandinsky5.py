@@ -101,6 +101,7 @@ FAMILY = register_family(
         pipeline_class="Kandinsky5T2VPipeline",
         transformer_class="Kandinsky5Transformer3DModel",
         output="video",
+        frames_step=4,
         cfg="separate",
         hub_ids=("kandinskylab/Kandinsky-5.0-T2V-Lite-sft-5s-Diffusers",),
         dtype="bfloat16",

@@ -76,6 +76,7 @@ FAMILY = register_family(
         pipeline_class="LTXPipeline",
         transformer_class="LTXVideoTransformer3DModel",
         output="video",
+        spatial_multiple=32, frames_step=8,
         cfg="batched",
         hub_ids=("Lightricks/LTX-Video", "a-r-r-o-w/LTX-Video-diffusers"),
         dtype="bfloat16",

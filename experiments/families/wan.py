@@ -69,6 +69,7 @@ FAMILY = register_family(
         pipeline_class="WanPipeline",
         transformer_class="WanTransformer3DModel",
         output="video",
+        frames_step=4,
         cfg="separate",
         hub_ids=("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "Wan-AI/Wan2.1-T2V-14B-Diffusers"),
         dtype="bfloat16",

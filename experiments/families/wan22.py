@@ -24,6 +24,7 @@ FAMILY = register_family(
         pipeline_class="WanPipeline",
         transformer_class="WanTransformer3DModel",
         output="video",
+        frames_step=4,
         cfg="separate",
         hub_ids=("Wan-AI/Wan2.2-T2V-A14B-Diffusers",),
         dtype="bfloat16",

@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import importlib
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -65,6 +66,8 @@ class CacheMethod:
     #: where the method comes from: "diffusers", "project", "plugin <module>", "entry point <dist>"
     origin: str = "project"
     doc: str = ""
+    #: allowed [low, high] of numeric params beyond ">= 0" (None: open-ended)
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
 
     @property
     def config_class(self) -> type:
@@ -92,6 +95,27 @@ class CacheMethod:
 
     def settable(self) -> list[str]:
         return sorted(n for n in self.fields() if n not in self.wired)
+
+    def field_types(self) -> dict[str, Any]:
+        import typing
+
+        try:
+            return typing.get_type_hints(self.config_class)
+        except Exception:  # a plugin's annotations that cannot be resolved: its own checks decide
+            return {}
+
+    def check_param(self, key: str, value: Any) -> str | None:
+        """What is wrong with `key=value` (its type against the config field, then its range), or None."""
+        from experiments.param_types import range_problem, type_problem
+
+        problem = type_problem(value, self.field_types().get(key, Any))
+        if problem:
+            return f"must be {problem}"
+        low, high = self.ranges.get(key, (0, None) if key in self.nonnegative else (None, None))
+        problem = range_problem(value, low, high)
+        if problem and low == 0 and value < 0:
+            return f"is negative; {key} must be >= 0"
+        return f"must be {problem}" if problem else None
 
     def build_config(self, params: dict[str, Any], pipe: Any = None, num_inference_steps: int | None = None,
                      calibration: list[float] | None = None) -> Any:
@@ -124,6 +148,8 @@ class CacheMethod:
 
 
 METHODS: dict[str, CacheMethod] = {}
+#: Most points one method entry may expand to (the cartesian product of its sweep axes).
+MAX_POINTS = 10_000
 
 
 def register_method(method: CacheMethod | str, config: type | str | None = None,
@@ -266,19 +292,29 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
     if target and target not in method_spec.params and getattr(method_spec, "calibrate", "auto") == "never" \
             and method.published is None:
         raise SpecError(f"{where}: {method.name} needs params.{target} or calibrate: auto")
+    from experiments.untrusted_text import shorten
+
+    for group in ("params", "sweep"):
+        for key, given in getattr(method_spec, group).items():
+            for value in (given if group == "sweep" else [given]):
+                problem = method.check_param(key, value)
+                if problem:
+                    raise SpecError(f"{where}: {group}.{key}: {key}={shorten(value)} {problem} "
+                                    f"({method.config_class_name}.{key})")
+    n_points = math.prod(len(v) for v in method_spec.sweep.values())
+    if n_points > MAX_POINTS:
+        raise SpecError(f"{where}: the sweep grid has {n_points:,} points; at most {MAX_POINTS:,} per method entry "
+                        f"(each point is a generation per prompt and seed)")
     steps = getattr(generation, "num_inference_steps", None) or 28
     for point in expand_grid(method_spec.params, method_spec.sweep):
-        for key in method.nonnegative:
-            value = point.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                raise SpecError(f"{where}: {key}={value} is negative; {key} must be >= 0")
         try:
             method.build_config(point, pipe=None, num_inference_steps=steps,
                                 calibration=[1.0] * steps if target else None)
         except SpecError:
             raise
         except Exception as exc:  # the config's own __post_init__ checks, e.g. SeaCache's residual_order
-            raise SpecError(f"{where}: {method.config_class_name}({_fmt(point)}) is invalid: {exc}") from None
+            raise SpecError(f"{where}: {method.config_class_name}({shorten(point)}) is invalid: "
+                            f"{shorten(str(exc))[1:-1]}") from None
 
 
 _BUILTIN_MODULES = ("experiments.methods.diffusers_caches", "experiments.methods.teacache",
@@ -296,10 +332,6 @@ def _is_instance(config: Any, method: CacheMethod) -> bool:
         if type(config).__name__ != attr:
             return False
     return isinstance(config, method.config_class)
-
-
-def _fmt(point: dict) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in point.items())
 
 
 def _coerce(f: dataclasses.Field, value: Any) -> Any:

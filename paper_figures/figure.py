@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +41,25 @@ class Figure:
         return None
 
 
+TMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed onto `path` only when the write finished.
+
+    A crash or ``kill -9`` mid-write leaves at most a ``.tmp-*`` file, never a truncated file
+    under the final name (the extension is kept, so writers that pick a format by it still do).
+    """
+    path = Path(path)
+    tmp = path.with_name(TMP_PREFIX + path.name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_figure(fig: MplFigure, out_dir: Path | str, stem: str, formats: Sequence[str]) -> list[Path]:
     """Write `fig` once per format with date/version-free metadata, then close it."""
     out = Path(out_dir)
@@ -53,7 +74,8 @@ def save_figure(fig: MplFigure, out_dir: Path | str, stem: str, formats: Sequenc
         for fmt in formats:
             fmt = fmt.lower().lstrip(".")
             path = out / f"{stem}.{fmt}"
-            fig.savefig(path, format=fmt, dpi=DPI, metadata=_METADATA.get(fmt))
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=DPI, metadata=_METADATA.get(fmt))
             paths.append(path)
     finally:
         plt.close(fig)

@@ -12,7 +12,7 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from paper_figures import contract as c
-from paper_figures.figure import Figure
+from paper_figures.figure import Figure, atomic_path
 from paper_figures.frames import evenly_spaced
 from paper_figures.grid_selection import GridEntry, PromptChoice, entry_stats, grid_entries, select_prompts
 
@@ -75,6 +75,20 @@ def grid_video(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"grid_video_p{prompt_index}_s{seed}.mp4"
+    with atomic_path(path) as tmp:
+        _write_video(tmp, paths, labels, height, font, n, fps)
+
+    caption = (
+        f"Side-by-side video, prompt {prompt_index}, seed {seed}, left to right: "
+        + "; ".join(f"{name} ({stats})" if stats else name for name, stats in labels)
+        + f" ({fps} fps)."
+    )
+    if lpips_random:
+        caption += f" {c.metric_label(points, 'lpips')}: random-weight network, not a real score."
+    return Figure(path_stem=path.stem, files=[path], caption=caption, kind="video")
+
+
+def _write_video(path: Path, paths, labels, height: int, font, n: int, fps: int) -> None:
     writer = imageio.get_writer(
         path, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=2,
         ffmpeg_log_level="error",
@@ -90,15 +104,6 @@ def grid_video(
             writer.append_data(np.concatenate(row, axis=1))
     finally:
         writer.close()
-
-    caption = (
-        f"Side-by-side video, prompt {prompt_index}, seed {seed}, left to right: "
-        + "; ".join(f"{name} ({stats})" if stats else name for name, stats in labels)
-        + f" ({fps} fps)."
-    )
-    if lpips_random:
-        caption += f" {c.metric_label(points, 'lpips')}: random-weight network, not a real score."
-    return Figure(path_stem=path.stem, files=[path], caption=caption, kind="video")
 
 
 def _spread(cached: list[GridEntry], max_outputs: int) -> list[GridEntry]:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from paper_figures.figure import Figure
+from paper_figures.figure import Figure, atomic_path
 
 INDEX_NAME = "index.md"
 
@@ -38,7 +38,8 @@ def write_index(figures: Sequence[Figure], out_dir: Path | str, title: str = "Sw
         if links:
             lines += ["Files: " + " · ".join(links), ""]
     path = out / INDEX_NAME
-    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return path
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from paper_figures import contract as c
-from paper_figures.figure import Figure
+from paper_figures.figure import Figure, atomic_path
 
 INF = "∞"
 MINUS = "−"  # typographic minus; rendered as $-$ in LaTeX
@@ -343,8 +343,9 @@ def threshold_table(points: pd.DataFrame, out_dir: Path | str) -> Figure:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md, tex = out / "table.md", out / "table.tex"
-    md.write_text(markdown_table(points), encoding="utf-8")
-    tex.write_text(latex_table(points), encoding="utf-8")
+    for path, text in ((md, markdown_table(points)), (tex, latex_table(points))):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
     caption = (
         f"Latency, speedup and quality per point for {c.sweep_title(points)}; "
         "best non-baseline value per column in bold; speedup with 95% CI, latency with IQR."

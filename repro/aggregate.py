@@ -37,7 +37,13 @@ SPREAD_LIMIT = 0.5  # per-item speedups spanning more than half the median: timi
 
 
 def item_rows(store: Store) -> list[dict[str, Any]]:
+    from repro.run_dir import media_present
+
     gens = {g["key"]: g for g in store.generations()}
+    for g in gens.values():  # a row is trusted only while its media exist
+        if g["status"] == "ok" and not media_present(store.run_dir, g):
+            gens[g["key"]] = {**g, "status": "missing",
+                              "error": f"media missing ({g.get('media_dir')}); re-run the sweep to regenerate it"}
     scores = store.scores()
     protocol = run_protocol(store.meta().get("spec") or {})
     labels = {p["point_id"]: p["label"] for p in store.points()}

@@ -1,10 +1,13 @@
 """The `repro` command line. Heavy imports (torch, diffusers, metrics) stay inside commands,
 so `repro --help` answers at once.
 
-Exit codes: 0 success; 1 some generations failed (recorded, the rest ran); 2 bad input
-(spec, flag, path) with one clear message and nothing written; 3 missing model or metric
+Exit codes: 0 success; 1 some generations failed (recorded, the rest ran), or nothing to
+show (no results yet, no point meets the gates); 2 bad input (spec, flag, path, damaged store,
+unreadable images) with one clear message and nothing written; 3 missing model or metric
 weights (the message says how to fetch them); 4 the path is not a run directory; 5 the run
-directory is being written by another process; 130 interrupted (resume by re-running).
+directory is being written by another process; 6 disk full (the message names the disk and the
+space; finished work is kept, re-run to resume); 130 interrupted (Ctrl-C or SIGTERM, at any
+stage; re-run to resume).
 """
 
 from __future__ import annotations
@@ -15,35 +18,90 @@ from pathlib import Path
 
 import click
 
-EXIT_BAD_INPUT, EXIT_MISSING_WEIGHTS, EXIT_NOT_A_RUN, EXIT_RUN_BUSY = 2, 3, 4, 5
+EXIT_NOTHING_TO_SHOW, EXIT_BAD_INPUT, EXIT_MISSING_WEIGHTS, EXIT_NOT_A_RUN, EXIT_RUN_BUSY = 1, 2, 3, 4, 5
+EXIT_DISK_FULL, EXIT_INTERRUPTED = 6, 130
+#: Every message is one line shorter than this (values quoted in it are cut first, this is the backstop).
+MAX_MESSAGE = 990
 
 
 def exit_code_for(exc: BaseException) -> int | None:
     """The one mapping from user-error types to exit codes (None: not a user error, let it raise)."""
     from experiments import errors
-    from metrics.errors import WeightsMissing
+    from metrics.errors import InputError, WeightsMissing
 
     for kind, code in ((errors.SpecError, EXIT_BAD_INPUT), (errors.ModelUnavailable, EXIT_MISSING_WEIGHTS),
                        (WeightsMissing, EXIT_MISSING_WEIGHTS), (errors.RunDirMissing, EXIT_NOT_A_RUN),
-                       (errors.RunLocked, EXIT_RUN_BUSY), (errors.UserError, EXIT_BAD_INPUT)):
+                       (errors.RunLocked, EXIT_RUN_BUSY), (errors.DiskFull, EXIT_DISK_FULL),
+                       (errors.UserError, EXIT_BAD_INPUT), (InputError, EXIT_BAD_INPUT)):
         if isinstance(exc, kind):
             return code
     return None
 
 
+def _fail(message: object, code: int) -> None:
+    line = " ".join(str(message).split())
+    click.echo(f"error: {line[:MAX_MESSAGE - 10] + ' [...]' if len(line) > MAX_MESSAGE else line}", err=True)
+    sys.exit(code)
+
+
 def _friendly_errors(fn):
-    """Turn the errors a user can fix into one line on stderr and a distinct exit code."""
+    """Turn the errors a user can fix into one line on stderr and a distinct exit code (see the module doc)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import errno
+        import signal
+        import sqlite3
+
+        from experiments.errors import DiskFull
+
+        def terminate(signum, frame):
+            raise KeyboardInterrupt
+        # SIGTERM (a scheduler or `kill`) interrupts like Ctrl-C: same clean stop, same exit code
+        previous = signal.signal(signal.SIGTERM, terminate) if _main_thread() else None
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except DiskFull as exc:
+            _fail(exc.strerror, EXIT_DISK_FULL)
+        except OSError as exc:
+            if exit_code_for(exc) is not None:  # e.g. RunDirMissing is a FileNotFoundError
+                _fail(exc, exit_code_for(exc))
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                _fail(DiskFull(exc.filename or Path.cwd()).strerror, EXIT_DISK_FULL)
+            if exc.errno in (errno.EROFS, errno.EACCES) and exc.filename:
+                _fail(f"cannot write {exc.filename} ({exc.strerror}): the run directory or output is read-only; "
+                      f"pareto, best, export --out and figures --out read it as it is, write elsewhere with --out DIR",
+                      EXIT_BAD_INPUT)
+            raise
+        except sqlite3.DatabaseError as exc:  # a store damaged after it was opened
+            _fail(f"the results store cannot be read ({exc}); it was left untouched: restore it from a backup "
+                  f"or move it away and re-run", EXIT_BAD_INPUT)
         except Exception as exc:
             code = exit_code_for(exc)
             if code is None:
                 raise
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(code)
+            _fail(exc, code)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return wrapper
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _no_results_yet(points, run_dir) -> bool:
+    """True (and says so) when a run has no finished generation to show yet."""
+    if len(points) == 0 or "method" not in points or not (points["status"] != "failed").any():
+        click.echo(f"no results yet in {run_dir}: no generation has finished; run or resume `repro sweep` first",
+                   err=True)
+        return True
+    return False
 
 
 def _load(spec_path: str, overrides: tuple[str, ...], out: str | None = None, plan_only: bool = False):
@@ -55,12 +113,15 @@ def _load(spec_path: str, overrides: tuple[str, ...], out: str | None = None, pl
 
 def _run_spec(run_dir: str):
     """The resolved spec a run directory was made with."""
+    from experiments.errors import SpecError
     from experiments.spec import Spec
     from repro.store import Store
 
-    store = Store.open_existing(run_dir)
+    store = Store.open_existing(run_dir, read_only=True)
     meta = store.meta()
     store.close()
+    if "spec" not in meta:
+        raise SpecError(f"{run_dir}: the run has no recorded spec yet (it stopped before starting); run `repro sweep`")
     spec = Spec.model_validate(meta["spec"])
     return spec.model_copy(update={"output": spec.output.model_copy(update={"dir": str(run_dir)})})
 
@@ -136,10 +197,11 @@ def calibrate(spec, out, overrides):
     from repro.lock import RunLock
     from repro.plan import build_plan
     from repro.store import Store
-    from repro.sweep import ensure_calibration
+    from repro.sweep import ensure_calibration, preflight
 
     loaded = _load(spec, overrides, out)
     plan = build_plan(loaded)
+    preflight(loaded.run_dir)
     if not plan.calibrations:
         click.echo("no method entry in this spec needs calibration")
         return
@@ -161,8 +223,10 @@ def calibrate(spec, out, overrides):
 @_friendly_errors
 def score(run_dir, force, overrides):
     """(Re)score the generations of RUN_DIR, e.g. after adding CLIP with --set metrics.names=[...]."""
-    from experiments.spec import Spec, apply_override
+    from experiments.feasibility import check_device
+    from experiments.spec import apply_override, validate_spec_data
     from repro.lock import RunLock
+    from repro.run_dir import missing_media
     from repro.scoring import RunScorer
     from repro.store import Store
 
@@ -170,13 +234,18 @@ def score(run_dir, force, overrides):
     raw = spec.model_dump(mode="json")
     for item in overrides:
         apply_override(raw, item)
-    spec = Spec.model_validate(raw)
+    spec = validate_spec_data(raw, where=f"{run_dir} with --set")
+    check_device(spec.metrics.device, "metrics.device", where=f"{run_dir} with --set")
     with RunLock(Path(run_dir)):
         store = Store(run_dir)
         n = RunScorer(spec.metrics, store).score_missing(force=force)
         store.set_meta(spec=spec.model_dump(mode="json"))
+        gone = missing_media(store)
         store.close()
     click.echo(f"scored {n} generation(s) in {run_dir}")
+    if gone:
+        click.echo(f"{len(gone)} generation(s) have lost their media (e.g. {gone[0]['media_dir']}) and were not "
+                   f"scored; `repro sweep` on the same spec generates them again", err=True)
 
 
 @main.command("score-folders")
@@ -207,7 +276,9 @@ def pareto(run_dir, metric):
     from repro.report import format_points
     from repro.store import Store
 
-    points, _ = tables(Store.open_existing(run_dir))
+    points, _ = tables(Store.open_existing(run_dir, read_only=True))
+    if _no_results_yet(points, run_dir):
+        sys.exit(EXIT_NOTHING_TO_SHOW)
     cached = points[points["method"] != "baseline"]
     from experiments.errors import SpecError
     from metrics.registry import FRONT
@@ -228,14 +299,17 @@ def pareto(run_dir, metric):
 def best(run_dir, maxima, minima):
     """Print the fastest point meeting every quality gate, as a spec snippet and a Python call."""
     from repro.aggregate import tables
-    from repro.pareto import parse_gates, ranked_points
+    from repro.pareto import check_gates_scored, parse_gates, ranked_points
     from repro.report import format_best
     from repro.significance import runner_up_note
     from repro.store import Store
 
     gates = parse_gates(maxima, minima)
-    store = Store.open_existing(run_dir)
+    store = Store.open_existing(run_dir, read_only=True)
     points, items = tables(store)
+    if _no_results_yet(points, run_dir):
+        sys.exit(EXIT_NOTHING_TO_SHOW)
+    check_gates_scored(points, gates, points.attrs.get("metric_labels", {}))
     ranked = ranked_points(points.to_dict("records"), gates)
     if not ranked:
         click.echo("no point meets every gate", err=True)
@@ -268,8 +342,10 @@ def figures(run_dir, out, formats):
         raise SpecError(f"--format {formats!r}: allowed formats are png, pdf, svg (comma-separated)")
     import paper_figures
 
-    store = Store.open_existing(run_dir)
+    store = Store.open_existing(run_dir, read_only=True)
     points, items = tables(store)
+    if _no_results_yet(points, run_dir):
+        sys.exit(EXIT_NOTHING_TO_SHOW)
     meta = store.meta()
     points.attrs["provenance"] = {"spec_name": (meta.get("spec") or {}).get("name"), "spec_hash": meta.get("spec_hash"),
                                   "versions": meta.get("versions"), "environment": meta.get("environment")}
@@ -314,7 +390,7 @@ def compare(run_dir, paper, points, matches, fmt, out):
         from repro.significance import compare_points, find_point, format_point_comparison
         from repro.store import Store
 
-        table, items = tables(Store.open_existing(run_dir))
+        table, items = tables(Store.open_existing(run_dir, read_only=True))
         a, b = (find_point(table, p) for p in points)
         if a == b:
             raise SpecError(f"--points: {points[0]!r} and {points[1]!r} are the same point; give two different points")

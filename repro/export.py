@@ -15,10 +15,14 @@ from repro.store import Store
 
 
 def export_tables(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> list[Path]:
-    store = Store.open_existing(run_dir)
+    store = Store.open_existing(run_dir, read_only=True)
     points, items = tables(store)
     meta = store.meta()
     store.close()
+    if len(points) == 0:
+        from experiments.errors import SpecError
+
+        raise SpecError(f"{run_dir}: no results yet (no generation has finished); nothing to export")
     for df in (points, items):  # provenance on every row
         df["spec_hash"] = meta.get("spec_hash")
         for pkg, version in (meta.get("versions") or {}).items():

@@ -50,10 +50,27 @@ def parse_gates(maxima: Sequence[str], minima: Sequence[str]) -> list[tuple[str,
             if name not in METRICS and name not in GATE_COLUMNS:
                 raise SpecError(f"--{kind} {item!r}: unknown metric {name!r}; allowed: {', '.join([*METRICS, *GATE_COLUMNS])}")
             try:
-                gates.append((name, kind, float(value)))
+                number = float(value)
             except ValueError:
-                raise SpecError(f"--{kind} {item!r}: expected METRIC=NUMBER, e.g. lpips=0.1") from None
+                raise SpecError(f"--{kind} {item[:80]!r}: expected METRIC=NUMBER, e.g. lpips=0.1") from None
+            if not math.isfinite(number):
+                raise SpecError(f"--{kind} {item[:80]!r}: the bound must be a finite number (a NaN or infinite "
+                                f"bound would disable the gate), e.g. {name}=0.1")
+            gates.append((name, kind, number))
     return gates
+
+
+def check_gates_scored(points: Any, gates: list[tuple[str, str, float]], labels: dict[str, str]) -> None:
+    """Refuse a gate on a metric this run never scored: "no point meets it" would be the wrong answer."""
+    from experiments.errors import SpecError
+
+    cached = points[points["method"] != "baseline"] if "method" in points else points
+    for name, kind, _ in gates:
+        if name not in cached or not cached[name].notna().any():
+            scored = [m for m in BETTER if m in cached and cached[m].notna().any()]
+            raise SpecError(f"--{kind} {name}: {labels.get(name, name)} was not scored in this run (scored: "
+                            f"{', '.join(scored) or 'none'}); add it with `repro score RUN_DIR --set "
+                            f"'metrics.names=[...]'` or gate on a scored metric")
 
 
 def best_point(points: list[dict[str, Any]], gates: list[tuple[str, str, float]]) -> dict[str, Any] | None:

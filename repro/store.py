@@ -11,12 +11,14 @@ generation and metric) and ``calibrations`` (MagCache ratios).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from experiments.errors import SpecError
 from metrics.registry import has_random_tag
 
 SCHEMA = """
@@ -51,6 +53,7 @@ CREATE TABLE IF NOT EXISTS calibrations (
 """
 
 STORE_FILE = "results.sqlite"
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _now() -> str:
@@ -63,25 +66,52 @@ def _json(value: Any) -> str:
 
 
 class Store:
-    """Thin, explicit access to the run's SQLite file. Every write commits immediately."""
+    """Thin, explicit access to the run's SQLite file. Every write commits immediately.
 
-    def __init__(self, run_dir: str | Path):
+    A damaged file (truncated, overwritten, not SQLite) is refused with one message and never
+    written to. ``read_only=True`` (the reading verbs: pareto, best, export, figures) opens it
+    without writing anything, so an archived read-only run directory can still be inspected.
+    """
+
+    def __init__(self, run_dir: str | Path, read_only: bool = False):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / STORE_FILE
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        self.read_only = read_only
+        _check_header(self.path)
+        try:
+            if read_only:
+                self.db = _connect_read_only(self.path)
+            else:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            _check_integrity(self.db, self.path)
+            if not read_only:
+                with self._writing():
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                    self.db.execute("PRAGMA synchronous=FULL")
+                    self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            if _is_disk_full(exc) or "readonly" in str(exc) or "unable to open" in str(exc):
+                raise _operational(exc, self.path) from None
+            raise StoreDamaged(self.path, str(exc)) from None
 
     @classmethod
-    def open_existing(cls, run_dir: str | Path) -> "Store":
+    def open_existing(cls, run_dir: str | Path, read_only: bool = False) -> "Store":
         from experiments.errors import RunDirMissing
 
         if not (Path(run_dir) / STORE_FILE).is_file():
             raise RunDirMissing(f"{run_dir}: no {STORE_FILE} here; is this a run directory made by `repro sweep`?")
-        return cls(run_dir)
+        return cls(run_dir, read_only=read_only)
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """One committed transaction; a full disk becomes DiskFull naming this store (the transaction rolls back)."""
+        try:
+            with self.db:
+                yield
+        except sqlite3.OperationalError as exc:
+            raise _operational(exc, self.path) from None
 
     def close(self) -> None:
         self.db.close()
@@ -89,7 +119,7 @@ class Store:
     # -- meta ---------------------------------------------------------------------------------
 
     def set_meta(self, **values: Any) -> None:
-        with self.db:
+        with self._writing():
             for k, v in values.items():
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, _json(v)))
 
@@ -99,7 +129,7 @@ class Store:
     # -- points -------------------------------------------------------------------------------
 
     def put_points(self, points: list[dict[str, Any]]) -> None:
-        with self.db:
+        with self._writing():
             for p in points:
                 self.db.execute(
                     "INSERT OR REPLACE INTO points VALUES (?,?,?,?,?,?,?,?,?)",
@@ -128,7 +158,7 @@ class Store:
                 row[field] = _json(row[field])
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self.db:
+        with self._writing():
             self.db.execute(f"INSERT OR REPLACE INTO generations ({cols}) VALUES ({marks})", tuple(row.values()))
 
     def generation(self, key: str) -> dict[str, Any] | None:
@@ -149,7 +179,7 @@ class Store:
     # -- scores -------------------------------------------------------------------------------
 
     def put_scores(self, generation_key: str, scores: dict[str, dict[str, Any]], reference_key: str | None) -> None:
-        with self.db:
+        with self._writing():
             for metric, s in scores.items():
                 self.db.execute(
                     "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?)",
@@ -172,7 +202,7 @@ class Store:
     # -- calibrations -------------------------------------------------------------------------
 
     def put_calibration(self, key: str, ratios: dict[str, list[float]], used: str, meta: dict[str, Any]) -> None:
-        with self.db:
+        with self._writing():
             self.db.execute("INSERT OR REPLACE INTO calibrations VALUES (?,?,?,?,?)",
                             (key, _json(ratios), used, _json(meta), _now()))
 
@@ -182,6 +212,64 @@ class Store:
 
     def calibrations(self) -> list[dict[str, Any]]:
         return [_decode_calibration(r) for r in self.db.execute("SELECT * FROM calibrations ORDER BY rowid")]
+
+
+class StoreDamaged(SpecError):
+    """results.sqlite cannot be read as a results store; it is left exactly as it is."""
+
+    def __init__(self, path: Path, detail: str):
+        super().__init__(
+            f"{path}: the results store is damaged ({detail[:200]}); it was left untouched. Restore it from a "
+            f"backup, or move it away (mv {path} {path}.broken) and run the sweep again to regenerate the run")
+        self.path = path
+
+
+def _check_header(path: Path) -> None:
+    """A non-empty file that does not start like SQLite is refused before SQLite is handed it."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise StoreDamaged(path, "it is a directory") from None
+    if head and head != SQLITE_HEADER:
+        raise StoreDamaged(path, "not an SQLite file")
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open without writing: mode=ro, or immutable when the folder is read-only and SQLite cannot create -shm."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30, isolation_level=None)
+
+
+def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
+    rows = db.execute("PRAGMA quick_check").fetchall()
+    if [tuple(r) for r in rows] != [("ok",)]:
+        raise StoreDamaged(path, "; ".join(str(r[0]) for r in rows[:3]))
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return "disk is full" in str(exc) or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+
+
+def _operational(exc: sqlite3.OperationalError, path: Path) -> Exception:
+    from experiments.errors import DiskFull
+
+    if _is_disk_full(exc):
+        return DiskFull(path)
+    if "readonly" in str(exc) or "unable to open" in str(exc):
+        return SpecError(f"{path}: cannot write the results store ({exc}); is the run directory read-only? "
+                         f"Reading verbs (pareto, best, export, figures) work on it; copy it elsewhere to add to it")
+    return exc
 
 
 def _decode_generation(r: sqlite3.Row) -> dict[str, Any]:

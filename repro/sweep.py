@@ -9,19 +9,22 @@ The driver is the only writer of the store. Each finished generation is written 
 renamed into place, then its row committed) as soon as it arrives, and its scores when they
 arrive, so an interrupted sweep resumes exactly where it stopped: generations not in the store
 run again, generations without their scores are scored at the end of the next sweep. Ctrl-C
-asks the executor to stop after the generation in flight; a second Ctrl-C aborts at once.
-Listeners (``repro.events``) hear about every finished generation, item and point.
+asks the executor to stop after the generation in flight; a second Ctrl-C, or SIGTERM, stops
+the generation in flight at its next denoising step (checked in the per-step callback). Every
+interruption exits 130. Listeners (``repro.events``) hear about every finished generation, item
+and point.
 """
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from experiments.errors import SpecError
+from experiments.errors import DiskFull, SpecError
 from experiments.media import clean_partial, read_frames, write_frames
 from experiments.pipelines import check_model_available
 from experiments.runner import GenerationRequest
@@ -82,6 +85,10 @@ def select(plan: Plan, only: tuple[str, ...]) -> Plan:
     cached = [j for j in plan.cached if j.point_id in ids and keep_item(j)]
     needed = {j.quality_baseline_key for j in cached} | {j.speed_baseline_key for j in cached}
     baselines = [j for j in plan.baselines if j.key in needed or (keep_item(j) and not cached)]
+    if not cached and not baselines:
+        seeds = sorted({j.seed for j in plan.baselines})
+        raise SpecError(f"--only {' '.join(only)} matches no generation; this spec has prompts 0.."
+                        f"{max(j.prompt_index for j in plan.baselines)} and seeds {seeds[:10]}")
     calib = {j.calibration_key for j in cached}
     return Plan(points, baselines, cached, [c for c in plan.calibrations if c.key in calib])
 
@@ -102,6 +109,7 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
     stream = stream or sys.stderr
     plan = select(build_plan(spec), only)
     run_dir = spec.run_dir
+    preflight(run_dir)
     target = resolve_target(spec, run_dir, wandb_mode)  # a bad WANDB_MODE stops us before anything is written
     if dry_run:
         print(plan.describe(), file=stream)
@@ -124,6 +132,28 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
             store.close()
 
 
+def preflight(run_dir: Path) -> None:
+    """Refuse a run directory a sweep must not write into, before anything is created or cleaned."""
+    from repro.run_dir import check_no_escaping_links, check_output_dir
+
+    check_output_dir(run_dir)
+    check_no_escaping_links(run_dir)
+
+
+def _trusted_statuses(store: Store, stream: TextIO) -> dict[str, str]:
+    """The store's statuses, minus the ok rows whose media are gone: those are generated again."""
+    from repro.run_dir import missing_media
+
+    statuses = store.statuses()
+    gone = missing_media(store)
+    if gone:
+        print(f"{len(gone)} finished generation(s) have lost their media (e.g. {gone[0]['media_dir']}); "
+              f"generating them again", file=stream)
+    for g in gone:
+        statuses.pop(g["key"], None)
+    return statuses
+
+
 def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream,
          metric_nets, events: Listeners) -> SweepOutcome:
     from repro.provenance import environment, write_run_files
@@ -135,7 +165,7 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     write_run_files(spec.run_dir, spec, env)
     clean_partial(spec.run_dir / "media")
     store.put_points([p.record() for p in plan.points])
-    todo = pending(plan, store.statuses(), retry_failed)
+    todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
     items = item_major(plan, todo)
     outcome.skipped = len(plan.jobs) - len(todo)
     print(plan.describe(), file=stream)
@@ -152,7 +182,7 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
                                               len(items)))
     stop = _StopFlag(progress)
     if todo:
-        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, scorer.scorer)
+        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, scorer.scorer, stop)
         try:
             executor.start()
             ratios = _calibrations(plan, todo, store, executor, progress)
@@ -188,10 +218,14 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     return outcome
 
 
-def _make_executor(kind, spec, progress, workers, ray_address, metric_nets):
+def _make_executor(kind, spec, progress, workers, ray_address, metric_nets, stop):
     from repro.executors import make_executor
 
-    return make_executor(kind, spec, on_step=progress.step, workers=workers, address=ray_address,
+    def on_step(done: int, total: int) -> None:  # runs in the pipeline's per-step callback
+        stop.raise_if_aborted()
+        progress.step(done, total)
+
+    return make_executor(kind, spec, on_step=on_step, workers=workers, address=ray_address,
                          scorer=metric_nets)
 
 
@@ -340,7 +374,12 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
         outcome.failed_keys.append(job.key)
         return f"FAILED ({error.splitlines()[0][:120]})"
     folder = spec.run_dir / "media" / job.key
-    paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video")
+    try:
+        paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video")
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # nothing recorded: the next run generates it again
+            raise DiskFull(folder, needed_bytes=int(result.frames.nbytes)) from None
+        raise
     summary = result.summary()
     store.put_generation({
         **row, "status": "ok", "error": None, "kind": result.kind,
@@ -372,7 +411,7 @@ def _report(store: Store, stream: TextIO) -> None:
 def _print_todo(plan: Plan, run_dir: Path, retry_failed: bool, stream: TextIO) -> None:
     done: dict[str, str] = {}
     if (run_dir / "results.sqlite").is_file():
-        store = Store(run_dir)
+        store = Store(run_dir, read_only=True)
         done = store.statuses()
         store.close()
     todo = pending(plan, done, retry_failed)
@@ -382,20 +421,31 @@ def _print_todo(plan: Plan, run_dir: Path, retry_failed: bool, stream: TextIO) -
 
 
 class _StopFlag:
-    """First Ctrl-C: stop after the generation in flight. Second: abort now."""
+    """First Ctrl-C: stop after the generation in flight. A second Ctrl-C or SIGTERM: stop now, i.e. at the
+    generation's next denoising step (:meth:`raise_if_aborted` runs in the per-step callback); a third
+    Ctrl-C interrupts wherever it lands (a pipeline without step callbacks)."""
 
     def __init__(self, progress: Progress):
         self._requested = False
+        self._aborted = False
         self.progress = progress
 
     def requested(self) -> bool:
         return self._requested
 
-    def _handle(self, signum, frame):
-        if self._requested:
+    def raise_if_aborted(self) -> None:
+        if self._aborted:
             raise KeyboardInterrupt
+
+    def _handle(self, signum, frame):
+        if self._aborted:
+            raise KeyboardInterrupt
+        if self._requested or signum == signal.SIGTERM:
+            self._requested = self._aborted = True
+            self.progress.note("stopping now: the generation in flight is dropped at its next step")
+            return
         self._requested = True
-        self.progress.note("stopping after the current generation (Ctrl-C again to abort now)")
+        self.progress.note("stopping after the current generation (Ctrl-C again to stop now)")
 
     def installed(self):
         import contextlib

@@ -52,6 +52,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         clip_model=args.clip_model,
         clip_pretrained=args.clip_pretrained,
         allow_random_weights=args.allow_random_weights,
+        allow_unmatched=args.common_only,
     )
     keys = list(res["aggregate"])
     print("labels: " + ", ".join(f"{k}={v}" for k, v in res["labels"].items()))
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--allow-random-weights", action="store_true", help="smoke tests only: labelled random nets")
     s.add_argument("--json", help="also write the full result to this file")
+    s.add_argument("--common-only", action="store_true",
+                   help="score the files both folders hold; the others are named and skipped (default: refuse)")
     net_args(s)
     s.set_defaults(func=_cmd_score)
 

@@ -50,18 +50,31 @@ def load_item(path: str | Path) -> np.ndarray:
     path = Path(path)
     ext = path.suffix.lower()
     if ext in ARRAY_EXTS:
-        return np.load(path, allow_pickle=False)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise InputError(f"{path}: not a readable .npy array ({str(err)[:120]})") from None
     if ext in IMAGE_EXTS:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(path) as im:
-            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F") or "16" in im.mode:
-                raise InputError(f"{path}: {im.mode} images (16-bit/float) are not supported; save 8-bit RGB")
-            return np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                # PIL opens a 16-bit RGB PNG/TIFF as 8-bit "RGB" (the low byte is dropped): look at the raw mode
+                raw = " ".join(str(getattr(t, "args", t[3] if len(t) > 3 else "")) for t in (im.tile or []))
+                if im.mode in ("I", "F") or "16" in im.mode or "16" in raw or "32" in raw:
+                    raise InputError(f"{path}: a {im.mode} image with 16-bit or float samples ({raw or im.mode}); "
+                                     f"it would be cut to 8 bits silently, so it is refused: save 8-bit RGB, or "
+                                     f"pass float .npy arrays on [0, 1]")
+                return np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError) as err:
+            raise InputError(f"{path}: not a readable image ({str(err)[:120]})") from None
     if ext in VIDEO_EXTS:
         import imageio.v3 as iio
 
-        frames = iio.imread(path, index=None)
+        try:
+            frames = iio.imread(path, index=None)
+        except Exception as err:  # imageio raises many types for bytes that are not a video
+            raise InputError(f"{path}: not a readable video ({type(err).__name__}: {str(err)[:120]})") from None
         if frames.ndim == 4 and frames.shape[-1] == 4:
             frames = frames[..., :3]  # drop alpha (GIF/WebM)
         return np.asarray(frames)
@@ -73,13 +86,15 @@ def score_folders(
     dir_b: str | Path,
     names: Sequence[str] = SCORED,
     prompts: Mapping[str, str] | None = None,
+    allow_unmatched: bool = False,
     **scorer_kwargs: Any,
 ) -> dict:
     """Score every file of ``dir_a`` (cached) against the same relative path in ``dir_b`` (baseline).
 
     CLIP needs a prompt per file: ``prompts`` maps relative paths to prompts;
     without prompts "clip" is dropped (and the result's ``notes`` say so).
-    Files present on one side only are listed under ``unmatched`` and skipped.
+    Files present on one side only are refused (:class:`InputError` naming them) unless
+    ``allow_unmatched``: then they are listed under ``unmatched``, named in ``notes`` and skipped.
     Returns ``{"items": [{"file", "frames", <metric>: value, ...}], "aggregate":
     {<metric>: aggregate(...)}, "labels": ..., "random_weights": ..., "unmatched": ..., "notes": [...]}``.
 
@@ -98,8 +113,13 @@ def score_folders(
     common, only_a, only_b = list_pairs(dir_a, dir_b)
     if not common:
         raise InputError(f"no files with the same relative path in {dir_a} and {dir_b}")
+    if (only_a or only_b) and not allow_unmatched:
+        raise InputError(f"the folders hold different files: {_some(only_a)} only in {dir_a}; {_some(only_b)} only "
+                         f"in {dir_b}. Scoring the common part would hide missing outputs; pass "
+                         f"allow_unmatched=True (--common-only) to score the {len(common)} common file(s) anyway")
     names = tuple(names)
-    notes = []
+    notes = [f"skipped files on one side only: {_some(only_a)} only in {dir_a}; {_some(only_b)} only in {dir_b}"] \
+        if only_a or only_b else []
     prompts = dict(prompts or {})
     if "clip" in names and not any(f in prompts for f in common):
         names = tuple(n for n in names if n != "clip")
@@ -143,3 +163,11 @@ def score_folders(
         "unmatched": {"only_in_a": only_a, "only_in_b": only_b},
         "notes": notes,
     }
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """A short list of file names for a message."""
+    if not names:
+        return "none"
+    listed = ", ".join(names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")

@@ -253,13 +253,21 @@ def score(run_dir, force, overrides):
 @click.argument("dir_b", type=click.Path(exists=True, file_okay=False))
 @click.option("--metrics", "names", default="lpips,psnr,ssim", show_default=True)
 @click.option("--allow-random-weights", is_flag=True, help="Tests/smoke runs only; scores are labelled so.")
+@click.option("--common-only", is_flag=True, help="Score the files both folders hold (others are named and skipped).")
 @_friendly_errors
-def score_folders(dir_a, dir_b, names, allow_random_weights):
+def score_folders(dir_a, dir_b, names, allow_random_weights, common_only):
     """Score two folders of images against each other (files paired by name)."""
     import metrics
+    from experiments.errors import SpecError
 
-    result = metrics.score_folders(dir_a, dir_b, names=tuple(names.split(",")),
-                                   allow_random_weights=allow_random_weights)
+    wanted = tuple(n.strip() for n in names.split(",") if n.strip())
+    unknown = [n for n in wanted if n not in metrics.METRICS]
+    if unknown or not wanted:
+        raise SpecError(f"--metrics {names[:80]!r}: unknown metric(s) {unknown[:5]}; allowed: {', '.join(metrics.METRICS)}")
+    result = metrics.score_folders(dir_a, dir_b, names=wanted, allow_random_weights=allow_random_weights,
+                                   allow_unmatched=common_only)
+    for note in result["notes"]:
+        click.echo(f"warning: {note}", err=True)
     for row in result["items"]:
         click.echo("  ".join(f"{k}={v}" for k, v in row.items()))
     click.echo("aggregate: " + "  ".join(f"{k}={v}" for k, v in result["aggregate"].items()))

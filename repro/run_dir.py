@@ -34,16 +34,16 @@ def check_output_dir(run_dir: Path) -> None:
     path = Path(run_dir).expanduser()
     resolved = path.resolve()
     if resolved == Path(resolved.anchor):
-        raise SpecError(f"--out {run_dir}: is the filesystem root; give a directory for this run, e.g. runs/NAME")
+        raise SpecError(f"output directory {run_dir} (--out or output.dir): is the filesystem root; give a directory for this run, e.g. runs/NAME")
     if resolved == Path.home().resolve():
-        raise SpecError(f"--out {run_dir}: is your home directory; give a directory for this run, e.g. ~/runs/NAME")
+        raise SpecError(f"output directory {run_dir} (--out or output.dir): is your home directory; give a directory for this run, e.g. ~/runs/NAME")
     if path.exists() and not path.is_dir():
-        raise SpecError(f"--out {run_dir}: exists and is not a directory")
+        raise SpecError(f"output directory {run_dir} (--out or output.dir): exists and is not a directory")
     if path.is_dir() and not (path / STORE_FILE).exists():
         foreign = sorted(e.name for e in path.iterdir() if e.name not in RUN_ENTRIES and not e.name.startswith(".tmp-"))
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise SpecError(f"--out {run_dir}: is a non-empty directory that is not a run directory (it holds "
+            raise SpecError(f"output directory {run_dir} (--out or output.dir): is a non-empty directory that is not a run directory (it holds "
                             f"{shown}); give a new or empty directory")
 
 

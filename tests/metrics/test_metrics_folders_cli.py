@@ -37,7 +37,8 @@ def folders(tmp_path, rng):
 
 def test_score_folders_pairs_files_by_relative_name(folders):
     a, b, imgs = folders
-    res = metrics.score_folders(a, b, names=("psnr", "ssim"), device="cpu", batch_size=2)
+    res = metrics.score_folders(a, b, names=("psnr", "ssim"), device="cpu", batch_size=2,
+                                allow_unmatched=True)
     rows = {r["file"]: r for r in res["items"]}
     assert set(rows) == {"0.png", "1.png", "sub/2.png", "clip.npy"}
     for name, (x, y) in imgs.items():
@@ -54,7 +55,7 @@ def test_score_folders_with_networks_and_prompts(folders, empty_caches):
     a, b, _ = folders
     mp = empty_caches()
     try:
-        res = metrics.score_folders(a, b, names=("lpips", "clip"), prompts={"0.png": "a photo of a cat"},
+        res = metrics.score_folders(a, b, names=("lpips", "clip"), prompts={"0.png": "a photo of a cat"}, allow_unmatched=True,
                                     device="cpu", allow_random_weights=True)
     finally:
         mp.undo()
@@ -69,7 +70,7 @@ def test_cli_score_prints_rows_and_aggregate(folders, capsys, tmp_path, empty_ca
     out_json = tmp_path / "r.json"
     mp = empty_caches()
     try:
-        code = main(["score", str(a), str(b), "--metrics", "psnr,lpips", "--device", "cpu",
+        code = main(["score", str(a), str(b), "--common-only", "--metrics", "psnr,lpips", "--device", "cpu",
                      "--allow-random-weights", "--json", str(out_json)])
     finally:
         mp.undo()
@@ -84,7 +85,7 @@ def test_cli_without_weights_fails_with_fetch_hint(folders, capsys, empty_caches
     a, b, _ = folders
     mp = empty_caches()
     try:
-        code = main(["score", str(a), str(b), "--metrics", "lpips", "--device", "cpu"])
+        code = main(["score", str(a), str(b), "--common-only", "--metrics", "lpips", "--device", "cpu"])
     finally:
         mp.undo()
     assert code == 2

@@ -1,0 +1,105 @@
+"""Issue 13: every interruption of a sweep exits 130, and a long generation stops within seconds.
+
+A real `repro sweep` process on the tiny Wan twin with 1000 denoising steps (tens of seconds per
+generation here); signals are sent once it reports the plan. The checks that matter do not depend on
+timing: exit 130, no traceback, and no generation recorded (a SIGTERM mid-generation drops it at its
+next step instead of finishing it). The time bound is loose (the generation itself takes far longer).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, tiny_spec_dict
+
+pytestmark = pytest.mark.slow
+
+
+def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    run = tmp_path / "run"
+    gen = {"height": 64, "width": 64, "num_frames": 5, "num_inference_steps": 1000, "guidance_scale": 5.0,
+           "max_sequence_length": 16}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec_dict(run, prompts=["a red fox"], generation=gen,
+                                                  methods=[{"name": "first_block_cache",
+                                                            "sweep": {"threshold": [0.1]}}])))
+    proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec)], cwd=ROOT,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return proc, run
+
+
+def wait_for(proc: subprocess.Popen, needle: str, timeout: float = 300) -> list[str]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    proc.kill()
+    raise AssertionError(f"never saw {needle!r}: {''.join(seen)[-2000:]}")
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, float]:
+    t0 = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"the sweep did not stop within {timeout} s of the signal")
+    return proc.returncode, err, time.monotonic() - t0
+
+
+def recorded(run: Path) -> int:
+    db = sqlite3.connect(run / "results.sqlite")
+    try:
+        return db.execute("SELECT count(*) FROM generations").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_sigterm_during_a_long_generation_stops_it_within_seconds(tmp_path):
+    proc, run = start_sweep(tmp_path)
+    wait_for(proc, "generation(s) to run")
+    time.sleep(8)  # model loaded, the first (1000-step) generation under way
+    proc.send_signal(signal.SIGTERM)
+    code, err, took = finish(proc, timeout=60)
+    assert code == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert recorded(run) == 0  # dropped mid-generation, not finished first
+    assert took < 60
+
+
+def test_ctrl_c_during_start_up_exits_130(tmp_path):
+    proc, run = start_sweep(tmp_path)
+    wait_for(proc, "generation(s) to run")  # the pipeline is loading now
+    proc.send_signal(signal.SIGINT)
+    code, err, _ = finish(proc, timeout=120)
+    assert code == 130, err
+    assert "Aborted" not in err and "Traceback" not in err
+
+
+def test_second_ctrl_c_stops_now_with_130(tmp_path):
+    proc, run = start_sweep(tmp_path)
+    wait_for(proc, "generation(s) to run")
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    code, err, _ = finish(proc, timeout=60)
+    assert code == 130, err
+    assert "Traceback" not in err and "Aborted" not in err
+    assert recorded(run) == 0

@@ -194,7 +194,7 @@ def test_disk_full_names_the_disk_and_a_rerun_recovers(tmp_path):
               f"echo second=$?; {py} pareto {disk}/run; ls {disk}/run/media")
     done = in_namespace(script)
     first = (tmp_path / "first.err").read_text()
-    assert "first=4" in done.stdout, first
+    assert "first=6" in done.stdout, first
     errors = [ln for ln in first.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "no space left on the disk mounted at" in errors[0] and "MiB free" in errors[0]
     assert "Traceback" not in first

@@ -67,7 +67,7 @@ def check_gates_scored(points: Any, gates: list[tuple[str, str, float]], labels:
     cached = points[points["method"] != "baseline"] if "method" in points else points
     for name, kind, _ in gates:
         if name not in cached or not cached[name].notna().any():
-            scored = [m for m in BETTER if m in cached and cached[m].notna().any()]
+            scored = [m for m in METRICS if m in cached and cached[m].notna().any()]
             raise SpecError(f"--{kind} {name}: {labels.get(name, name)} was not scored in this run (scored: "
                             f"{', '.join(scored) or 'none'}); add it with `repro score RUN_DIR --set "
                             f"'metrics.names=[...]'` or gate on a scored metric")

@@ -73,7 +73,7 @@ def recorded(run: Path) -> int:
 
 def test_sigterm_during_a_long_generation_stops_it_within_seconds(tmp_path):
     proc, run = start_sweep(tmp_path)
-    wait_for(proc, "generation(s) to run")
+    wait_for(proc, " to run, ")
     time.sleep(8)  # model loaded, the first (1000-step) generation under way
     proc.send_signal(signal.SIGTERM)
     code, err, took = finish(proc, timeout=60)
@@ -85,7 +85,7 @@ def test_sigterm_during_a_long_generation_stops_it_within_seconds(tmp_path):
 
 def test_ctrl_c_during_start_up_exits_130(tmp_path):
     proc, run = start_sweep(tmp_path)
-    wait_for(proc, "generation(s) to run")  # the pipeline is loading now
+    wait_for(proc, " to run, ")  # the pipeline is loading now
     proc.send_signal(signal.SIGINT)
     code, err, _ = finish(proc, timeout=120)
     assert code == 130, err
@@ -94,7 +94,7 @@ def test_ctrl_c_during_start_up_exits_130(tmp_path):
 
 def test_second_ctrl_c_stops_now_with_130(tmp_path):
     proc, run = start_sweep(tmp_path)
-    wait_for(proc, "generation(s) to run")
+    wait_for(proc, " to run, ")
     time.sleep(8)
     proc.send_signal(signal.SIGINT)
     time.sleep(1)

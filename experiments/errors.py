@@ -46,3 +46,7 @@ class DiskFull(UserError, OSError):
                                        f"{free / 2**20:,.1f} MiB free{need}. Free some space (or give --out on "
                                        f"another disk) and run the same command again: finished work is kept")
         self.path = path
+
+
+class SpecChanged(SpecError):
+    """A spec that changes what an existing run directory was made with (exit 2): write it elsewhere with --out."""

@@ -77,10 +77,14 @@ class CallRecord:
     units_possible: int = 0
     transformer_calls: int = 0
     step_computed: list[float] = field(default_factory=list)
+    #: time inside the call covered by none of text encode, denoise loop, VAE decode (measured from the
+    #: union of those intervals, so the four parts add up to e2e_s only if the phases do not overlap)
+    other_s: float = 0.0
 
     @property
-    def other_s(self) -> float:
-        return max(0.0, self.e2e_s - self.denoise_s - self.text_encode_s - self.vae_decode_s)
+    def loop_overhead_s(self) -> float:
+        """Denoise loop time outside the transformer calls: scheduler steps, guidance, step callbacks."""
+        return self.denoise_s - self.transformer_s
 
 
 class Instrumentation:
@@ -211,11 +215,13 @@ class Instrumentation:
         rec = CallRecord(e2e_s=sec(start_mark, end_mark))
         rec.text_encode_s = sum(sec(a, b) for a, b in self._text_spans)
         rec.vae_decode_s = sum(sec(a, b) for a, b in self._vae_spans)
+        spans = [(sec(start_mark, a), sec(start_mark, b)) for a, b in (*self._text_spans, *self._vae_spans)]
         rec.transformer_calls = len(self._calls)
         rec.transformer_s = sum(sec(a, b) for a, b, _ in self._calls)
         rec.units_executed = sum(n for *_, n in self._calls)
         rec.units_possible = len(self.units) * len(self._calls)
         if not self._calls:
+            rec.other_s = rec.e2e_s - _union_length(spans)
             return rec
         # Steps: from the step-end callback when the pipeline has one, else one transformer call per step.
         ends = self._step_ends or [(c[1], i + 1) for i, c in enumerate(self._calls)]
@@ -234,7 +240,19 @@ class Instrumentation:
                 step_start = next_start
             first_call = calls_done
         rec.denoise_s = sec(self._calls[0][0], ends[-1][0])
+        spans.append((sec(start_mark, self._calls[0][0]), sec(start_mark, ends[-1][0])))
+        rec.other_s = rec.e2e_s - _union_length(spans)
         return rec
+
+
+def _union_length(spans: list[tuple[float, float]]) -> float:
+    """Total length covered by the intervals (overlaps counted once)."""
+    total, reach = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > reach:
+            total += b - max(a, reach)
+            reach = b
+    return total
 
 
 def _transformer_blocks(transformer: torch.nn.Module) -> list[torch.nn.Module]:

@@ -9,6 +9,7 @@ model is missing and how to fetch it. Remote code runs only when the spec sets
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -91,10 +92,18 @@ def _from_pretrained(model: Any) -> Any:
         return cls.from_pretrained(str(path), local_files_only=True, **kwargs)
     try:
         return cls.from_pretrained(model.id, **kwargs)
-    except (OSError, ValueError) as exc:  # huggingface_hub's offline / not-cached errors subclass these
-        if not _looks_missing(exc):
-            raise
-        raise ModelUnavailable(missing_model_message(model.id)) from None
+    except Exception as exc:
+        hub = _hub_error(exc)
+        if hub is None:
+            raise  # not the hub's: a broken snapshot, a bad component, ... surfaces as itself
+        from huggingface_hub import errors as hub_errors
+
+        if isinstance(hub, hub_errors.RevisionNotFoundError):
+            raise SpecError(f"model.revision: {model.revision!r} does not exist for {model.id!r} on the hub") from exc
+        if isinstance(hub, hub_errors.RepositoryNotFoundError):
+            raise SpecError(f"model.id: {model.id!r} is not a model on the hub (check the spelling; a private or "
+                            f"gated model needs `hf auth login`)") from exc
+        raise ModelUnavailable(missing_model_message(model.id, model.revision)) from exc
 
 
 def _dtype_kwarg() -> str:
@@ -106,10 +115,16 @@ def _dtype_kwarg() -> str:
     return "dtype" if Version(version("diffusers")) >= Version("0.40") else "torch_dtype"
 
 
-def missing_model_message(model_id: str) -> str:
+def missing_model_message(model_id: str, revision: str | None = None) -> str:
     offline = _hub_offline()
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
     why = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub could not be reached"
+    refs = Path(os.path.expanduser(cache)) / f"models--{model_id.replace('/', '--')}" / "refs"
+    cached = sorted(p.name for p in refs.iterdir()) if refs.is_dir() else []
+    if revision and cached:  # the model is here, the revision is not: say so (it may be a typo)
+        return (f"model.revision: {revision!r} of {model_id!r} is not in the Hugging Face cache ({cache}); cached "
+                f"revisions: {', '.join(cached)}; and {why}. Check the revision, or fetch it on a machine with "
+                f"internet: `hf download {model_id} --revision {revision}`, then point HF_HOME at that cache.")
     return (
         f"model {model_id!r} is not in the Hugging Face cache ({cache}) and {why}. "
         f"Fetch it on a machine with internet: `repro fetch-weights SPEC` (or `hf download {model_id}`), "
@@ -144,13 +159,27 @@ def check_model_available(model: Any) -> None:
     from huggingface_hub import try_to_load_from_cache
 
     if not isinstance(try_to_load_from_cache(model.id, "model_index.json", revision=model.revision), str):
-        raise ModelUnavailable(missing_model_message(model.id))
+        raise ModelUnavailable(missing_model_message(model.id, model.revision))
 
 
-def _looks_missing(exc: Exception) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(s in text for s in ("offline", "local_files_only", "cannot find", "connection", "not found",
-                                   "couldn't connect", "does not appear to have", "localentrynotfound", "resolve"))
+def _hub_error(exc: BaseException) -> BaseException | None:
+    """The huggingface_hub error behind `exc` (diffusers wraps it in an OSError), if the hub is the cause:
+    offline and not cached, hub unreachable, repository or revision not found. None for anything else, so
+    only the hub's own "not here" errors become ModelUnavailable (exit 3)."""
+    from huggingface_hub import errors as hub_errors
+
+    kinds = (hub_errors.OfflineModeIsEnabled, hub_errors.LocalEntryNotFoundError,
+             hub_errors.RepositoryNotFoundError, hub_errors.RevisionNotFoundError)
+    # the hub cannot be reached (connect, timeout, proxy): the HTTP client's transport errors
+    http_client = importlib.import_module(hub_errors.HfHubHTTPError.__mro__[1].__module__.partition(".")[0])
+    kinds = (*kinds, *[getattr(http_client, "TransportError")] * hasattr(http_client, "TransportError"))
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, kinds):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def fetch_model(model: Any) -> str:

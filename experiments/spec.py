@@ -334,7 +334,47 @@ class Spec(_Strict):
         return Path(self.output.dir) if self.output.dir else Path("runs") / self.name
 
     def spec_hash(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
+        """The experiment's hash: every field that determines results, none that only says where they go
+        (``output``), how they are tracked (``wandb``) or what the experiment is called (name, description)."""
+        return stable_hash(result_fields(self.model_dump(mode="json")))
+
+
+#: Fields that do not change any result: where it is written, how it is tracked, what it is called.
+NOT_RESULTS = ("name", "description", "output", "wandb")
+#: Fields fixed for the life of a run directory: change one and every stored generation or score is stale.
+#: (Adding methods, thresholds, prompts, seeds, optimizations or metrics is fine: new keys, old ones reused.)
+RUN_DIR_FIXED = ("model", "generation", "timing", "metrics.lpips_net", "metrics.clip_model",
+                 "metrics.clip_pretrained", "metrics.allow_random_weights")
+
+
+def result_fields(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k not in NOT_RESULTS}
+
+
+def fixed_changes(stored: dict, spec: "Spec") -> list[str]:
+    """``field: old -> new`` for every run-directory-fixed field (:data:`RUN_DIR_FIXED`) that differs."""
+    new = spec.model_dump(mode="json")
+    old = Spec.model_validate(stored).model_dump(mode="json")  # defaults filled in the same way
+    changes: list[str] = []
+    for path in RUN_DIR_FIXED:
+        a, b = _at(old, path), _at(new, path)
+        changes += [f"{where}: {x!r} -> {y!r}" for where, x, y in _differences(path, a, b)]
+    return changes
+
+
+def _at(tree: dict, path: str) -> Any:
+    for part in path.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _differences(where: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _differences(f"{where}.{k}", a.get(k), b.get(k))
+        return out
+    return [] if a == b else [(where, a, b)]
 
 
 #: Pipeline arguments the sweep sets itself for every generation.

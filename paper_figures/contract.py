@@ -25,6 +25,12 @@ DEFAULT_METRIC_LABELS: dict[str, str] = registry.default_labels()
 BASELINE = "baseline"
 
 
+def identity_value(metric: str) -> float:
+    """What the reference scores against itself, by definition (NaN when the metric has none)."""
+    m = registry.METRICS.get(metric)
+    return float(m.identity) if m is not None and m.identity is not None else math.nan
+
+
 def metric_label(points: pd.DataFrame, metric: str) -> str:
     """Display label of a metric (from `points.attrs["metric_labels"]`, else a default)."""
     labels = points.attrs.get("metric_labels") or {}

@@ -26,10 +26,10 @@ def mag_ratio_plot(
         ax.axhline(1.0, color="black", lw=0.5, ls=(0, (1, 2)), alpha=0.7)
         for k, cal in enumerate(cals):
             color = OKABE_ITO[k % len(OKABE_ITO)]
-            used = str(cal.get("used") or "cond")
+            used = str(cal.get("used") or "cond").split(",")  # the branches the sweep's entries ran with
             name = _name(cal, len(cals))
             for branch, ratios in _branches(cal).items():
-                is_used = branch == used
+                is_used = branch in used
                 ax.plot(
                     np.arange(len(ratios)), ratios, color=color, ls="-" if is_used else "--",
                     lw=1.1 if is_used else 0.8, marker="o" if is_used else "x", ms=2.2,

@@ -47,6 +47,8 @@ def pareto_plot(
     front_col = f"on_front_{metric}"
     base = c.baseline_row(points)
     base_y = float(c.numeric(pd.DataFrame([base]), metric).iloc[0]) if base is not None else np.nan
+    if base is not None and np.isnan(base_y):  # the quality reference: drawn at its value by definition
+        base_y = c.identity_value(metric)
 
     with figure_style():
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6), layout="constrained")
@@ -98,7 +100,7 @@ def pareto_plot(
 
         if np.isfinite(base_y):
             ax.plot([1.0], [base_y], ls="none", marker="*", ms=8, color=BASELINE_COLOR, zorder=5)
-            labels.append(LabelSpec(1.0, base_y, "baseline", BASELINE_COLOR, must_show=True))
+            labels.append(LabelSpec(1.0, base_y, "baseline (ref)", BASELINE_COLOR, must_show=True))
             ys_all.append(base_y)
 
         _set_limits(ax, xs_all, ys_all)
@@ -135,7 +137,8 @@ def pareto_plot(
     dropped = [s.text for s, a in zip(labels, placed) if a is None]
     caption = f"Speedup vs {label} ({direction}) for {c.sweep_title(points)}. "
     caption += "Filled markers are on the Pareto front" + (" (grey step)" if len(front) >= 2 else "")
-    caption += "; bars are 95% intervals" + ("; star = baseline." if np.isfinite(base_y) else ".")
+    caption += "; bars are 95% intervals" + ("; star = baseline, the reference (its value by definition, "
+                                             "not measured)." if np.isfinite(base_y) else ".")
     if published:
         caption += (" Hollow diamonds are published results (" + "; ".join(sorted({p["citation"] for p in published}))
                     + "), measured on other hardware and possibly another protocol.")

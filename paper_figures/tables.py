@@ -67,11 +67,16 @@ def _value_cell(col: str, decimals: int, suffix: str = "", signed: bool = False)
     def make(row: pd.Series) -> Cell:
         v = _num(row, col)
         if math.isnan(v):
-            return Cell("–")
+            # the quality reference itself: its identity value is a definition, not a measurement
+            return Cell("ref" if col in c.METRICS and _is_reference(row) else "–")
         rounded = v if math.isinf(v) else round(v, decimals)
         return Cell(_fmt(v, decimals, signed) + suffix, rounded)
 
     return make
+
+
+def _is_reference(row: pd.Series) -> bool:
+    return c.flag(pd.DataFrame([row]), "reference").iloc[0] if "reference" in row.index else False
 
 
 def _range_cell(col: str, decimals: int, suffix: str, lo: str, hi: str) -> Callable[[pd.Series], Cell]:

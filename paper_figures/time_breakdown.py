@@ -1,4 +1,10 @@
-"""Where the end-to-end time goes: stacked horizontal bar per point."""
+"""Where the end-to-end time goes: stacked horizontal bar per point.
+
+The segments partition one generation's end-to-end time: text encode, the transformer calls of the
+denoise loop, the rest of the loop (scheduler steps, guidance, step callbacks, the gaps between
+calls: all inside the loop, so never stacked next to it), VAE decode, and everything else. Each
+comes from the same median run as the end-to-end time (``experiments.runner``), so they add up.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,8 @@ from paper_figures.style import COLUMN_WIDTH_IN, SMALL_PT, figure_style, plain_t
 # (column, legend label, colour, hatch): hatches keep segments apart in greyscale.
 SEGMENTS: tuple[tuple[str, str, str, str], ...] = (
     ("text_encode_s", "text encode", "#E69F00", "...."),
-    ("denoise_s", "denoise (transformer)", "#0072B2", ""),
-    ("inter_step_gap_s", "inter-step gap", "#CC79A7", "////"),
+    ("transformer_s", "transformer (denoise loop)", "#0072B2", ""),
+    ("loop_overhead_s", "rest of the denoise loop", "#CC79A7", "////"),
     ("vae_decode_s", "VAE decode", "#009E73", "xxxx"),
     ("other_s", "other", "#BBBBBB", ""),
 )
@@ -36,7 +42,7 @@ def time_breakdown(
     frame, parts = frame[keep], parts[keep]
     if frame.empty:
         return None
-    # Missing parts count as 0; "other" can come out slightly negative from timer noise.
+    # Missing parts count as 0 (a table from before a part was measured).
     parts = np.clip(np.nan_to_num(parts, nan=0.0), 0.0, None)
     names = [plain_text(c.point_name(r)) for _, r in frame.iterrows()]
     totals = c.numeric(frame, "latency_s").to_numpy()
@@ -64,8 +70,9 @@ def time_breakdown(
         files = save_figure(fig, out_dir, "time_breakdown", formats)
 
     caption = (
-        f"End-to-end time split per point for {c.sweep_title(points)}: text encode, denoise (transformer), "
-        "inter-step gap, VAE decode, other; number = median end-to-end latency."
+        f"End-to-end time split per point for {c.sweep_title(points)}: text encode, transformer calls of the "
+        "denoise loop, the rest of the loop (scheduler, guidance, callbacks), VAE decode, other; "
+        "number = end-to-end latency (mean over items of the median run)."
     )
     caption = " ".join(p for p in (caption, c.failure_note(points)) if p)
     return Figure(path_stem="time_breakdown", files=files, caption=caption, kind="figure")

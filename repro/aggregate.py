@@ -36,14 +36,30 @@ BOUND_MARGIN = 0.05  # a speedup interval lying more than 5% beyond the Amdahl b
 SPREAD_LIMIT = 0.5  # per-item speedups spanning more than half the median: timing is not stable
 
 
+def quality_columns(store: Store) -> tuple[str, ...]:
+    """The quality columns of this run: the metrics its spec requests (clip also gives clip_delta), nothing else."""
+    names = ((store.meta().get("spec") or {}).get("metrics") or {}).get("names", registry.SCORED)
+    return registry.requested_columns(names)
+
+
 def item_rows(store: Store) -> list[dict[str, Any]]:
+    """One row per generation of the current plan (the keys the last sweep planned; older keys stay stored
+    but are not aggregated, so a point never mixes items of two specs).
+
+    Quality columns are only those requested. The unoptimized baseline is the quality reference: its
+    reference metrics (and clip_delta) are NaN with ``reference`` True, never its identity value shown
+    as a score. ``identical`` marks items whose PSNR is inf (every frame equal to the baseline's).
+    """
+    meta = store.meta()
+    planned = set(meta["plan_keys"]) if meta.get("plan_keys") is not None else None
     from repro.run_dir import media_present
 
-    gens = {g["key"]: g for g in store.generations()}
+    gens = {g["key"]: g for g in store.generations() if planned is None or g["key"] in planned}
     for g in gens.values():  # a row is trusted only while its media exist
         if g["status"] == "ok" and not media_present(store.run_dir, g):
             gens[g["key"]] = {**g, "status": "missing",
                               "error": f"media missing ({g.get('media_dir')}); re-run the sweep to regenerate it"}
+    columns = quality_columns(store)
     scores = store.scores()
     protocol = run_protocol(store.meta().get("spec") or {})
     labels = {p["point_id"]: p["label"] for p in store.points()}
@@ -76,7 +92,8 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             "peak_memory_mb": (g["peak_memory_bytes"] / 2**20) if ok and g["peak_memory_bytes"] else NAN,
             "device": g["device"], "num_frames": g.get("num_frames"),
         }
-        for part in ("text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s",
+        for part in ("text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "loop_overhead_s",
+                     "compile_s",
                      "recompiles"):
             v = s.get(part)
             row[part] = NAN if v is None or not ok else float(v)
@@ -84,17 +101,24 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             if ok and ref_ok else NAN
         row["timing_pairs"] = len(s.get("pairs") or []) if ok else 0
         row["step_computed"] = json.dumps(s.get("step_computed", []))
+        row["reference"] = g["role"] == "baseline" and not quality_ref_key
         for m in REFERENCE:
-            k = protocol.key(m)  # the run's protocol; scores under other protocols become extra columns
-            row[m] = sc[k]["value"] if k in sc and sc[k]["value"] is not None else (
-                _identity(m) if not quality_ref_key and ok else NAN)
-        for k, s in sc.items():
+            if m in columns:
+                k = protocol.key(m)  # the run's protocol; scores under other protocols become extra columns
+                value = sc.get(k, {}).get("value")
+                row[m] = NAN if value is None or row["reference"] else float(value)
+        for k, sk in sc.items():
             base, _, variant = k.partition("@")
-            if base in REFERENCE and k != protocol.key(base):
-                row[f"{base}@{variant or 'default'}"] = NAN if s["value"] is None else s["value"]
-        row["clip"] = sc["clip"]["value"] if "clip" in sc else NAN
-        base_clip = ref_sc.get("clip", {}).get("value") if ref_sc else None
-        row["clip_delta"] = (row["clip"] - base_clip) if base_clip is not None and not math.isnan(row["clip"]) else NAN
+            if base in REFERENCE and base in columns and k != protocol.key(base):
+                row[f"{base}@{variant or 'default'}"] = NAN if sk["value"] is None or row["reference"] \
+                    else sk["value"]
+        if "clip" in columns:
+            row["clip"] = sc["clip"]["value"] if sc.get("clip", {}).get("value") is not None else NAN
+            base_clip = ref_sc.get("clip", {}).get("value") if quality_ref_key else None
+            row["clip_delta"] = (row["clip"] - base_clip) if base_clip is not None and not math.isnan(row["clip"]) \
+                else NAN
+        if "psnr" in columns:
+            row["identical"] = bool(row["psnr"] == math.inf)
         rows.append(row)
     return rows
 
@@ -113,7 +137,7 @@ def metric_labels(store: Store) -> dict[str, str]:
     if "clip" in seen:
         for m in ("clip", "clip_delta"):
             labels[m] = registry.with_random_tag(f"{labels[m]} ({net['clip']})", seen["clip"]["random_weights"])
-    return labels
+    return {k: v for k, v in labels.items() if k in quality_columns(store)}
 
 
 def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -150,11 +174,15 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         row["latency_q75_s"] = _quantile(lat, 0.75)
         row["speedup_vs_unoptimized"] = _mean([i["speedup_vs_unoptimized"] for i in ok])
         for col in ("denoise_s", "speedup_denoise", "compute_fraction", "speedup_bound", "peak_memory_mb",
-                    "text_encode_s",
-                    "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "compile_s", "recompiles"):
+                    "text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "loop_overhead_s",
+                    "compile_s", "recompiles"):
             row[col] = _mean([i[col] for i in ok])
+        row["reference"] = bool(its[0].get("reference"))
+        quality = [q for q in QUALITY if q in its[0]]
+        if "identical" in its[0]:
+            row["n_identical"] = sum(1 for i in ok if i["identical"])
         variants = sorted({k for i in its for k in i if "@" in k})  # the same metric under other protocols
-        for col in ("speedup", *QUALITY, *variants):
+        for col in ("speedup", *quality, *variants):
             values = [i[col] for i in ok if not _isnan(i.get(col))]
             agg = metrics.aggregate(values, col) if values else None
             if agg and protocol.averaging == "per_frame" and col != "speedup":
@@ -170,7 +198,7 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         row["timing_suspect"] = bool(reasons)
         row["timing_suspect_reason"] = "; ".join(reasons)
         if status != "ok":
-            for col in ("speedup", *QUALITY):
+            for col in ("speedup", *quality):
                 row[col] = NAN if status == "failed" else row[col]
         rows.append(row)
     _mark_fronts(rows)
@@ -187,7 +215,8 @@ def _mark_significance(rows: list[dict[str, Any]], items: list[dict[str, Any]]) 
     tests = against_baseline(pd.DataFrame(items)) if items else {}
     for r in rows:
         for col in ("speedup_p", "clip_delta_p"):
-            r[col] = tests.get(r["point_id"], {}).get(col, NAN)
+            if col.removesuffix("_p") in r:  # no p-value for a metric that was not requested
+                r[col] = tests.get(r["point_id"], {}).get(col, NAN)
 
 
 def run_protocol(spec: dict[str, Any]):
@@ -213,7 +242,7 @@ def _per_frame_mean(agg: dict[str, Any], ok: list[dict[str, Any]], col: str, pro
 
 
 def _mark_fronts(rows: list[dict[str, Any]]) -> None:
-    for m in FRONT:
+    for m in [m for m in FRONT if rows and m in rows[0]]:
         eligible = [r for r in rows if r["method"] != "baseline" and r["status"] == "ok"]
         mask = pareto_mask([r["speedup"] for r in eligible], [r[m] for r in eligible], registry.better(m))
         for r in rows:
@@ -231,6 +260,7 @@ def tables(store: Store):
     meta = store.meta()
     spec = meta.get("spec", {})
     points.attrs["metric_labels"] = metric_labels(store)
+    points.attrs["metrics"] = {n: registry.get(n).record() for n in quality_columns(store)}  # what each column is
     points.attrs["title"] = f"{spec.get('name', store.run_dir.name)} ({spec.get('model', {}).get('tiny') and 'tiny ' or ''}{_model_name(spec)})"
     subset = not_reportable(spec)
     if subset:
@@ -305,10 +335,6 @@ def _transformer_share(summary: dict[str, Any], ref: dict[str, Any]) -> float:
 
 def _ratio(ref: dict[str, Any], g: dict[str, Any], col: str) -> float:
     return ref[col] / g[col] if ref and ref.get(col) and g.get(col) else NAN
-
-
-def _identity(metric: str) -> float:
-    return registry.get(metric).identity
 
 
 def _mean(values: list[float]) -> float:

@@ -211,7 +211,7 @@ def calibrate(spec, out, overrides):
         for cal in plan.calibrations:
             ratios = ensure_calibration(store, cal, executor, note=click.echo)
             for branch, values in ratios["ratios"].items():
-                mark = " (used)" if branch == ratios["used"] else ""
+                mark = " (used)" if branch in ratios["used"].split(",") else ""
                 click.echo(f"{cal.method} {cal.key} {branch}{mark}: {[float(f'{v:.6g}') for v in values]}")
         store.close()
 
@@ -323,11 +323,7 @@ def best(run_dir, maxima, minima):
         click.echo("no point meets every gate", err=True)
         sys.exit(1)
     choice = ranked[0]
-    ratios = None
-    if '"mag_ratios"' not in (choice.get("params") or "") and "MagCacheConfig" in (choice.get("python_call") or ""):
-        cal = store.calibrations()
-        ratios = cal[0]["ratios"][cal[0]["used"]] if cal else None
-    click.echo(format_best(choice, gates, ratios))
+    click.echo(format_best(choice, gates))  # its own call and snippet: its calibration, branch and steps
     if len(ranked) > 1:
         click.echo(runner_up_note(items, choice, ranked[1]))
 

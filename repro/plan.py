@@ -1,10 +1,17 @@
 """From a spec to the work of a sweep: points, baseline jobs, cached jobs, calibrations.
 
-Every generation is identified by a key: a hash of everything that affects its output
-(model, generation settings, prompt, seed, method, params, optimizations, calibration,
-and the library and code versions). Re-running a spec skips keys already in the store;
-a changed spec reuses every key that is still valid (e.g. the baselines when only
-thresholds were added).
+Every generation is identified by a key: a hash of everything that affects its pixels or
+its timings (model source, dtypes and the device it runs on, generation settings, timing
+repeats and warm-ups, prompt, seed, method, params, optimizations, calibration and CFG
+branch, and the library and code versions). Re-running a spec skips keys already in the
+store; a spec with more points reuses every key that is still valid (e.g. the baselines when
+only thresholds were added). A spec whose model, generation, timing or metric networks
+changed is refused for an existing run directory (``repro.sweep``), and only the current
+plan's keys are aggregated.
+
+MagCache calibrates once per (model, generation settings): one uncached pass records the
+ratios of every CFG branch. Each MagCache entry then runs with the ratios of its own
+``cfg_branch`` (:func:`branch_ratios`), and its point records which branch and ratios it used.
 
 The quality reference of a cached point is the unoptimized, uncached generation of the
 same (prompt, seed). Its speed reference is the uncached generation with the *same*
@@ -13,17 +20,18 @@ optimizations, so a cache on top of torch.compile is compared against compile al
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from experiments.methods import expand_grid, get_method
-from experiments.optimizations.axis import defaults, is_default_optimization, optimization_label
+from experiments.optimizations.axis import defaults, is_default_optimization, non_default, optimization_label
 from experiments.spec import Spec, stable_hash
 
 #: Bump when a code change alters generated pixels, so stale generations are not reused.
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 
 _SHORT = {"threshold": "t", "retention_ratio": "r", "max_skip_steps": "k", "cache_interval": "n",
           "spatial_attention_block_skip_range": "s", "max_consecutive_cached": "c"}
@@ -41,14 +49,26 @@ class Point:
     key_value: Any
     calibration_key: str | None = None
     cfg_branch: str = "cond"
+    steps: int | None = None  # generation.num_inference_steps (MagCache's config needs it)
+    fixed: dict[str, Any] = field(default_factory=dict)  # params the model's family adds (families.MethodSupport)
 
-    def record(self) -> dict[str, Any]:
+    def record(self, calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The point as stored; `calibration` (a stored MagCache calibration) puts this point's own branch and
+        ratios into the record and into the paste-ready call and snippet."""
         method = get_method(self.method)
+        used = None
+        if self.calibration_key and calibration is not None:
+            branch, ratios = branch_ratios(calibration, self.cfg_branch)
+            used = {"key": self.calibration_key, "branch": branch, "ratios": ratios}
+        target = method.calibrated_field  # mag_ratios (MagCache), coefficients (TeaCache), ...
+        params = {**self.fixed, **self.params, **({target: used["ratios"]} if used and target else {})}
         return {
             "point_id": self.point_id, "method": self.method_label, "label": self.label, "params": self.params,
             "optimization": self.optimization, "key_param": self.key_param, "key_value": self.key_value,
-            "python_call": method.python_call(self.params),
-            "spec_snippet": _yaml_snippet(self.method, self.params),
+            "python_call": method.python_call(params, num_inference_steps=self.steps),
+            "spec_snippet": method.spec_snippet(params, num_inference_steps=self.steps,
+                                                optimization=non_default(self.optimization), label=self.method_label),
+            "calibration": used,
         }
 
 
@@ -66,6 +86,7 @@ class Job:
     quality_baseline_key: str | None = None
     speed_baseline_key: str | None = None
     calibration_key: str | None = None
+    cfg_branch: str | None = None  # MagCache: which branch's calibrated ratios this job runs with
 
     @property
     def description(self) -> str:
@@ -84,6 +105,25 @@ class Calibration:
     method: str = "mag_cache"
     items: tuple[tuple[str, int], ...] = ()  # the uncached generations it runs over
     published: tuple[tuple[float, ...], str] | None = None  # (values, source): stored as published, nothing run
+    branches: tuple[str, ...] = ()  # the CFG branches the spec's entries use (stored as "used")
+
+
+def branch_ratios(calibration: dict[str, Any], branch: str) -> tuple[str, list[float]]:
+    """(branch, values) an entry with `cfg_branch` runs with, from a stored calibration.
+
+    The entry's own branch when the calibration recorded it; a pipeline that runs guidance in one batched
+    pass (or none), or published values, give a single array, which every entry then uses (and records).
+    """
+    ratios = calibration["ratios"]
+    if branch in ratios:
+        return branch, list(ratios[branch])
+    if len(ratios) == 1:
+        only = next(iter(ratios))
+        return only, list(ratios[only])
+    from experiments.errors import SpecError
+
+    raise SpecError(f"cfg_branch {branch!r}: the calibration recorded the branches "
+                    f"{', '.join(sorted(ratios))}; use one of them")
 
 
 @dataclass
@@ -177,9 +217,14 @@ def versions() -> dict[str, str]:
 
 
 def model_identity(spec: Spec) -> dict[str, Any]:
+    """What of the model determines pixels and timings: source, revision, dtypes, and the device it runs on
+    (resolved: `auto` on a GPU machine is cuda, on a laptop cpu; a point never mixes devices)."""
+    from experiments import pipelines
+
     m = spec.model
     identity = {"source": m.source, "pipeline_class": m.pipeline_class, "revision": m.revision, "dtype": m.dtype,
-                "component_dtypes": dict(sorted(m.component_dtypes.items())), "vae_tiling": m.vae_tiling}
+                "component_dtypes": dict(sorted(m.component_dtypes.items())), "vae_tiling": m.vae_tiling,
+                "device": pipelines.resolve_device(m.device)}
     if m.reference:  # retrained reference weights are a different model: their manifest digest says which
         from experiments.reference import weights_digest
 
@@ -195,7 +240,8 @@ def optimization_grid(spec: Spec) -> list[dict[str, Any]]:
 def build_plan(spec: Spec) -> Plan:
     check_support(spec)
     base_identity = {"model": model_identity(spec), "generation": spec.generation.pipeline_kwargs(),
-                     "versions": versions()}
+                     "timing": spec.timing.model_dump(mode="json"), "versions": versions()}
+    family = _family(spec)
     opts = optimization_grid(spec)
     default_opt = {k: v for k, v in defaults().items() if k in spec.optimizations.axes()}  # the quality reference
     items = [(i, p, s) for i, p in enumerate(spec.prompts) for s in spec.seeds]
@@ -229,7 +275,11 @@ def build_plan(spec: Spec) -> Plan:
         cal = calibration_for(spec, mspec, base_identity)
         if cal is not None:
             calib = cal.key
-            calibrations.setdefault(calib, cal)
+            known = calibrations.get(calib)
+            branches = tuple(dict.fromkeys((*(known.branches if known else ()), mspec.cfg_branch)))
+            calibrations[calib] = dataclasses.replace(known or cal, branches=branches)
+        support = family.methods.get(mspec.name) if family else None
+        fixed = dict(support.extra) if support else {}
         key_param = next(iter(mspec.sweep), None) or next((k for k in method.key_params if k in mspec.params), None)
         for opt in opts:
             for params in expand_grid(mspec.params, mspec.sweep):
@@ -238,7 +288,8 @@ def build_plan(spec: Spec) -> Plan:
                     label = f"{label} | {optimization_label(opt)}"
                 point_id = f"{mspec.display_name}-{stable_hash({'m': mspec.name, 'p': params, 'o': opt, 'c': mspec.cfg_branch})[:8]}"
                 points.append(Point(point_id, mspec.name, mspec.display_name, params, opt, label, key_param,
-                                    params.get(key_param) if key_param else None, calib, mspec.cfg_branch))
+                                    params.get(key_param) if key_param else None, calib, mspec.cfg_branch,
+                                    spec.generation.num_inference_steps, fixed))
                 for i, prompt, seed in items:
                     quality = baseline(default_opt, i, prompt, seed)
                     speed = baseline(opt, i, prompt, seed)
@@ -248,6 +299,7 @@ def build_plan(spec: Spec) -> Plan:
                         role="cached", point_id=point_id, method=mspec.name, params=params, optimization=opt,
                         prompt_index=i, prompt=prompt, seed=seed, quality_baseline_key=quality.key,
                         speed_baseline_key=speed.key, calibration_key=calib,
+                        cfg_branch=mspec.cfg_branch if calib else None,
                     ))
     return Plan(points, list(baselines.values()), cached, list(calibrations.values()))
 
@@ -309,7 +361,7 @@ def _label(axes: dict[str, Any], params: dict[str, Any]) -> str:
     return " ".join(f"{_SHORT.get(k, k)}={params[k]}" for k in shown) or "default"
 
 
-def _yaml_snippet(method: str, params: dict[str, Any]) -> str:
-    import yaml
+def _family(spec: Spec) -> Any:
+    from experiments.pipelines import family_of
 
-    return yaml.safe_dump([{"name": method, "params": params}], sort_keys=False).rstrip()
+    return family_of(spec.model)

@@ -30,7 +30,7 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
     from experiments.media import write_text
     from experiments.profiling import profile_generation
     from experiments.runner import Engine, GenerationRequest
-    from repro.plan import build_plan, versions
+    from repro.plan import branch_ratios, build_plan, versions
 
     plan = build_plan(spec)
     targets = _targets(plan, points)
@@ -40,7 +40,7 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
     if engine.pipe.device.type == "cpu":  # kineto logs "ERROR ... gpuGetDeviceCount failed" on a machine without GPU
         os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     prompt, seed = spec.prompts[0], spec.seeds[0]
-    ratios: dict[str, tuple[float, ...]] = {}
+    calibrations: dict[str, dict[str, Any]] = {}  # one pass per calibration key; each point takes its own branch
     rows = []
     for point_id, label, method, params, optimization, calibration in targets:
         row: dict[str, Any] = {"point_id": point_id, "label": label}
@@ -52,10 +52,10 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
                 else:
                     echo(f"calibrating {cal.method} for {point_id} ({len(cal.items)} uncached generation(s))")
                     found = engine.calibrate(cal.method, list(cal.items))
-                ratios[calibration[0]] = tuple(found.get(calibration[1]) or next(iter(found.values())))
+                ratios[calibration[0]] = {"ratios": found}
+            values = tuple(branch_ratios(ratios[calibration[0]], calibration[1])[1]) if calibration else None
             request = GenerationRequest(prompt=prompt, seed=seed, method=method, params=params,
-                                        optimization=optimization,
-                                        calibration=ratios[calibration[0]] if calibration else None)
+                                        optimization=optimization, calibration=values)
             trace = out_dir / f"{_file_name(point_id)}.trace.json"
             prof = profile_generation(engine, request, warmup=spec.timing.warmup, trace_path=trace,
                                       function=function)

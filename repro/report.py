@@ -11,16 +11,21 @@ COLUMNS = (("label", "point", 26), ("method", "method", 18), ("speedup", "speedu
 
 
 def format_points(points, only_front: str | None = None) -> str:
+    """The points table; only the metrics the run requested, and "ref" where the baseline is the reference."""
+    from metrics.registry import QUALITY
+
     rows = points.to_dict("records")
     if only_front:
         rows = [r for r in rows if r.get(f"on_front_{only_front}")]
-    head = " ".join(f"{title:>{w}}" if i > 1 else f"{title:<{w}}" for i, (_, title, w) in enumerate(COLUMNS))
+    columns = [c for c in COLUMNS if c[0] not in QUALITY or c[0] in points.columns]
+    head = " ".join(f"{title:>{w}}" if i > 1 else f"{title:<{w}}" for i, (_, title, w) in enumerate(columns))
     lines = [head]
     for r in rows:
         cells = []
-        for i, (col, _, w) in enumerate(COLUMNS):
+        for i, (col, _, w) in enumerate(columns):
             v = r.get(col)
-            text = _fmt(col, v) + ("?" if col == "speedup" and r.get("timing_suspect") in (True,) else "")
+            text = "ref" if col in QUALITY and _is_reference(r) and _missing(v) else _fmt(col, v)
+            text += "?" if col == "speedup" and r.get("timing_suspect") in (True,) else ""
             cells.append(f"{text:>{w}}" if i > 1 else f"{text[:w]:<{w}}")
         lines.append(" ".join(cells))
     labels = points.attrs.get("metric_labels", {})
@@ -30,7 +35,10 @@ def format_points(points, only_front: str | None = None) -> str:
     for r in rows:
         if r.get("timing_suspect") in (True,):
             lines.append(f"timing suspect (speedup marked ?): {r['method']} {r['label']}: {r['timing_suspect_reason']}")
-    lines.append("psnr: identical outputs are inf per item; means cap inf at 100 dB")
+    if any(c[0] in QUALITY for c in columns):
+        lines.append("ref: the uncached, unoptimized baseline each point is scored against (not a measurement)")
+    if "psnr" in points.columns:
+        lines.append("psnr: identical outputs are inf per item; means cap inf at 100 dB")
     return "\n".join(lines)
 
 
@@ -38,19 +46,25 @@ def print_points(points, stream: TextIO) -> None:
     print(format_points(points), file=stream)
 
 
-def format_best(point: dict[str, Any], gates: list[tuple[str, str, float]], mag_ratios: list[float] | None) -> str:
+def format_best(point: dict[str, Any], gates: list[tuple[str, str, float]]) -> str:
+    """The chosen point with its own spec snippet and Python call (both recorded with the point, ratios included)."""
+    from metrics.registry import QUALITY
+
     gate_text = ", ".join(f"{n} {'<=' if k == 'max' else '>='} {v:g}" for n, k, v in gates) or "no gates"
+    shown = ", ".join(f"{m} {_fmt(m, point[m])}" for m in QUALITY if m in point)
     lines = [f"fastest point with {gate_text}: {point['method']} {point['label']}",
-             f"  speedup {point['speedup']:.2f}x, lpips {_fmt('lpips', point.get('lpips'))}, "
-             f"psnr {_fmt('psnr', point.get('psnr'))}, ssim {_fmt('ssim', point.get('ssim'))}",
-             "", "spec snippet (methods:)", _indent(point.get("spec_snippet") or "", 2), "", "python"]
-    call = point.get("python_call") or ""
-    if mag_ratios is not None:
-        call = call.replace("MagCacheConfig(", f"MagCacheConfig(mag_ratios={[round(r, 5) for r in mag_ratios]}, "
-                                              f"num_inference_steps={len(mag_ratios)}, ")
-        call = call.split("  # also set")[0]
-    lines.append(_indent(call, 2))
+             f"  speedup {point['speedup']:.2f}x" + (f", {shown}" if shown else ""),
+             "", "spec snippet (merge into your spec)", _indent(point.get("spec_snippet") or "", 2), "",
+             "python (after building `pipe`)", _indent(point.get("python_call") or "", 2)]
     return "\n".join(lines)
+
+
+def _is_reference(row: dict[str, Any]) -> bool:
+    return not _missing(row.get("reference")) and bool(row.get("reference"))
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def _indent(text: str, n: int) -> str:

@@ -7,12 +7,18 @@ loses at most the generation in flight and never leaves a row that points at hal
 Tables: ``meta`` (resolved spec, hashes, versions, device), ``points`` (the plan's points),
 ``generations`` (one row per baseline or cached generation), ``scores`` (one row per
 generation and metric) and ``calibrations`` (MagCache ratios).
+
+Infinity (the PSNR of an output identical to its baseline) is stored as SQLite's REAL +inf
+in ``scores.value``, and as the JSON string ``"inf"`` inside JSON text (``per_frame``,
+``summary``): JSON has no infinity, and ``null`` means "not measured". The exports use the
+same encoding (``repro.export``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +31,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS points (
     point_id TEXT PRIMARY KEY, method TEXT NOT NULL, label TEXT NOT NULL, params TEXT NOT NULL,
-    optimization TEXT NOT NULL, key_param TEXT, key_value TEXT, python_call TEXT, spec_snippet TEXT
+    optimization TEXT NOT NULL, key_param TEXT, key_value TEXT, python_call TEXT, spec_snippet TEXT,
+    calibration TEXT
 );
 CREATE TABLE IF NOT EXISTS generations (
     key TEXT PRIMARY KEY,
@@ -39,7 +46,8 @@ CREATE TABLE IF NOT EXISTS generations (
     kind TEXT, media_dir TEXT, mp4 TEXT, num_frames INTEGER, height INTEGER, width INTEGER,
     e2e_s REAL, denoise_s REAL, compute_executed INTEGER, compute_possible INTEGER,
     peak_memory_bytes INTEGER, summary TEXT, device TEXT,
-    spec_hash TEXT, code_version TEXT, attempts INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL
+    spec_hash TEXT, code_version TEXT, attempts INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL,
+    traceback TEXT
 );
 CREATE TABLE IF NOT EXISTS scores (
     generation_key TEXT NOT NULL, metric TEXT NOT NULL, label TEXT NOT NULL, value REAL,
@@ -54,6 +62,8 @@ CREATE TABLE IF NOT EXISTS calibrations (
 
 STORE_FILE = "results.sqlite"
 SQLITE_HEADER = b"SQLite format 3\x00"
+#: columns added after the first release: stores made before get them on open
+_ADDED_COLUMNS = (("points", "calibration", "TEXT"), ("generations", "traceback", "TEXT"))
 
 
 def _now() -> str:
@@ -61,8 +71,30 @@ def _now() -> str:
 
 
 def _json(value: Any) -> str:
-    # inf/NaN are not JSON; store them as strings so the file stays readable by any JSON parser
-    return json.dumps(value, sort_keys=True, default=str, allow_nan=True)
+    # inf is not JSON: written as the string "inf" (NaN as null), so any strict JSON parser reads the store
+    return json.dumps(encode_nonfinite(value), sort_keys=True, default=str, allow_nan=False)
+
+
+def encode_nonfinite(value: Any) -> Any:
+    """inf -> "inf", -inf -> "-inf", NaN -> None, recursively (the store's and the exports' JSON encoding)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if value != value else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: encode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_nonfinite(v) for v in value]
+    return value
+
+
+def decode_nonfinite(value: Any) -> Any:
+    """The inverse of :func:`encode_nonfinite` for numeric JSON ("inf"/"-inf" -> floats)."""
+    if value in ("inf", "-inf"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: decode_nonfinite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_nonfinite(v) for v in value]
+    return value
 
 
 class Store:
@@ -91,6 +123,9 @@ class Store:
                     self.db.execute("PRAGMA journal_mode=WAL")
                     self.db.execute("PRAGMA synchronous=FULL")
                     self.db.executescript(SCHEMA)
+                    for table, column, kind in _ADDED_COLUMNS:
+                        if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         except sqlite3.DatabaseError as exc:
             if _is_disk_full(exc) or "readonly" in str(exc) or "unable to open" in str(exc):
                 raise _operational(exc, self.path) from None
@@ -132,9 +167,11 @@ class Store:
         with self._writing():
             for p in points:
                 self.db.execute(
-                    "INSERT OR REPLACE INTO points VALUES (?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO points (point_id, method, label, params, optimization, key_param, "
+                    "key_value, python_call, spec_snippet, calibration) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (p["point_id"], p["method"], p["label"], _json(p["params"]), _json(p["optimization"]),
-                     p.get("key_param"), _json(p.get("key_value")), p.get("python_call"), p.get("spec_snippet")),
+                     p.get("key_param"), _json(p.get("key_value")), p.get("python_call"), p.get("spec_snippet"),
+                     _json(p.get("calibration"))),
                 )
 
     def points(self) -> list[dict[str, Any]]:
@@ -143,6 +180,7 @@ class Store:
             r["params"] = json.loads(r["params"])
             r["optimization"] = json.loads(r["optimization"])
             r["key_value"] = json.loads(r["key_value"]) if r["key_value"] is not None else None
+            r["calibration"] = json.loads(r["calibration"]) if r.get("calibration") else None
         return rows
 
     # -- generations --------------------------------------------------------------------------
@@ -191,7 +229,8 @@ class Store:
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for r in self.db.execute("SELECT * FROM scores"):
             out.setdefault(r["generation_key"], {})[r["metric"]] = {
-                "value": _from_db(r["value"]), "label": r["label"], "per_frame": json.loads(r["per_frame"]),
+                "value": _from_db(r["value"]), "label": r["label"],
+                "per_frame": decode_nonfinite(json.loads(r["per_frame"])),
                 "random_weights": bool(r["random_weights"]),
             }
         return out
@@ -277,6 +316,8 @@ def _decode_generation(r: sqlite3.Row) -> dict[str, Any]:
     for field in ("params", "optimization", "summary"):
         if d.get(field):
             d[field] = json.loads(d[field])
+    if isinstance(d.get("summary"), dict):
+        d["summary"] = decode_nonfinite(d["summary"])
     return d
 
 
@@ -288,7 +329,7 @@ def _decode_calibration(r: sqlite3.Row) -> dict[str, Any]:
 
 
 def _finite_or_text(value: float | None) -> Any:
-    # SQLite stores inf as a REAL fine; NaN becomes NULL, which is what "not computed" means.
+    # SQLite stores inf as a REAL (+inf); NaN becomes NULL, which is what "not computed" means.
     return None if value is None or value != value else float(value)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from experiments.errors import DiskFull, SpecError
+from experiments.errors import DiskFull, SpecChanged, SpecError
 from experiments.media import clean_partial, read_frames, write_frames
 from experiments.pipelines import check_model_available
 from experiments.runner import GenerationRequest
@@ -33,7 +33,7 @@ from repro import scoring
 from repro.events import (GenerationFinished, GenerationStarted, ItemFinished, Listeners, PointFinished,
                           SweepFinished, SweepStarted)
 from repro.lock import RunLock
-from repro.plan import ItemWork, Job, Plan, build_plan, item_major, versions
+from repro.plan import ItemWork, Job, Plan, branch_ratios, build_plan, item_major, versions
 from repro.progress import Progress, summary as progress_summary
 from repro.scoring import RunScorer, ScoreResult, build_scorer
 from repro.store import STORE_FILE, Store
@@ -107,10 +107,13 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
     from repro.tracking import LiveTracker, resolve_target
 
     stream = stream or sys.stderr
-    plan = select(build_plan(spec), only)
+    full_plan = build_plan(spec)
+    plan = select(full_plan, only)
     run_dir = spec.run_dir
     preflight(run_dir)
     target = resolve_target(spec, run_dir, wandb_mode)  # a bad WANDB_MODE stops us before anything is written
+    if (run_dir / STORE_FILE).is_file():
+        refuse_changed_spec(run_dir, spec)
     if dry_run:
         print(plan.describe(), file=stream)
         _print_todo(plan, run_dir, retry_failed, stream)
@@ -125,6 +128,8 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
     with RunLock(run_dir):
         store = Store(run_dir)
         try:
+            refuse_changed_spec(run_dir, spec, store)  # again under the lock: another sweep may have just begun
+            store.set_meta(plan_keys=[j.key for j in full_plan.jobs])  # what the tables aggregate
             live = LiveTracker(spec, plan, run_dir, target, stream)  # W&B, from its own thread
             return _run(spec, plan, store, executor, retry_failed, workers, ray_address, stream,
                         metric_nets, Listeners([*listeners, live], stream))
@@ -154,6 +159,28 @@ def _trusted_statuses(store: Store, stream: TextIO) -> dict[str, str]:
     return statuses
 
 
+def refuse_changed_spec(run_dir: Path, spec: Spec, store: Store | None = None) -> None:
+    """SpecError (exit 2, nothing written) when `spec` changes a field the run directory was made with.
+
+    A run directory holds one experiment: results of another model, step count, device, timing or metric
+    network would otherwise be averaged into the same points. Adding points, prompts or seeds is fine.
+    """
+    from experiments.spec import fixed_changes
+
+    own = store is None
+    store = store or Store(run_dir)
+    try:
+        stored = store.meta().get("spec")
+    finally:
+        if own:
+            store.close()
+    changes = fixed_changes(stored, spec) if stored else []
+    if changes:
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise SpecChanged(f"{run_dir} was made with another experiment ({shown}); a run directory holds one "
+                          f"experiment: write this one elsewhere with --out DIR (or output.dir)")
+
+
 def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream,
          metric_nets, events: Listeners) -> SweepOutcome:
     from repro.provenance import environment, write_run_files
@@ -164,7 +191,7 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
                    environment=env)
     write_run_files(spec.run_dir, spec, env)
     clean_partial(spec.run_dir / "media")
-    store.put_points([p.record() for p in plan.points])
+    store.put_points(point_records(plan, store))
     todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
     items = item_major(plan, todo)
     outcome.skipped = len(plan.jobs) - len(todo)
@@ -229,16 +256,18 @@ def _make_executor(kind, spec, progress, workers, ray_address, metric_nets, stop
                          scorer=metric_nets)
 
 
-def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, tuple]:
-    """Calibrated values per calibration key: computed once, stored, reused by every later sweep."""
+def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, dict]:
+    """Stored calibrations per key (MagCache ratios, TeaCache coefficients): computed once, stored, reused."""
     needed = {j.calibration_key for j in todo if j.calibration_key}
-    out: dict[str, tuple] = {}
-    for cal in plan.calibrations:
-        if cal.key not in needed:
-            continue
-        stored = ensure_calibration(store, cal, executor, progress.note)
-        out[cal.key] = tuple(stored["ratios"][stored["used"]])
+    out = {cal.key: ensure_calibration(store, cal, executor, progress.note) for cal in plan.calibrations
+           if cal.key in needed}
+    if out:  # each point records the branch and ratios it runs with, in its paste-ready call and snippet
+        store.put_points(point_records(plan, store))
     return out
+
+
+def point_records(plan: Plan, store: Store) -> list[dict[str, Any]]:
+    return [p.record(store.calibration(p.calibration_key) if p.calibration_key else None) for p in plan.points]
 
 
 def ensure_calibration(store: Store, cal: Any, executor, note=print) -> dict[str, Any]:
@@ -257,19 +286,21 @@ def ensure_calibration(store: Store, cal: Any, executor, note=print) -> dict[str
              f"(prompt {cal.prompt!r}, seed {cal.seed}{', ...' if len(cal.items) > 1 else ''})")
         ratios = executor.calibrate(cal.method, list(cal.items))
         meta["items"] = [list(i) for i in cal.items]
-    used = cal.cfg_branch if cal.cfg_branch in ratios else next(iter(ratios))
+    used = ",".join(dict.fromkeys(branch_ratios({"ratios": ratios}, b)[0] for b in cal.branches or (cal.cfg_branch,)))
     store.put_calibration(cal.key, ratios, used, {**meta, "prompt": cal.prompt, "seed": cal.seed,
-                                                  "steps": len(ratios[used]), "branches": sorted(ratios)})
+                                                  "steps": len(next(iter(ratios.values()))),
+                                                  "branches": sorted(ratios)})
     if len(ratios) > 1:
         note(f"{cal.method} calibration gave {len(ratios)} arrays ({', '.join(sorted(ratios))}: "
-             f"CFG runs as separate passes); the sweep uses {used!r}")
+             f"CFG runs as separate passes); each entry uses its own cfg_branch ({used})")
     return store.calibration(cal.key)
 
 
-def _request(job: Job, ratios: dict[str, tuple]) -> GenerationRequest:
+def _request(job: Job, calibrations: dict[str, dict]) -> GenerationRequest:
+    values = tuple(branch_ratios(calibrations[job.calibration_key], job.cfg_branch)[1]) if job.calibration_key \
+        else None
     return GenerationRequest(prompt=job.prompt, seed=job.seed, method=job.method, params=job.params,
-                             optimization=job.optimization,
-                             calibration=ratios.get(job.calibration_key) if job.calibration_key else None)
+                             optimization=job.optimization, calibration=values)
 
 
 def _unit(item: ItemWork, spec: Spec, store: Store, ratios: dict[str, tuple]):
@@ -369,8 +400,8 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
         "spec_hash": spec.spec_hash(), "code_version": versions()["code"],
     }
     if isinstance(result, BaseException):
-        error = f"{type(result).__name__}: {result}".strip()
-        store.put_generation({**row, "status": "failed", "error": error[:2000]})
+        error = " ".join(f"{type(result).__name__}: {result}".split())  # one line; the cause is in the traceback
+        store.put_generation({**row, "status": "failed", "error": error[:2000], "traceback": _traceback(result)})
         outcome.failed_keys.append(job.key)
         return f"FAILED ({error.splitlines()[0][:120]})"
     folder = spec.run_dir / "media" / job.key
@@ -392,6 +423,14 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
     })
     outcome.generated += 1
     return f"{summary['e2e_s']:.2f}s, compute {summary['compute_executed']}/{summary['compute_possible']}"
+
+
+def _traceback(exc: BaseException) -> str:
+    """The failed generation's traceback as the executor captured it (in the worker), else from the exception."""
+    import traceback
+
+    text = getattr(exc, "formatted", None) or "".join(traceback.format_exception(exc))
+    return text[-20_000:]
 
 
 def _unscored(store: Store, scorer) -> bool:

@@ -462,7 +462,7 @@ def _media_table(wandb, items):
         ref = base.get(r["quality_baseline_key"])
         if ref is None:
             continue
-        table.add_data(r["point_id"], r["label"], r["prompt"], r["seed"], _clean(r["speedup"]), _clean(r["lpips"]),
+        table.add_data(r["point_id"], r["label"], r["prompt"], r["seed"], _clean(r["speedup"]), _clean(r.get("lpips")),
                        _medium(wandb, ref), _medium(wandb, r))
     return table
 

@@ -133,18 +133,49 @@ class CacheMethod:
         # without values the config refuses (never a silent switch into calibration mode)
         return self.config_class(**kwargs)
 
-    def python_call(self, params: dict[str, Any]) -> str:
-        """The lines a user pastes into their own script to reproduce a point."""
-        args = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        wired = [w for w in (*self.wired, self.calibrated_field) if w and w not in params and w != "calibrate"]
-        note = f"  # also set: {', '.join(wired)}" if wired else ""
+    def python_call(self, params: dict[str, Any], num_inference_steps: int | None = None) -> str:
+        """The lines a user pastes after building `pipe` to reproduce a point; they run as printed.
+
+        Wired fields are written out: the step count and the timestep callback PAB/FasterCache read; the
+        calibrated values (MagCache's ratios, TeaCache's coefficients) are in `params` once calibrated.
+        """
+        fields = self.fields()
+        items = [f"{k}={_coerce(fields[k], v)!r}" if k in fields else f"{k}={v!r}" for k, v in params.items()]
+        for name in self.wired:
+            if name in params:
+                continue
+            if name == "current_timestep_callback":
+                items.append("current_timestep_callback=lambda: pipe.current_timestep")
+            elif name == "num_inference_steps" and num_inference_steps is not None:
+                items.append(f"num_inference_steps={num_inference_steps}")
+        missing = self.calibrated_field and self.calibrated_field not in params
+        args = ", ".join(items)
+        imports = "import torch\n" if "torch." in args else ""  # a dtype param reprs as torch.<dtype>
+        note = f"  # also set: {self.calibrated_field} (not calibrated yet: repro calibrate SPEC)" if missing else ""
         module = self.config.partition(":")[0] if isinstance(self.config, str) else self.config.__module__
         if self.apply is None:  # diffusers: the model's own enable_cache
             module = "diffusers.hooks" if module.startswith("diffusers.hooks") else module
-            return (f"from {module} import {self.config_class_name}\n"
+            return (f"{imports}from {module} import {self.config_class_name}\n"
                     f"pipe.transformer.enable_cache({self.config_class_name}({args})){note}")
-        return (f"from experiments.methods import enable_cache\nfrom {module} import {self.config_class_name}\n"
+        return (f"{imports}from experiments.methods import enable_cache\nfrom {module} import {self.config_class_name}\n"
                 f"disable = enable_cache(pipe.transformer, {self.config_class_name}({args})){note}")
+
+    def spec_snippet(self, params: dict[str, Any], num_inference_steps: int | None = None,
+                     optimization: dict[str, Any] | None = None, label: str | None = None) -> str:
+        """The YAML to merge into a spec: its `methods` entry, plus the step count and optimizations the point ran with."""
+        import yaml
+
+        doc: dict[str, Any] = {}
+        if "num_inference_steps" in self.wired and num_inference_steps is not None:
+            doc["generation"] = {"num_inference_steps": num_inference_steps}
+        if optimization:
+            doc["optimizations"] = {k: [v] for k, v in optimization.items()}
+        entry: dict[str, Any] = {"name": self.name}
+        if label and label != self.name:
+            entry["label"] = label
+        entry["params"] = dict(params)
+        doc["methods"] = [entry]
+        return yaml.safe_dump(doc, sort_keys=False, width=10_000).rstrip()
 
 
 METHODS: dict[str, CacheMethod] = {}

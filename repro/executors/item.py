@@ -95,7 +95,7 @@ def _attempt(engine: Any, request: GenerationRequest) -> Any:
     try:
         return engine.generate(request)
     except Exception as exc:  # isolated: recorded as a failed generation, the sweep goes on
-        exc.formatted = traceback.format_exc(limit=3)
+        exc.formatted = traceback.format_exc()
         _free_cuda_memory()
         return exc
 

@@ -63,7 +63,9 @@ def test_bad_specs_give_one_clear_error(tmp_path, write_spec, change, needle):
     with pytest.raises(SpecError) as err:
         load_spec(path)
     assert needle in str(err.value)
-    assert "\n" not in str(err.value).strip() or "Traceback" not in str(err.value)
+    message = str(err.value)
+    assert "\n" not in message.strip(), message  # one line
+    assert "Traceback" not in message
     assert not (tmp_path / "run").exists()
 
 

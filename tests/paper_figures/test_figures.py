@@ -39,7 +39,8 @@ def test_other_figures_content(video_run):
     heat = _svg_text(video_run.by_stem("skip_heatmap"))
     assert "blocks computed" in heat and "denoising step" in heat and "mag_cache t=0.06 r=0.2" in heat
     times = _svg_text(video_run.by_stem("time_breakdown"))
-    for part in ("text encode", "denoise (transformer)", "inter-step gap", "VAE decode", "other", "baseline"):
+    for part in ("text encode", "transformer (denoise loop)", "rest of the denoise loop", "VAE decode", "other",
+                 "baseline"):
         assert part in times
     mag = _svg_text(video_run.by_stem("mag_ratios"))
     assert "cond (used)" in mag and "uncond" in mag

@@ -354,7 +354,10 @@ def result_fields(spec: dict) -> dict:
 def fixed_changes(stored: dict, spec: "Spec") -> list[str]:
     """``field: old -> new`` for every run-directory-fixed field (:data:`RUN_DIR_FIXED`) that differs."""
     new = spec.model_dump(mode="json")
-    old = Spec.model_validate(stored).model_dump(mode="json")  # defaults filled in the same way
+    try:
+        old = Spec.model_validate(stored).model_dump(mode="json")  # defaults filled in the same way
+    except ValidationError:  # a spec stored by an older version: compare what it says
+        old = stored
     changes: list[str] = []
     for path in RUN_DIR_FIXED:
         a, b = _at(old, path), _at(new, path)

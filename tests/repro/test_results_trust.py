@@ -255,9 +255,9 @@ def test_time_breakdown_parts_add_up_to_end_to_end_on_measured_timings(run):
 
 def test_summary_takes_every_part_from_the_median_runs(run):
     store = Store(run.run_dir)
-    for g in store.generations(status="ok"):
+    ok = store.generations(status="ok")
+    for g in ok:
         s = g["summary"]
-        assert len(s["e2e_runs_s"]) == 3
         parts = s["text_encode_s"] + s["denoise_s"] + s["vae_decode_s"] + s["other_s"]
         assert parts == pytest.approx(s["e2e_s"], rel=1e-9)
         assert s["transformer_s"] + s["loop_overhead_s"] == pytest.approx(s["denoise_s"], rel=1e-9)

@@ -8,6 +8,7 @@
   outside, so such a run directory is refused.
 - A generation row is trusted only while its media exist: :func:`missing_media` lists the
   ``ok`` rows whose frames folder is gone, so a re-run regenerates them and readers skip them.
+  A copy without ``media/`` at all (a pulled results artifact) is results-only: read as recorded.
 
 Example::
 
@@ -65,6 +66,11 @@ def check_no_escaping_links(run_dir: Path) -> None:
                 raise SpecError(f"{entry} is a symbolic link to {target}, outside the run directory {root}; "
                                 f"outputs are never written through links out of a run. Replace the link by "
                                 f"a real folder (or move the run directory there)")
+
+
+def holds_media(run_dir: Path) -> bool:
+    """Whether this is a full run directory (with ``media/``) rather than a results-only copy."""
+    return (Path(run_dir) / "media").is_dir()
 
 
 def media_present(run_dir: Path, generation: dict[str, Any]) -> bool:

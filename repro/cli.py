@@ -294,7 +294,7 @@ def pareto(run_dir, metric):
     if metric != "all" and metric not in FRONT:
         raise SpecError(f"--metric {metric!r}: allowed are {', '.join(FRONT)} or all")
     for m in (FRONT if metric == "all" else [metric]):
-        if cached[m].notna().any():
+        if m in cached and cached[m].notna().any():  # a metric the run did not request has no column
             click.echo(f"\nPareto front: speedup vs {m}")
             click.echo(format_points(points, only_front=m))
 

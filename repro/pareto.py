@@ -68,7 +68,7 @@ def check_gates_scored(points: Any, gates: list[tuple[str, str, float]], labels:
     for name, kind, _ in gates:
         if name not in cached or not cached[name].notna().any():
             scored = [m for m in METRICS if m in cached and cached[m].notna().any()]
-            raise SpecError(f"--{kind} {name}: {labels.get(name, name)} was not scored in this run (scored: "
+            raise SpecError(f"--{kind} {name}: {labels.get(name) or (METRICS[name].label if name in METRICS else name)} was not scored in this run (scored: "
                             f"{', '.join(scored) or 'none'}); add it with `repro score RUN_DIR --set "
                             f"'metrics.names=[...]'` or gate on a scored metric")
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def start_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     run = tmp_path / "run"
-    gen = {"height": 64, "width": 64, "num_frames": 5, "num_inference_steps": 1000, "guidance_scale": 5.0,
+    gen = {"height": 128, "width": 128, "num_frames": 5, "num_inference_steps": 1000, "guidance_scale": 5.0,
            "max_sequence_length": 16}
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec_dict(run, prompts=["a red fox"], generation=gen,
@@ -101,7 +101,7 @@ def test_second_ctrl_c_stops_now_with_130(tmp_path):
     time.sleep(8)
     before = recorded(run)
     proc.send_signal(signal.SIGINT)
-    time.sleep(1)
+    time.sleep(0.3)  # well inside one generation (1000 steps at 128x128), so "now" is not "after it"
     proc.send_signal(signal.SIGINT)
     code, err, _ = finish(proc, timeout=60)
     assert code == 130, err

@@ -163,7 +163,8 @@ def drifted_sweep(args, tmp: Path, total: int) -> dict[float, float]:
 
     run_dir = tmp / "drift-new"
     spec_path = tmp / "drift-new.yaml"
-    spec_path.write_text(yaml.safe_dump(spec_dict(args, run_dir, fbc(args), DRIFT_PROMPTS, [0, 1])))
+    timing = {"timing": {"repeats": args.repeats}} if args.repeats > 1 else {}
+    spec_path.write_text(yaml.safe_dump(spec_dict(args, run_dir, fbc(args), DRIFT_PROMPTS, [0, 1], **timing)))
     proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_child_env(args))
     duty = DutyCycle(proc.pid, lambda: _rows(run_dir / "results.sqlite") >= total / 3, args.period / 1000,
@@ -276,7 +277,7 @@ def measure_drift(args, tmp: Path) -> None:
           f"{args.period:g} ms) from 1/3 of the way in (a fixed loop under the same duty cycle ran {slowdown:.2f}x "
           f"slower here; 2x on an idle "
           f"machine); {len(DRIFT_PROMPTS) * 2} items; reference: interleaved A/B in this process, no drift "
-          f"({time.perf_counter() - t0:.0f}s)")
+          f"({time.perf_counter() - t0:.0f}s); the sweep ran with timing.repeats={args.repeats}")
     print(f"   {'threshold':>9s} {'reference':>10s} {'new (drift)':>12s} {'error':>7s} {'old order (drift)':>18s} "
           f"{'error':>7s}")
     for t in args.thresholds:
@@ -362,6 +363,8 @@ def main() -> None:
                     help="duty-cycle period in ms (short periods are partly repaid by the scheduler under load)")
     ap.add_argument("--stop-fraction", type=float, default=0.5,
                     help="part of each period the process is stopped (raise it on a loaded machine to reach 2x)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="timing.repeats of the drifted sweep (1 = the default protocol; 3 = B C B C B C per item)")
     ap.add_argument("--score-frames", type=int, default=9)
     ap.add_argument("--score-size", type=int, default=128)
     ap.add_argument("--old-order-child", action="store_true", help=argparse.SUPPRESS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 HEIGHT = WIDTH = 32
 NUM_FRAMES = 5
 MAX_SEQUENCE_LENGTH = 16
-Z_DIM = 8
+Z_DIM = 16
 FLOW_SHIFT = 3.0
 
 

@@ -11,7 +11,8 @@ from tests.conftest import ROOT, tiny_spec_dict
 
 def test_tiny_config_validates_with_defaults():
     spec = load_spec(ROOT / "configs" / "tiny.yaml")
-    assert spec.model.tiny == "wan"
+    assert spec.model.reference == "wan" and spec.model.tiny is None
+    assert spec.metrics.clip_model == "reference" and "lpips" not in spec.metrics.names
     assert [m.name for m in spec.methods] == ["first_block_cache", "mag_cache"]
     assert spec.run_dir.as_posix() == "runs/tiny"
 

@@ -2,7 +2,7 @@
 
 Every type is a :class:`UserError`: the CLI prints its message as one line on stderr (never a
 traceback) and exits with the code ``repro.cli.EXIT_CODES`` maps it to (bad input 2, missing weights
-3, not a run directory 4, run directory busy 5, disk full 6). Messages say what is wrong, where, and how to fix it.
+3, not a run directory 4, run directory busy 5, disk full 6; nothing to show yet 1). Messages say what is wrong, where, and how to fix it.
 """
 
 
@@ -46,6 +46,11 @@ class DiskFull(UserError, OSError):
                                        f"{free / 2**20:,.1f} MiB free{need}. Free some space (or give --out on "
                                        f"another disk) and run the same command again: finished work is kept")
         self.path = path
+
+
+class NoResults(UserError):
+    """A run directory with no finished generation yet: nothing to show or export (exit 1, like a report with
+    no point to show), with how to get results."""
 
 
 class SpecChanged(SpecError):

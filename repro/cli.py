@@ -32,6 +32,7 @@ def exit_code_for(exc: BaseException) -> int | None:
     for kind, code in ((errors.SpecError, EXIT_BAD_INPUT), (errors.ModelUnavailable, EXIT_MISSING_WEIGHTS),
                        (WeightsMissing, EXIT_MISSING_WEIGHTS), (errors.RunDirMissing, EXIT_NOT_A_RUN),
                        (errors.RunLocked, EXIT_RUN_BUSY), (errors.DiskFull, EXIT_DISK_FULL),
+                       (errors.NoResults, EXIT_NOTHING_TO_SHOW),
                        (errors.UserError, EXIT_BAD_INPUT), (InputError, EXIT_BAD_INPUT)):
         if isinstance(exc, kind):
             return code

@@ -33,9 +33,10 @@ def export_tables(run_dir: str | Path, fmt: str, out: str | Path | None = None) 
     meta = store.meta()
     store.close()
     if len(points) == 0:
-        from experiments.errors import SpecError
+        from experiments.errors import NoResults
 
-        raise SpecError(f"{run_dir}: no results yet (no generation has finished); nothing to export")
+        raise NoResults(f"no results yet in {run_dir}: no generation has finished; run or resume `repro sweep` "
+                        f"first (nothing to export)")
     for df in (points, items):  # provenance on every row
         df["spec_hash"] = meta.get("spec_hash")
         for pkg, version in (meta.get("versions") or {}).items():

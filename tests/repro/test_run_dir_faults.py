@@ -142,7 +142,7 @@ def test_run_killed_before_its_first_row_says_no_results_yet(tmp_path):
     store = Store(run)
     store.set_meta(spec={"name": "t"})
     store.close()
-    for args in (("pareto", run), ("figures", run), ("best", run, "--max", "lpips=0.1")):
+    for args in (("pareto", run), ("figures", run), ("best", run, "--max", "lpips=0.1"), ("export", run)):
         out = invoke(*args)
         assert out.exit_code == 1, out.output
         assert "no results yet" in out.stderr and "Traceback" not in out.output

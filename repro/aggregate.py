@@ -80,7 +80,8 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
         row = {
             "key": g["key"], "role": g["role"], "point_id": g["point_id"], "quality_baseline_key": quality_ref_key,
             "method": "baseline" if g["role"] == "baseline" else methods.get(g["point_id"], g["method"]),
-            "label": "baseline" if g["role"] == "baseline" else labels.get(g["point_id"], g["point_id"]),
+            # a baseline's point id is "baseline" or "baseline | <its optimization>": its name in every table
+            "label": g["point_id"] if g["role"] == "baseline" else labels.get(g["point_id"], g["point_id"]),
             "prompt_index": g["prompt_index"], "prompt": g["prompt"], "seed": g["seed"],
             "status": g["status"], "error": g["error"], "kind": g["kind"],
             "frames_dir": str(store.run_dir / g["media_dir"]) if g.get("media_dir") else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, TextIO
 
-COLUMNS = (("label", "point", 26), ("method", "method", 18), ("speedup", "speedup", 8),
+COLUMNS = (("label", "point", 30), ("method", "method", 18), ("speedup", "speedup", 8),
            ("compute_fraction", "compute", 8), ("lpips", "lpips", 7), ("psnr", "psnr", 7), ("ssim", "ssim", 6),
            ("clip_delta", "dCLIP", 7), ("latency_s", "latency_s", 9), ("status", "status", 7))
 

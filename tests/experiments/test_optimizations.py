@@ -246,6 +246,15 @@ def test_compile_sweep_runs_and_reports_compile_time(compile_sweep):
     assert by_id["baseline"]["speedup_vs_unoptimized"] == pytest.approx(1.0)
     assert by_id["baseline | compile=regional"]["compile_s"] > 0  # compile alone, vs the unoptimized baseline:
     assert by_id["baseline | compile=regional"]["speedup_vs_unoptimized"] > 0
+    # each baseline is named by its optimization, in the tables and in the printed points table
+    assert [by_id[b]["label"] for b in ("baseline", "baseline | compile=regional")] == ["baseline",
+                                                                                         "baseline | compile=regional"]
+    import pandas as pd
+
+    from repro.report import format_points
+
+    table = format_points(pd.DataFrame(points))
+    assert "baseline | compile=regional" in table and "\nbaseline " in table
 
 
 @pytest.mark.slow

@@ -253,7 +253,7 @@ def _make_executor(kind, spec, progress, workers, ray_address, metric_nets, stop
         progress.step(done, total)
 
     return make_executor(kind, spec, on_step=on_step, workers=workers, address=ray_address,
-                         scorer=metric_nets)
+                         scorer=metric_nets, raise_if_aborted=stop.raise_if_aborted)
 
 
 def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, dict]:
@@ -461,7 +461,8 @@ def _print_todo(plan: Plan, run_dir: Path, retry_failed: bool, stream: TextIO) -
 
 class _StopFlag:
     """First Ctrl-C: stop after the generation in flight. A second Ctrl-C or SIGTERM: stop now, i.e. at the
-    generation's next denoising step (:meth:`raise_if_aborted` runs in the per-step callback); a third
+    generation's next denoising step (:meth:`raise_if_aborted` runs in the per-step callback, and between the
+    Ray executor's polls, which then kills its workers); a third
     Ctrl-C interrupts wherever it lands (a pipeline without step callbacks)."""
 
     def __init__(self, progress: Progress):

@@ -26,7 +26,10 @@ class Executor(Protocol):
 
 
 def make_executor(kind: str, spec: Any, on_step: Callable[[int, int], None] | None = None,
-                  workers: int | None = None, address: str | None = None, scorer: Any = None) -> Executor:
+                  workers: int | None = None, address: str | None = None, scorer: Any = None,
+                  raise_if_aborted: Callable[[], None] | None = None) -> Executor:
+    """`on_step` runs in the local pipeline's per-step callback; Ray workers are other processes, so the Ray
+    executor calls `raise_if_aborted` (the sweep's stop-now check) between its polls instead."""
     if kind == "local":
         from repro.executors.local import LocalExecutor
 
@@ -38,5 +41,5 @@ def make_executor(kind: str, spec: Any, on_step: Callable[[int, int], None] | No
             raise SpecError("--executor ray needs Ray: pip install 'diffusion-cache-repro[ray]'") from None
         from repro.executors.ray import RayExecutor
 
-        return RayExecutor(spec, workers=workers, address=address)
+        return RayExecutor(spec, workers=workers, address=address, raise_if_aborted=raise_if_aborted)
     raise SpecError(f"--executor {kind!r}: allowed executors are local, ray")

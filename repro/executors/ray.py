@@ -119,7 +119,8 @@ class _Slot:
 
 
 class RayExecutor:
-    def __init__(self, spec: Any, workers: int | None = None, address: str | None = None, scorer: Any = None):
+    def __init__(self, spec: Any, workers: int | None = None, address: str | None = None, scorer: Any = None,
+                 raise_if_aborted: Callable[[], None] | None = None):
         self.spec = spec
         self.workers = workers
         self.address = address
@@ -132,6 +133,7 @@ class RayExecutor:
         self._started_ray = False
         self._options: dict[str, Any] = {}
         self._threads: int | None = None
+        self._raise_if_aborted = raise_if_aborted
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -268,6 +270,7 @@ class RayExecutor:
                     for job in queue.popleft().jobs:
                         on_generated(job, WorkerLost("no Ray worker is left to run this job"))
                 return
+            self._abort_if_asked()
             ready, _ = ray.wait([*heads, *loading], num_returns=1, timeout=_POLL_S)
             if not ready:
                 continue
@@ -299,6 +302,19 @@ class RayExecutor:
                             on_scored(score)
                     except _LOST:
                         pass  # those scores are made again by the sweep's final scoring pass
+
+    def _abort_if_asked(self) -> None:
+        """Stop now (SIGTERM, a second Ctrl-C): kill the workers, so their generations in flight are dropped
+        instead of finished (a busy actor would answer nothing else until its generation ends)."""
+        if self._raise_if_aborted is None:
+            return
+        try:
+            self._raise_if_aborted()
+        except KeyboardInterrupt:
+            for slot in self.slots:
+                ray.kill(slot.actor)
+            self.slots = []
+            raise
 
     # -- workers ------------------------------------------------------------------------------
 

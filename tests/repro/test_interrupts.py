@@ -25,7 +25,7 @@ from tests.conftest import ROOT, tiny_spec_dict
 pytestmark = pytest.mark.slow
 
 
-def start_sweep(tmp_path: Path, size: int = 256, frames: int = 9) -> tuple[subprocess.Popen, Path]:
+def start_sweep(tmp_path: Path, size: int = 256, frames: int = 9, *flags: str) -> tuple[subprocess.Popen, Path]:
     run = tmp_path / "run"
     gen = {"height": size, "width": size, "num_frames": frames, "num_inference_steps": 1000, "guidance_scale": 5.0,
            "max_sequence_length": 16}
@@ -33,9 +33,9 @@ def start_sweep(tmp_path: Path, size: int = 256, frames: int = 9) -> tuple[subpr
     spec.write_text(yaml.safe_dump(tiny_spec_dict(run, prompts=["a red fox"], generation=gen,
                                                   methods=[{"name": "first_block_cache",
                                                             "sweep": {"threshold": [0.1]}}])))
-    proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec), *flags], cwd=ROOT,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"})
     return proc, run
 
 
@@ -109,3 +109,19 @@ def test_second_ctrl_c_stops_now_with_130(tmp_path):
     assert code == 130, err
     assert "Traceback" not in err and "Aborted" not in err
     assert recorded(run) == before
+
+
+def test_sigterm_stops_a_ray_worker_mid_generation(tmp_path):
+    # Ray workers run the denoising loop in another process: the driver drops their generation in flight
+    # (it kills the actors) instead of waiting for it, and exits 130 like the local executor.
+    pytest.importorskip("ray")
+    proc, run = start_sweep(tmp_path, 256, 9, "--executor", "ray", "--workers", "1")
+    wait_for(proc, " to run, ")
+    time.sleep(25)  # Ray started, the worker loaded its pipeline, a (minutes-long) generation under way
+    before = recorded(run)
+    proc.send_signal(signal.SIGTERM)
+    code, err, took = finish(proc, timeout=60)
+    assert code == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert recorded(run) == before
+    assert took < 30, f"the sweep took {took:.0f} s to stop: it waited for the worker's generation"

@@ -33,7 +33,10 @@ def start_sweep(tmp_path: Path, size: int = 256, frames: int = 9, *flags: str) -
     spec.write_text(yaml.safe_dump(tiny_spec_dict(run, prompts=["a red fox"], generation=gen,
                                                   methods=[{"name": "first_block_cache",
                                                             "sweep": {"threshold": [0.1]}}])))
+    # SIGINT as a terminal's Ctrl-C finds it: a test run started in the background (`make test &`) inherits
+    # SIGINT ignored, and Python keeps an inherited ignore until the sweep installs its own handler.
     proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec), *flags], cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"})
     return proc, run

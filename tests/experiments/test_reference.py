@@ -107,11 +107,10 @@ def test_damaged_or_missing_reference_weights_stop_the_sweep_before_its_run_dir(
     shutil.copytree(WEIGHTS_DIR, copy)
     monkeypatch.setattr(ref, "WEIGHTS_DIR", copy)
     spec = Spec.model_validate(_spec_dict(tmp_path / "run"))
-    if not (copy / "wan").is_dir():  # this checkout ships no trained Wan weights: say how to train them
-        with pytest.raises(ModelUnavailable, match="no trained weights.*python -m experiments.reference.train"):
-            check_model_available(spec.model)
-        shutil.copytree(WEIGHTS_DIR / "clip", copy / "wan")  # stand-in folder to reach the manifest check
-        (copy / "wan" / "model_index.json").write_text("{}")
+    shutil.rmtree(copy / "wan")  # the trained Wan weights gone: the message says how to train them
+    with pytest.raises(ModelUnavailable, match="no trained weights.*python -m experiments.reference.train"):
+        check_model_available(spec.model)
+    shutil.copytree(WEIGHTS_DIR / "wan", copy / "wan")
     config = copy / "clip" / "open_clip_config.json"
     config.write_text(config.read_text() + " ")
     with pytest.raises(ReferenceUnavailable, match="clip/open_clip_config.json: sha256 differs"):

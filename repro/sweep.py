@@ -492,7 +492,13 @@ class _StopFlag:
 
         @contextlib.contextmanager
         def ctx():
-            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+            # A signal the sweep was started with ignored (a background job of a non-interactive
+            # shell, nohup) stays ignored, as it is during start-up: handled throughout or not at all.
+            previous = {
+                s: signal.signal(s, self._handle)
+                for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN
+            }
             try:
                 yield
             finally:

@@ -25,9 +25,10 @@ from tests.conftest import ROOT, tiny_spec_dict
 pytestmark = pytest.mark.slow
 
 
-def start_sweep(tmp_path: Path, size: int = 256, frames: int = 9, *flags: str) -> tuple[subprocess.Popen, Path]:
+def start_sweep(tmp_path: Path, size: int = 256, frames: int = 9, *flags: str, sigint=signal.SIG_DFL,
+                steps: int = 1000) -> tuple[subprocess.Popen, Path]:
     run = tmp_path / "run"
-    gen = {"height": size, "width": size, "num_frames": frames, "num_inference_steps": 1000, "guidance_scale": 5.0,
+    gen = {"height": size, "width": size, "num_frames": frames, "num_inference_steps": steps, "guidance_scale": 5.0,
            "max_sequence_length": 16}
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec_dict(run, prompts=["a red fox"], generation=gen,
@@ -36,7 +37,7 @@ def start_sweep(tmp_path: Path, size: int = 256, frames: int = 9, *flags: str) -
     # SIGINT as a terminal's Ctrl-C finds it: a test run started in the background (`make test &`) inherits
     # SIGINT ignored, and Python keeps an inherited ignore until the sweep installs its own handler.
     proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec), *flags], cwd=ROOT,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"})
     return proc, run
@@ -98,6 +99,22 @@ def test_ctrl_c_during_start_up_exits_130(tmp_path):
     code, err, _ = finish(proc, timeout=120)
     assert code == 130, err
     assert "Aborted" not in err and "Traceback" not in err
+
+
+def test_a_sweep_started_with_sigint_ignored_ignores_it_throughout(tmp_path):
+    # nohup / a background job of a script: SIGINT arrives ignored, and stays so after start-up too
+    # (it used to be ignored while loading, then handled once generating: stop after the generation).
+    proc, run = start_sweep(tmp_path, 32, 5, sigint=signal.SIG_IGN, steps=200)
+    wait_for(proc, " to run, ")
+    proc.send_signal(signal.SIGINT)  # start-up
+    deadline = time.monotonic() + 300
+    while recorded(run) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # the generation loop (or its end)
+    code, err, _ = finish(proc, timeout=300)
+    assert code == 0, err
+    assert "stopping" not in err and "interrupted" not in err
+    assert recorded(run) == 2  # the baseline and the cached point, nothing dropped
 
 
 def test_second_ctrl_c_stops_now_with_130(tmp_path):

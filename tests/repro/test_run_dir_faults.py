@@ -107,6 +107,17 @@ def test_media_symlink_out_of_the_run_dir_is_refused(run_copy, tmp_path):
     assert (outside / ".tmp-precious").read_text() == "not ours"
 
 
+def test_a_planted_wandb_ledger_link_out_of_the_run_dir_is_refused_and_never_written(run_copy, tmp_path):
+    from repro.tracking import LEDGER
+
+    run, spec = run_copy
+    outside = tmp_path / "someone-elses-file"
+    outside.write_text("not ours\n")
+    os.symlink(outside, run / LEDGER)  # the tracker appends to this path
+    one_line_error(invoke("sweep", spec, "--set", "wandb.mode=offline"), 2, "outside the run directory")
+    assert outside.read_text() == "not ours\n"
+
+
 def test_generation_folder_symlink_out_is_refused(run_copy, tmp_path):
     run, spec = run_copy
     row = cached_row(run)

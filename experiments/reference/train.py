@@ -3,8 +3,13 @@
     python -m experiments.reference.train                 # writes experiments/reference/weights/
     python -m experiments.reference.train --out /tmp/ref  # somewhere else
 
-Three stages, each a fixed number of steps (so a seed gives the same weights on the same
-torch build and thread count; the CPU seconds of each stage are logged in training.json):
+Three stages, each a fixed number of steps. The first two can run data-parallel over `processes`
+processes of one thread each (``--processes 2``: one per core): every process draws the same global
+batch from the seed, computes its share of it, and the gradients are summed (torch.distributed,
+gloo) before one identical optimiser step in each. So a seed gives the same weights on the same
+torch build and process count; a step with two processes is the one-process step up to float
+rounding (checked by the tests), but over thousands of steps those roundings grow into another
+model. The CPU and wall seconds of each stage are logged in training.json.
 
 1. VAE (``AutoencoderKLWan``): reconstruction (L1 + MSE) plus a small KL term, on jittered
    clips of the training captions. Its latents' per-channel mean/std become the VAE's
@@ -18,7 +23,8 @@ torch build and thread count; the CPU seconds of each stage are logged in traini
 3. Reference CLIP (an open_clip ``CLIP``: ViT image tower, causal text tower): symmetric
    contrastive loss between single frames and their captions.
 
-Weights are written as a diffusers folder (``wan/``) and an open_clip ``local-dir`` folder
+The CLIP stage runs in one process (the second, while the first saves the Wan folder). Weights
+are written as a diffusers folder (``wan/``) and an open_clip ``local-dir`` folder
 (``clip/``), safetensors only, then ``SHA256SUMS`` beside them; the folder is replaced whole
 only after everything was written (a crash leaves the previous weights intact).
 """
@@ -30,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -44,7 +51,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    threads: int = 1  # one thread: 2 threads ran a VAE step only 1.27x faster here, for 1.6x the CPU time
+    # One process: the shipped weights' run. Two (one per core) took 14.9 min instead of 18-20 for
+    # the same recipe, but that run's model followed fewer held-out prompts (see the README).
+    processes: int = 1
+    threads: int = 1  # per process
     vae_steps: int = 1200
     vae_batch: int = 8
     vae_frames: int = 5  # the first frame plus one 4-frame chunk: the clips the model generates
@@ -73,16 +83,64 @@ def _set_lr(opt, lr: float) -> None:
         group["lr"] = lr
 
 
-def _apply(opt, loss, clip_params=None) -> float:
-    """One optimiser step on `loss` (gradient norm clipped to 1 over `clip_params`, if given); its value."""
-    import torch
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a data-parallel stage: rank `rank` of `world` (one process: 0 of 1).
 
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if clip_params is not None:
-        torch.nn.utils.clip_grad_norm_(clip_params, 1.0)
-    opt.step()
-    return loss.item()
+    Every process draws the whole global batch (same seed) and computes the rows ``part(n)``; a loss
+    is this process's share of the global loss (``mean``: its sum over the global normaliser), so
+    the summed gradients are those of the global loss on one process.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    def part(self, n: int) -> slice:
+        if n % self.world:
+            raise ValueError(f"a global batch of {n} does not split over {self.world} processes")
+        size = n // self.world
+        return slice(self.rank * size, (self.rank + 1) * size)
+
+    def total(self, value):
+        """`value` (a tensor) summed over the processes; a copy, without gradient."""
+        total = value.detach().clone()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(total)
+        return total
+
+    def mean(self, x, weight=None):
+        """This process's share of the global mean of `x` (weighted by `weight`, broadcast to it)."""
+        if self.world == 1:  # the plain expression: the shipped weights' run, bit for bit
+            return x.mean() if weight is None else (weight * x).mean() / weight.mean()
+        if weight is None:
+            return x.sum() / self.total(x.new_tensor(float(x.numel())))
+        return (weight * x).sum() / self.total(weight.expand_as(x).sum())
+
+    def step(self, opt, loss, params, clip: bool = True) -> float:
+        """One optimiser step on the summed gradients of every process's `loss`; the global loss."""
+        import torch
+
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad for p in params if p.grad is not None]  # the same parameters in every process
+        if self.world > 1:
+            import torch.distributed as dist
+            from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+            flat = _flatten_dense_tensors([*grads, loss.detach().view(1)])  # one message per step
+            dist.all_reduce(flat)
+            *summed, value = _unflatten_dense_tensors(flat, [*grads, loss.detach().view(1)])
+            for g, s in zip(grads, summed):
+                g.copy_(s)
+            value = value.item()
+        else:
+            value = loss.item()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        return value
 
 
 def _clips(captions, jitters, frames: int, size: int):
@@ -95,8 +153,8 @@ def _clips(captions, jitters, frames: int, size: int):
     return torch.from_numpy(arr).permute(0, 4, 1, 2, 3) * 2 - 1
 
 
-def train_vae(vae, cfg: TrainConfig, steps: int | None = None, log=print) -> list[float]:
-    """Reconstruction training of `vae` in place; returns the loss per step."""
+def train_vae(vae, cfg: TrainConfig, steps: int | None = None, log=print, shard: Shard = Shard()) -> list[float]:
+    """Reconstruction training of `vae` in place (this process's `shard` of each batch); the loss per step."""
     import torch
 
     from experiments.reference.model import HEIGHT
@@ -105,26 +163,29 @@ def train_vae(vae, cfg: TrainConfig, steps: int | None = None, log=print) -> lis
     steps = cfg.vae_steps if steps is None else steps
     captions = WORLD.training()
     rng = np.random.default_rng(cfg.seed + 11)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    params = list(vae.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
+    mine = shard.part(cfg.vae_batch)
     vae.train()
     losses = []
     for step in range(steps):
         _set_lr(opt, _cosine_lr(step, steps, cfg.vae_lr))
-        idx = rng.integers(0, len(captions), cfg.vae_batch)
-        x = _clips([captions[i] for i in idx], rng.integers(0, 2**31, cfg.vae_batch), cfg.vae_frames, HEIGHT)
+        idx = rng.integers(0, len(captions), cfg.vae_batch)[mine]
+        jitters = rng.integers(0, 2**31, cfg.vae_batch)[mine]
+        x = _clips([captions[i] for i in idx], jitters, cfg.vae_frames, HEIGHT)
         posterior = vae.encode(x).latent_dist
         # Decode the posterior mean (the transformer trains on means too): sampling with the initial
         # std of ~1 drowns the latents in noise, and the decoder then only learns the background.
         z = posterior.mean
         rec = vae.decode(z).sample
-        kl = posterior.kl().mean() / z[0].numel()
+        kl = shard.mean(posterior.kl()) / z[0].numel()
         # The shape covers ~8% of a frame: without weighting, a blurry background is the easy minimum.
         # Foreground = pixels that differ from the frame's corner (always background in this world).
         fg = ((x - x[..., :1, :1]).abs().amax(dim=1, keepdim=True) > 0.1).float()
         weight = 1 + cfg.vae_foreground_weight * fg
         err = rec - x
-        loss = (weight * (err.abs() + err**2)).mean() / weight.mean() + cfg.vae_kl * kl
-        losses.append(_apply(opt, loss, vae.parameters()))
+        loss = shard.mean(err.abs() + err**2, weight) + cfg.vae_kl * kl
+        losses.append(shard.step(opt, loss, params))
         if step % 50 == 0 or step == steps - 1:
             log(f"vae {step:5d}/{steps} loss {losses[-1]:.4f}")
     vae.eval()
@@ -196,16 +257,19 @@ def caption_embeddings(pipe):
     return emb
 
 
-def train_transformer(transformer, x0, owners, embeddings, cfg: TrainConfig, steps: int | None = None, log=print) -> list[float]:
-    """Flow-matching training of `transformer` in place on normalised latents `x0`."""
+def train_transformer(transformer, x0, owners, embeddings, cfg: TrainConfig, steps: int | None = None, log=print,
+                      shard: Shard = Shard()) -> list[float]:
+    """Flow-matching training of `transformer` in place on normalised latents `x0` (this process's `shard`)."""
     import torch
 
     from experiments.reference.model import FLOW_SHIFT
 
     steps = cfg.transformer_steps if steps is None else steps
     gen = torch.Generator().manual_seed(cfg.seed + 21)
-    opt = torch.optim.AdamW(transformer.parameters(), lr=cfg.transformer_lr, weight_decay=0.01)
+    params = list(transformer.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.transformer_lr, weight_decay=0.01)
     empty = embeddings.shape[0] - 1
+    mine = shard.part(cfg.transformer_batch)
     transformer.train()
     losses = []
     for step in range(steps):
@@ -217,11 +281,12 @@ def train_transformer(transformer, x0, owners, embeddings, cfg: TrainConfig, ste
         noise = torch.randn(clean.shape, generator=gen)
         u = torch.rand(cfg.transformer_batch, generator=gen)
         sigma = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
+        clean, text, noise, sigma = clean[mine], text[mine], noise[mine], sigma[mine]
         s = sigma.view(-1, 1, 1, 1, 1)
         noisy = (1 - s) * clean + s * noise
         pred = transformer(noisy, sigma * 1000, embeddings[text], return_dict=False)[0]
-        loss = ((pred - (noise - clean)) ** 2).mean()
-        losses.append(_apply(opt, loss, transformer.parameters()))
+        loss = shard.mean((pred - (noise - clean)) ** 2)
+        losses.append(shard.step(opt, loss, params))
         if step % 100 == 0 or step == steps - 1:
             log(f"transformer {step:5d}/{steps} loss {losses[-1]:.4f}")
     transformer.eval()
@@ -313,7 +378,7 @@ def train_clip(model, clip_tokenizer, cfg: TrainConfig, steps: int | None = None
         logits = model.logit_scale.exp().clamp(max=100) * image_emb @ text_emb.T
         target = torch.arange(len(idx))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        losses.append(_apply(opt, loss))
+        losses.append(Shard().step(opt, loss, list(model.parameters()), clip=False))
         if step % 100 == 0 or step == steps - 1:
             log(f"clip {step:5d}/{steps} loss {losses[-1]:.4f}")
     model.eval()
@@ -334,50 +399,175 @@ def write_manifest(folder: Path) -> Path:
     return manifest
 
 
-def train(cfg: TrainConfig, out: Path, log=print) -> dict:
-    """Run every stage and write the weights folder `out` (replaced whole at the end)."""
-    import open_clip
-    import torch
+# What the other processes leave in the staging folder for the first (removed before the manifest).
+_INIT_FILE = ".process-group"
+_READY = ".rank-{}.ready"
+_RANK_REPORT = ".rank-{}.json"
 
-    from experiments.reference.model import NUM_FRAMES, build_untrained
 
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True)
-    report: dict = {"config": asdict(cfg), "torch": torch.__version__, "stages": {}}
+def _timed(stages: dict, name: str, fn, log):
+    cpu, wall = time.process_time(), time.time()
+    result = fn()
+    stages[name] = {"cpu_s": round(time.process_time() - cpu, 1), "wall_s": round(time.time() - wall, 1)}
+    log(f"== {name}: {stages[name]}")
+    return result
 
-    def stage(name, fn):
-        cpu, wall = time.process_time(), time.time()
-        result = fn()
-        report["stages"][name] = {"cpu_s": round(time.process_time() - cpu, 1), "wall_s": round(time.time() - wall, 1)}
-        log(f"== {name}: {report['stages'][name]}")
-        return result
+
+def _train_wan(cfg: TrainConfig, shard: Shard, stages: dict, log):
+    """Stages 1 and 2 (the VAE, then the transformer on its latents), this process's shard of them."""
+    from experiments.reference.model import build_untrained
 
     pipe = build_untrained(cfg.seed)
-    vae_losses = stage("vae", lambda: train_vae(pipe.vae, cfg, log=log))
-    report["vae_reconstruction"] = reconstruction_check(pipe.vae, NUM_FRAMES)
-    log(f"== vae reconstruction: {report['vae_reconstruction']}")
-    latents, owners = stage("encode", lambda: encode_dataset(pipe.vae, cfg))
+    vae_losses = _timed(stages, "vae", lambda: train_vae(pipe.vae, cfg, log=log, shard=shard), log)
+    latents, owners = _timed(stages, "encode", lambda: encode_dataset(pipe.vae, cfg), log)
     set_latent_stats(pipe.vae, latents)
     x0 = normalise(pipe.vae, latents)
     embeddings = caption_embeddings(pipe)
-    tr_losses = stage("transformer", lambda: train_transformer(pipe.transformer, x0, owners, embeddings, cfg, log=log))
+    tr_losses = _timed(stages, "transformer",
+                       lambda: train_transformer(pipe.transformer, x0, owners, embeddings, cfg, log=log, shard=shard), log)
+    return pipe, vae_losses, tr_losses
 
+
+def _weights_digest(pipe) -> str:
+    """sha256 of every trained tensor: the processes must end with the same weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for module in (pipe.vae, pipe.transformer):
+        for name, tensor in module.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _deterministic(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    # That mode also fills every new tensor with NaN first (against reads of uninitialised memory,
+    # which no kernel here does): 2-5% of a step here, for the same losses step for step.
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
+def _start_process_group(cfg: TrainConfig, rank: int, staging: Path) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{staging / _INIT_FILE}", rank=rank, world_size=cfg.processes,
+                            timeout=datetime.timedelta(minutes=2))
+
+
+def _train_clip_into(folder: Path, cfg: TrainConfig, stages: dict, log) -> float:
+    """Stage 3: the reference CLIP, written into `folder` (its tokenizer files already there)."""
+    import open_clip
+
+    from experiments.reference.model import make_reference_tokenizer
+
+    tokenizer = make_reference_tokenizer()
+    clip = build_clip(tokenizer, cfg.seed + 3)
+    clip_tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    losses = _timed(stages, "clip", lambda: train_clip(clip, clip_tokenizer, cfg, log=log), log)
+    write_clip_folder(folder, tokenizer, clip)
+    return float(np.mean(losses[-20:]))
+
+
+def _failed(rank: int, proc) -> RuntimeError:
+    return RuntimeError(f"training process {rank} failed (exit code {proc.exitcode}); its error is printed above")
+
+
+def _wait_until_ready(others: list, staging: Path) -> None:
+    """Until every other process has started (a group join would wait minutes for one that died)."""
+    waiting = dict(enumerate(others, start=1))
+    while waiting:
+        for rank, proc in list(waiting.items()):
+            if (staging / _READY.format(rank)).exists():
+                del waiting[rank]
+            elif not proc.is_alive():
+                raise _failed(rank, proc)
+        time.sleep(0.05)
+
+
+def _other_process(cfg: TrainConfig, rank: int, staging: str) -> None:
+    """Rank `rank` > 0: its shard of stages 1 and 2, then (rank 1) the CLIP; a small report for rank 0."""
+    import torch.distributed as dist
+
+    _deterministic(cfg.threads)
+    folder = Path(staging)
+    stages: dict = {}
+    (folder / _READY.format(rank)).touch()  # imports done: rank 0 now joins the group too
+    _start_process_group(cfg, rank, folder)
+    try:
+        pipe, _, _ = _train_wan(cfg, Shard(rank, cfg.processes), stages, log=lambda line: None)
+    finally:
+        dist.destroy_process_group()
+    report = {"stages": stages, "digest": _weights_digest(pipe)}
+    if rank == 1:
+        report["clip_loss"] = _train_clip_into(folder / "clip", cfg, stages, log=lambda line: print(f"[rank 1] {line}", flush=True))
+    report["cpu_s"] = round(time.process_time(), 1)
+    (folder / _RANK_REPORT.format(rank)).write_text(json.dumps(report))
+
+
+def train(cfg: TrainConfig, out: Path, log=print) -> dict:
+    """Run every stage and write the weights folder `out` (replaced whole at the end).
+
+    With ``cfg.processes > 1`` this process is rank 0 and spawns the others; they meet through a
+    file in the staging folder and hand their reports (and the CLIP) back through it.
+    """
+    import multiprocessing
+
+    import torch
+    import torch.distributed as dist
+
+    from experiments.reference.model import NUM_FRAMES, make_reference_tokenizer
+
+    started = time.time()
+    _deterministic(cfg.threads)
+    report: dict = {"config": asdict(cfg), "torch": torch.__version__, "stages": {}}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".reference-", dir=out.parent))
+    others: list = []
     try:
+        write_clip_folder(staging / "clip", make_reference_tokenizer())
+        spawn = multiprocessing.get_context("spawn")
+        others = [spawn.Process(target=_other_process, args=(cfg, rank, str(staging)), name=f"reference-rank-{rank}")
+                  for rank in range(1, cfg.processes)]
+        for proc in others:
+            proc.start()
+        if others:
+            _wait_until_ready(others, staging)
+            _start_process_group(cfg, 0, staging)
+        try:
+            pipe, vae_losses, tr_losses = _train_wan(cfg, Shard(0, cfg.processes), report["stages"], log)
+        finally:
+            if others:
+                dist.destroy_process_group()
+        report["vae_reconstruction"] = reconstruction_check(pipe.vae, NUM_FRAMES)
+        log(f"== vae reconstruction: {report['vae_reconstruction']}")
         pipe.save_pretrained(str(staging / "wan"), safe_serialization=True)
-        write_clip_folder(staging / "clip", pipe.tokenizer)
-        clip_tokenizer = open_clip.get_tokenizer(f"local-dir:{staging / 'clip'}")
-        clip = build_clip(pipe.tokenizer, cfg.seed + 3)
-        clip_losses = stage("clip", lambda: train_clip(clip, clip_tokenizer, cfg, log=log))
-        write_clip_folder(staging / "clip", pipe.tokenizer, clip)
-        report["final_loss"] = {
-            "vae": float(np.mean(vae_losses[-20:])),
-            "transformer": float(np.mean(tr_losses[-50:])),
-            "clip": float(np.mean(clip_losses[-20:])),
-        }
-        report["cpu_s_total"] = round(sum(s["cpu_s"] for s in report["stages"].values()), 1)
+        report["final_loss"] = {"vae": float(np.mean(vae_losses[-20:])), "transformer": float(np.mean(tr_losses[-50:]))}
+        cpu_s = time.process_time()
+        if not others:
+            report["final_loss"]["clip"] = _train_clip_into(staging / "clip", cfg, report["stages"], log)
+            cpu_s = time.process_time()
+        for rank, proc in enumerate(others, start=1):
+            proc.join()
+            if proc.exitcode != 0:
+                raise _failed(rank, proc)
+            theirs = json.loads((staging / _RANK_REPORT.format(rank)).read_text())
+            if theirs["digest"] != _weights_digest(pipe):
+                raise RuntimeError(f"training process {rank} ended with other weights than process 0: "
+                                   f"the data-parallel steps diverged")
+            if rank == 1:
+                report["stages"]["clip"] = theirs["stages"]["clip"]
+                report["final_loss"]["clip"] = theirs["clip_loss"]
+            cpu_s += theirs["cpu_s"]
+        for leftover in staging.glob(".*"):
+            leftover.unlink()
+        report["cpu_s_total"] = round(cpu_s, 1)  # every process, start-up included
+        report["wall_s_total"] = round(time.time() - started, 1)
         (staging / "training.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         write_manifest(staging)
         old = out.with_name(out.name + ".old")
@@ -389,6 +579,10 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
         if old.exists():
             shutil.rmtree(old)
     except BaseException:
+        for proc in others:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report
@@ -398,10 +592,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.reference.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"weights folder (default {WEIGHTS_DIR})")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=TrainConfig.processes,
+                        help="data-parallel processes, one thread each (default %(default)s, as the shipped weights; "
+                             "the weights depend on it)")
     args = parser.parse_args(argv)
-    report = train(TrainConfig(seed=args.seed, threads=args.threads), args.out)
-    print(json.dumps({"out": str(args.out), "cpu_s_total": report["cpu_s_total"], "final_loss": report["final_loss"]}))
+    if args.processes < 1 or TrainConfig.vae_batch % args.processes or TrainConfig.transformer_batch % args.processes:
+        parser.error(f"--processes {args.processes}: must divide the batch sizes "
+                     f"({TrainConfig.vae_batch} and {TrainConfig.transformer_batch}): 1, 2, 4 or 8")
+    # SIGTERM unwinds like Ctrl-C: the staging folder is removed and the other processes stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    report = train(TrainConfig(seed=args.seed, processes=args.processes), args.out)
+    print(json.dumps({"out": str(args.out), "wall_s_total": report["wall_s_total"], "cpu_s_total": report["cpu_s_total"],
+                      "final_loss": report["final_loss"]}))
     return 0
 
 

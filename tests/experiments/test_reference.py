@@ -203,3 +203,135 @@ def test_a_spec_selects_the_reference_clip_by_name(tmp_path):
     scorer = build_scorer(spec.metrics)
     assert scorer.labels["clip"].startswith("clip_reference-CLIP") and not any(scorer.random_weights.values())
     assert metrics.fetch_weights(clip_model=clip_model_id(), metrics=("clip",)) == [str(CLIP_DIR)]
+
+
+# -- data-parallel training ----------------------------------------------------------------------
+
+
+def _shard_step(rank: int, world: int, init: str, out: str) -> None:
+    """One SGD step (lr 1, so the weight change is minus the gradient) on this rank's shard of a fixed batch."""
+    import json
+
+    import torch
+    import torch.distributed as dist
+
+    from experiments.reference.train import Shard
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    x = torch.linspace(-1, 1, 24).view(8, 3)
+    y = torch.linspace(0, 2, 16).view(8, 2)
+    if world > 1:
+        dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    shard = Shard(rank, world)
+    mine = shard.part(8)
+    weight = torch.linspace(1, 3, 8).view(8, 1)  # broadcast over the outputs, as the VAE's pixel weights
+    err = (model(x[mine]) - y[mine]) ** 2
+    loss = shard.mean(err, weight[mine]) + shard.mean(err.abs())  # this rank's share of the global means
+    value = shard.step(torch.optim.SGD(model.parameters(), lr=1.0), loss, list(model.parameters()), clip=False)
+    if world > 1:
+        dist.destroy_process_group()
+    with open(out, "w") as fh:
+        json.dump({"loss": value, "weight": model.weight.tolist(), "bias": model.bias.tolist()}, fh)
+
+
+def test_a_data_parallel_step_is_the_one_process_step_on_the_whole_batch(tmp_path):
+    import json
+    import multiprocessing
+
+    import torch
+
+    _shard_step(0, 1, "", str(tmp_path / "one.json"))
+    procs = [multiprocessing.get_context("spawn").Process(
+        target=_shard_step, args=(rank, 2, str(tmp_path / "group"), str(tmp_path / f"rank{rank}.json")))
+        for rank in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    one, *ranks = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "rank0", "rank1"))
+    for got in ranks:  # every rank ends with the one-process weights and reports the global loss
+        assert got["loss"] == pytest.approx(one["loss"], rel=1e-6)
+        for name in ("weight", "bias"):
+            assert torch.allclose(torch.tensor(got[name]), torch.tensor(one[name]), atol=1e-6), name
+    from experiments.reference.train import Shard
+
+    with pytest.raises(ValueError, match="does not split over 3 processes"):
+        Shard(0, 3).part(8)
+
+
+def test_a_training_process_that_dies_before_joining_is_reported_at_once(tmp_path):
+    import multiprocessing
+    import sys
+    import time
+
+    from experiments.reference.train import _wait_until_ready
+
+    proc = multiprocessing.get_context("spawn").Process(target=sys.exit, args=(3,))
+    proc.start()
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"training process 1 failed \(exit code 3\)"):
+        _wait_until_ready([proc], tmp_path)
+    assert time.monotonic() - t0 < 60  # not the process group's join timeout
+
+
+def _tiny_training(**changes):
+    from experiments.reference import train as T
+
+    tiny = dict(vae_steps=2, transformer_steps=2, clip_steps=2, vae_batch=2, transformer_batch=4, clip_batch=4,
+                jitters_per_caption=1)
+    return T.TrainConfig(**(tiny | changes))
+
+
+@pytest.fixture
+def torch_settings_restored():
+    """train() sets the thread count and deterministic mode process-wide, as its command should."""
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.utils.deterministic.fill_uninitialized_memory = fill
+
+
+def test_two_process_training_writes_the_one_process_model(tmp_path, torch_settings_restored):
+    import torch
+    from safetensors.torch import load_file
+
+    from experiments.reference import train as T
+    from experiments.reference.model import build_untrained
+
+    reports = {n: T.train(_tiny_training(processes=n), tmp_path / f"w{n}", log=lambda s: None) for n in (1, 2)}
+    for n, report in reports.items():
+        out = tmp_path / f"w{n}"
+        assert manifest_problems(out) == [] and "clip/open_clip_model.safetensors" in read_manifest(out)
+        assert not list(out.rglob(".*")) and not list(tmp_path.glob(".reference-*"))  # hand-over files gone
+        assert set(report["stages"]) == {"vae", "encode", "transformer", "clip"} and report["wall_s_total"] > 0
+    one, two = reports[1]["final_loss"], reports[2]["final_loss"]
+    assert one.keys() == two.keys() == {"vae", "transformer", "clip"}
+    assert all(two[k] == pytest.approx(one[k], rel=1e-5) for k in one), (one, two)
+    fresh = build_untrained(0)
+    for part, module in (("vae", fresh.vae), ("transformer", fresh.transformer)):
+        a = load_file(str(tmp_path / f"w1/wan/{part}/diffusion_pytorch_model.safetensors"))
+        b = load_file(str(tmp_path / f"w2/wan/{part}/diffusion_pytorch_model.safetensors"))
+        start = module.state_dict()
+        assert any(not torch.equal(a[k], start[k]) for k in a)  # trained
+        # Same up to float rounding (a rounding-level gradient can flip one Adam update: at most 2 lr).
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3, part
+        assert sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(v.numel() for v in a.values()) < 1e-6, part
+
+
+def test_a_failing_training_process_leaves_the_previous_weights_and_no_staging(tmp_path, torch_settings_restored):
+    from experiments.reference import train as T
+
+    out = tmp_path / "weights"
+    out.mkdir()
+    (out / "kept.txt").write_text("previous weights")
+    # More distinct captions per CLIP batch than the world has: the CLIP stage (process 1) raises.
+    with pytest.raises(RuntimeError, match=r"training process 1 failed"):
+        T.train(_tiny_training(processes=2, clip_batch=10_000), out, log=lambda s: None)
+    assert [p.name for p in out.iterdir()] == ["kept.txt"] and (out / "kept.txt").read_text() == "previous weights"
+    assert not list(tmp_path.glob(".reference-*"))

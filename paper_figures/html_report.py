@@ -326,7 +326,11 @@ _SCRIPT = r"""
     function play() {
       follow.currentTime = lead.currentTime;
       Promise.all([lead.play(), follow.play()]).then(function () { button.textContent = "pause both"; tick(); })
-        .catch(function (err) { button.textContent = "play both"; pair.dataset.error = String(err); });
+        .catch(function (err) {
+          // a pause (the other video ending, a click) cutting a pending play() short is not an error
+          if (err && err.name === "AbortError") { return; }
+          button.textContent = "play both"; pair.dataset.error = String(err);
+        });
     }
     function pause() { lead.pause(); follow.pause(); align(); button.textContent = "play both"; }
     button.addEventListener("click", function () { if (lead.paused) { play(); } else { pause(); } });

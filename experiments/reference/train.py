@@ -548,10 +548,9 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
         log(f"== vae reconstruction: {report['vae_reconstruction']}")
         pipe.save_pretrained(str(staging / "wan"), safe_serialization=True)
         report["final_loss"] = {"vae": float(np.mean(vae_losses[-20:])), "transformer": float(np.mean(tr_losses[-50:]))}
-        cpu_s = time.process_time()
         if not others:
             report["final_loss"]["clip"] = _train_clip_into(staging / "clip", cfg, report["stages"], log)
-            cpu_s = time.process_time()
+        cpu_s = time.process_time()
         for rank, proc in enumerate(others, start=1):
             proc.join()
             if proc.exitcode != 0:

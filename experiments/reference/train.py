@@ -595,9 +595,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="data-parallel processes, one thread each (default %(default)s, as the shipped weights; "
                              "the weights depend on it)")
     args = parser.parse_args(argv)
-    if args.processes < 1 or TrainConfig.vae_batch % args.processes or TrainConfig.transformer_batch % args.processes:
+    batches = (TrainConfig.vae_batch, TrainConfig.transformer_batch)
+    if args.processes < 1 or any(b % args.processes for b in batches):
+        allowed = [n for n in range(1, min(batches) + 1) if not any(b % n for b in batches)]
         parser.error(f"--processes {args.processes}: must divide the batch sizes "
-                     f"({TrainConfig.vae_batch} and {TrainConfig.transformer_batch}): 1, 2, 4 or 8")
+                     f"({' and '.join(map(str, batches))}): {', '.join(map(str, allowed))}")
     # SIGTERM unwinds like Ctrl-C: the staging folder is removed and the other processes stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = train(TrainConfig(seed=args.seed, processes=args.processes), args.out)

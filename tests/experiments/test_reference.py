@@ -261,6 +261,19 @@ def test_a_data_parallel_step_is_the_one_process_step_on_the_whole_batch(tmp_pat
         Shard(0, 3).part(8)
 
 
+def test_a_process_count_that_does_not_divide_the_batches_is_refused_with_the_counts_that_do(tmp_path, capsys):
+    from experiments.reference.train import TrainConfig, main
+
+    batches = (TrainConfig.vae_batch, TrainConfig.transformer_batch)
+    allowed = [n for n in range(1, 65) if all(b % n == 0 for b in batches)]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--processes", "3", "--out", str(tmp_path / "w")])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert "--processes 3" in message and message.rstrip().endswith(", ".join(map(str, allowed)))
+    assert not (tmp_path / "w").exists()
+
+
 def test_a_training_process_that_dies_before_joining_is_reported_at_once(tmp_path):
     import multiprocessing
     import sys

@@ -348,3 +348,14 @@ def test_a_failing_training_process_leaves_the_previous_weights_and_no_staging(t
         T.train(_tiny_training(processes=2, clip_batch=10_000), out, log=lambda s: None)
     assert [p.name for p in out.iterdir()] == ["kept.txt"] and (out / "kept.txt").read_text() == "previous weights"
     assert not list(tmp_path.glob(".reference-*"))
+
+
+def test_evaluate_refuses_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
+    from experiments.reference.evaluate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 2 and "no model_index.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(WEIGHTS_DIR / "wan"), "--seed-sets", "0"])
+    assert exit_info.value.code == 2

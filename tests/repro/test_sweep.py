@@ -162,7 +162,10 @@ def _count_rows(db: Path) -> int:
 
 
 def _start_sweep(spec_path: Path) -> subprocess.Popen:
+    # SIGINT as a terminal's Ctrl-C finds it: a test run started in the background inherits SIGINT ignored,
+    # and a sweep started so keeps ignoring it (by design), which would make the Ctrl-C test meaningless.
     return subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 

@@ -255,9 +255,11 @@ def test_kill_9_mid_sweep_leaves_finished_items_on_the_dashboard_and_resume_adds
     every = {g["key"]: g for g in store.generations()}
     assert len(every) == total
     flat = [k for keys in _items_by_run(run_dir / "wandb").values() for k in keys]
-    # (the resumed sweep's stderr holds any W&B warning: it failed once in a loaded full suite, 9 items short)
+    # Flaky in loaded full suites (the resumed sweep's 9 items missing; cause not found yet): on failure,
+    # show what is missing and the resumed sweep's output (its W&B warnings and final "wandb:" line).
     assert sorted(flat) == sorted(every), ("each item exactly once across the killed and the resumed run",
-                                           sorted(set(every) - set(flat)), resumed.stderr[-3000:])
+                                           sorted(set(every) - set(flat)), resumed.stdout[-1500:],
+                                           resumed.stderr[-1500:])
     for rid, r in read_runs(run_dir / "wandb").items():
         steps = [h["_step"] for h in r["history"] if "item_key" in h]
         assert steps == list(range(1, len(steps) + 1)), (rid, steps)  # the resumed run continues the steps

@@ -182,6 +182,7 @@ class LiveTracker:
 
     def sweep_started(self, event: Any = None) -> None:
         if self.enabled and not self._thread.is_alive():
+            _forget_inherited_service()
             self._thread.start()
             self._queue.put(("catch_up", None))  # items a killed earlier run stored but never logged
 
@@ -415,6 +416,17 @@ class LiveTracker:
                 print(message, file=self.stream, flush=True)
             except (ValueError, OSError):  # the stream closed under a thread that outlived its sweep
                 pass
+
+
+def _forget_inherited_service() -> None:
+    """Start this process's own W&B service rather than one a parent process exported (WANDB_SERVICE:
+    a notebook or script that used W&B before launching the sweep). That service outlives a killed
+    sweep with its runs still open, and a resumed sweep's segments of the same run ids then never
+    reached a finished offline directory: the resume lost them. A service this process started
+    (its pid in the token, "VERSION-PID-...") is kept."""
+    token = os.environ.get("WANDB_SERVICE")
+    if token and token.split("-")[1:2] != [str(os.getpid())]:
+        del os.environ["WANDB_SERVICE"]
 
 
 def _chunks(rows: list, n: int) -> list[list]:

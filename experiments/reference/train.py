@@ -3,13 +3,19 @@
     python -m experiments.reference.train                 # writes experiments/reference/weights/
     python -m experiments.reference.train --out /tmp/ref  # somewhere else
 
-Three stages, each a fixed number of steps. The first two can run data-parallel over `processes`
-processes of one thread each (``--processes 2``: one per core): every process draws the same global
-batch from the seed, computes its share of it, and the gradients are summed (torch.distributed,
-gloo) before one identical optimiser step in each. So a seed gives the same weights on the same
-torch build and process count; a step with two processes is the one-process step up to float
-rounding (checked by the tests), but over thousands of steps those roundings grow into another
-model. The CPU and wall seconds of each stage are logged in training.json.
+Three stages, each a fixed number of steps, over `processes` processes of one thread each (the
+default, ``--processes 2``: one per core). The VAE trains in process 0 alone on the whole batch,
+while process 1 trains the CLIP; process 0 then sends the VAE to the others, so the VAE is the same
+bits for every process count. The transformer trains data-parallel: every process draws the same
+global batch from the seed, computes its share of it, and the gradients are summed
+(torch.distributed, gloo) before one identical optimiser step in each. So a seed gives the same
+weights on the same torch build and process count; a data-parallel step is the one-process step up
+to float rounding (checked by the tests), but over thousands of steps those roundings grow into
+another model. The CPU and wall seconds of each stage are logged in training.json.
+
+Why the VAE is not data-parallel: its latent space is the fragile part of the recipe. The same VAE
+recipe trained data-parallel (float rounding apart, the same steps) read clips back as well, yet
+every transformer trained on its latents confused colour words; see the README.
 
 1. VAE (``AutoencoderKLWan``): reconstruction (L1 + MSE) plus a small KL term, on jittered
    clips of the training captions. Its latents' per-channel mean/std become the VAE's
@@ -23,7 +29,7 @@ model. The CPU and wall seconds of each stage are logged in training.json.
 3. Reference CLIP (an open_clip ``CLIP``: ViT image tower, causal text tower): symmetric
    contrastive loss between single frames and their captions.
 
-The CLIP stage runs in one process (the second, while the first saves the Wan folder). Weights
+The CLIP stage runs in one process (the second, while the first trains the VAE). Weights
 are written as a diffusers folder (``wan/``) and an open_clip ``local-dir`` folder
 (``clip/``), safetensors only, then ``SHA256SUMS`` beside them; the folder is replaced whole
 only after everything was written (a crash leaves the previous weights intact).
@@ -51,9 +57,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0
-    # One process: the shipped weights' run. Two (one per core) took 14.9 min instead of 18-20 for
-    # the same recipe, but that run's model followed fewer held-out prompts (see the README).
-    processes: int = 1
+    processes: int = 2  # the shipped weights' run: one per core
     threads: int = 1  # per process
     vae_steps: int = 1200
     vae_batch: int = 8
@@ -62,9 +66,9 @@ class TrainConfig:
     vae_lr: float = 5e-3
     vae_kl: float = 1e-5
     jitters_per_caption: int = 2
-    transformer_steps: int = 3000
-    transformer_batch: int = 32
-    transformer_lr: float = 2e-3
+    transformer_steps: int = 1800
+    transformer_batch: int = 64
+    transformer_lr: float = 3e-3
     caption_dropout: float = 0.1
     clip_steps: int = 400
     clip_batch: int = 48
@@ -112,11 +116,26 @@ class Shard:
 
     def mean(self, x, weight=None):
         """This process's share of the global mean of `x` (weighted by `weight`, broadcast to it)."""
-        if self.world == 1:  # the plain expression: the shipped weights' run, bit for bit
+        if self.world == 1:  # the plain expression: the VAE stage (always one process) keeps its earlier bits
             return x.mean() if weight is None else (weight * x).mean() / weight.mean()
         if weight is None:
             return x.sum() / self.total(x.new_tensor(float(x.numel())))
         return (weight * x).sum() / self.total(weight.expand_as(x).sum())
+
+    def share(self, module) -> None:
+        """Give every process `module`'s weights as process 0 has them (after a stage only it ran)."""
+        if self.world == 1:
+            return
+        import torch
+        import torch.distributed as dist
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        tensors = list(module.state_dict().values())
+        flat = _flatten_dense_tensors(tensors)  # one message
+        dist.broadcast(flat, src=0)
+        with torch.no_grad():
+            for t, v in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
+                t.copy_(v)
 
     def step(self, opt, loss, params, clip: bool = True) -> float:
         """One optimiser step on the summed gradients of every process's `loss`; the global loss."""
@@ -414,11 +433,16 @@ def _timed(stages: dict, name: str, fn, log):
 
 
 def _train_wan(cfg: TrainConfig, shard: Shard, stages: dict, log):
-    """Stages 1 and 2 (the VAE, then the transformer on its latents), this process's shard of them."""
+    """Stages 1 and 2: the VAE (process 0 alone; the others receive it), then this process's shard
+    of the transformer on its latents."""
     from experiments.reference.model import build_untrained
 
     pipe = build_untrained(cfg.seed)
-    vae_losses = _timed(stages, "vae", lambda: train_vae(pipe.vae, cfg, log=log, shard=shard), log)
+    vae_losses: list[float] = []
+    if shard.rank == 0:
+        vae_losses = _timed(stages, "vae", lambda: train_vae(pipe.vae, cfg, log=log), log)
+    shard.share(pipe.vae)
+    pipe.vae.eval()
     latents, owners = _timed(stages, "encode", lambda: encode_dataset(pipe.vae, cfg), log)
     set_latent_stats(pipe.vae, latents)
     x0 = normalise(pipe.vae, latents)
@@ -455,8 +479,9 @@ def _start_process_group(cfg: TrainConfig, rank: int, staging: Path) -> None:
 
     import torch.distributed as dist
 
+    # The others wait for process 0's VAE stage (10 min on a loaded machine) in its first message.
     dist.init_process_group("gloo", init_method=f"file://{staging / _INIT_FILE}", rank=rank, world_size=cfg.processes,
-                            timeout=datetime.timedelta(minutes=2))
+                            timeout=datetime.timedelta(minutes=30))
 
 
 def _train_clip_into(folder: Path, cfg: TrainConfig, stages: dict, log) -> float:
@@ -490,7 +515,8 @@ def _wait_until_ready(others: list, staging: Path) -> None:
 
 
 def _other_process(cfg: TrainConfig, rank: int, staging: str) -> None:
-    """Rank `rank` > 0: its shard of stages 1 and 2, then (rank 1) the CLIP; a small report for rank 0."""
+    """Rank `rank` > 0: (rank 1) the CLIP while rank 0 trains the VAE, then its shard of the
+    transformer; a small report for rank 0."""
     import torch.distributed as dist
 
     _deterministic(cfg.threads)
@@ -498,13 +524,15 @@ def _other_process(cfg: TrainConfig, rank: int, staging: str) -> None:
     stages: dict = {}
     (folder / _READY.format(rank)).touch()  # imports done: rank 0 now joins the group too
     _start_process_group(cfg, rank, folder)
+    report: dict = {"stages": stages}
     try:
+        if rank == 1:
+            report["clip_loss"] = _train_clip_into(folder / "clip", cfg, stages,
+                                                   log=lambda line: print(f"[rank 1] {line}", flush=True))
         pipe, _, _ = _train_wan(cfg, Shard(rank, cfg.processes), stages, log=lambda line: None)
     finally:
         dist.destroy_process_group()
-    report = {"stages": stages, "digest": _weights_digest(pipe)}
-    if rank == 1:
-        report["clip_loss"] = _train_clip_into(folder / "clip", cfg, stages, log=lambda line: print(f"[rank 1] {line}", flush=True))
+    report["digest"] = _weights_digest(pipe)
     report["cpu_s"] = round(time.process_time(), 1)
     (folder / _RANK_REPORT.format(rank)).write_text(json.dumps(report))
 
@@ -577,12 +605,20 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
         os.replace(staging, out)
         if old.exists():
             shutil.rmtree(old)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, Exception):  # a lost connection: give the process that failed time to exit
+            deadline = time.monotonic() + 10
+            for proc in others:
+                proc.join(max(0.0, deadline - time.monotonic()))
+        died = [(rank, proc) for rank, proc in enumerate(others, start=1) if not proc.is_alive()]
         for proc in others:
             if proc.is_alive():
                 proc.terminate()
             proc.join()
         shutil.rmtree(staging, ignore_errors=True)
+        failed = [(rank, proc) for rank, proc in died if proc.exitcode]
+        if failed and isinstance(exc, Exception):  # process 0's error is then only the lost connection
+            raise _failed(*failed[0]) from exc
         raise
     return report
 
@@ -595,11 +631,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="data-parallel processes, one thread each (default %(default)s, as the shipped weights; "
                              "the weights depend on it)")
     args = parser.parse_args(argv)
-    batches = (TrainConfig.vae_batch, TrainConfig.transformer_batch)
-    if args.processes < 1 or any(b % args.processes for b in batches):
-        allowed = [n for n in range(1, min(batches) + 1) if not any(b % n for b in batches)]
-        parser.error(f"--processes {args.processes}: must divide the batch sizes "
-                     f"({' and '.join(map(str, batches))}): {', '.join(map(str, allowed))}")
+    batch = TrainConfig.transformer_batch  # the data-parallel stage's
+    if args.processes < 1 or batch % args.processes:
+        allowed = [n for n in range(1, batch + 1) if batch % n == 0]
+        parser.error(f"--processes {args.processes}: must divide the transformer's batch size ({batch}): "
+                     f"{', '.join(map(str, allowed))}")
     # SIGTERM unwinds like Ctrl-C: the staging folder is removed and the other processes stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     report = train(TrainConfig(seed=args.seed, processes=args.processes), args.out)

@@ -264,8 +264,9 @@ def test_a_data_parallel_step_is_the_one_process_step_on_the_whole_batch(tmp_pat
 def test_a_process_count_that_does_not_divide_the_batches_is_refused_with_the_counts_that_do(tmp_path, capsys):
     from experiments.reference.train import TrainConfig, main
 
-    batches = (TrainConfig.vae_batch, TrainConfig.transformer_batch)
-    allowed = [n for n in range(1, 65) if all(b % n == 0 for b in batches)]
+    batch = TrainConfig.transformer_batch  # the VAE trains in one process: only this batch is split
+    allowed = [n for n in range(1, 1025) if batch % n == 0]
+    assert 3 not in allowed
     with pytest.raises(SystemExit) as exit_info:
         main(["--processes", "3", "--out", str(tmp_path / "w")])
     assert exit_info.value.code == 2
@@ -332,6 +333,9 @@ def test_two_process_training_writes_the_one_process_model(tmp_path, torch_setti
         b = load_file(str(tmp_path / f"w2/wan/{part}/diffusion_pytorch_model.safetensors"))
         start = module.state_dict()
         assert any(not torch.equal(a[k], start[k]) for k in a)  # trained
+        if part == "vae":  # trained by process 0 alone, whatever the process count: the same bits
+            assert all(torch.equal(a[k], b[k]) for k in a)
+            continue
         # Same up to float rounding (a rounding-level gradient can flip one Adam update: at most 2 lr).
         assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3, part
         assert sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(v.numel() for v in a.values()) < 1e-6, part

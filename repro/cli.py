@@ -224,18 +224,27 @@ def calibrate(spec, out, overrides):
 @_friendly_errors
 def score(run_dir, force, overrides):
     """(Re)score the generations of RUN_DIR, e.g. after adding CLIP with --set metrics.names=[...]."""
+    from experiments.errors import SpecError
     from experiments.feasibility import check_device
-    from experiments.spec import apply_override, validate_spec_data
+    from experiments.spec import apply_override, fixed_changes, validate_spec_data
     from repro.lock import RunLock
     from repro.run_dir import missing_media
     from repro.scoring import RunScorer
     from repro.store import Store
 
-    spec = _run_spec(run_dir)
-    raw = spec.model_dump(mode="json")
+    made_with = _run_spec(run_dir)
+    raw = made_with.model_dump(mode="json")
     for item in overrides:
         apply_override(raw, item)
     spec = validate_spec_data(raw, where=f"{run_dir} with --set")
+    changes = fixed_changes(made_with.model_dump(mode="json"), spec)
+    made = [c for c in changes if not c.startswith("metrics.")]
+    if made:  # the stored spec would then describe outputs that were never made
+        raise SpecError(f"repro score --set: {'; '.join(made)}: scoring cannot change how the outputs of {run_dir} "
+                        f"were made; to generate with other settings, run `repro sweep` with another --out DIR")
+    if changes and not force:  # scores of two metric networks would be mixed in one run
+        raise SpecError(f"repro score --set: {'; '.join(changes)}: the scores in {run_dir} were made with the old "
+                        f"value; add --force to rescore every generation with the new one")
     check_device(spec.metrics.device, "metrics.device", where=f"{run_dir} with --set")
     with RunLock(Path(run_dir)):
         store = Store(run_dir)

@@ -262,6 +262,36 @@ def test_score_with_an_unknown_metric(run_copy):
     one_line_error(invoke("score", run, "--set", "metrics.names=[fid]"), 2, "metrics.names[0]")
 
 
+def _stored_spec(run: Path) -> dict:
+    store = Store(run)
+    try:
+        return store.meta()["spec"]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("override", ["generation.num_inference_steps=3", "model.dtype=bfloat16", "timing.repeats=3"])
+def test_score_refuses_a_change_to_how_the_outputs_were_made(run_copy, override):
+    run, spec = run_copy
+    before = _stored_spec(run)
+    field = override.partition("=")[0]
+    line = one_line_error(invoke("score", run, "--set", override), 2, field)
+    assert "repro sweep" in line  # what makes outputs with other settings
+    assert _stored_spec(run) == before
+    again = invoke("sweep", spec)  # the run directory still holds the experiment it was made with
+    assert again.exit_code == 0, again.output
+
+
+def test_score_changes_a_metric_network_only_when_rescoring_everything(run_copy):
+    run, spec = run_copy
+    before = _stored_spec(run)
+    one_line_error(invoke("score", run, "--set", "metrics.lpips_net=vgg"), 2, "--force")
+    assert _stored_spec(run) == before  # no scores of two networks mixed in one run
+    out = invoke("score", run, "--force", "--set", "metrics.lpips_net=vgg")
+    assert out.exit_code == 0, out.output
+    assert _stored_spec(run)["metrics"]["lpips_net"] == "vgg"
+
+
 def test_figures_are_never_left_truncated_under_their_final_names(tmp_path):
     """A figure whose drawing fails half-way (the PDF header is already written) leaves the old file intact."""
     import matplotlib.pyplot as plt

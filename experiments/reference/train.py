@@ -10,7 +10,7 @@ bits for every process count. The transformer trains data-parallel: every proces
 global batch from the seed, computes its share of it, and the gradients are summed
 (torch.distributed, gloo) before one identical optimiser step in each. So a seed gives the same
 weights on the same torch build and process count; a data-parallel step is the one-process step up
-to float rounding (checked by the tests), but over thousands of steps those roundings grow into
+to float rounding (checked by the tests), but over many steps those roundings grow into
 another model. The CPU and wall seconds of each stage are logged in training.json.
 
 Why the VAE is not data-parallel: its latent space is the fragile part of the recipe. The same VAE
@@ -29,7 +29,8 @@ every transformer trained on its latents confused colour words; see the README.
 3. Reference CLIP (an open_clip ``CLIP``: ViT image tower, causal text tower): symmetric
    contrastive loss between single frames and their captions.
 
-The CLIP stage runs in one process (the second, while the first trains the VAE). Weights
+The CLIP stage runs in one process (the second, while the first trains the VAE; with
+``--processes 1``, after the transformer). Weights
 are written as a diffusers folder (``wan/``) and an open_clip ``local-dir`` folder
 (``clip/``), safetensors only, then ``SHA256SUMS`` beside them; the folder is replaced whole
 only after everything was written (a crash leaves the previous weights intact).
@@ -38,6 +39,7 @@ only after everything was written (a crash leaves the previous weights intact).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -111,7 +113,8 @@ class Shard:
         if self.world > 1:
             import torch.distributed as dist
 
-            dist.all_reduce(total)
+            with _exchange():
+                dist.all_reduce(total)
         return total
 
     def mean(self, x, weight=None):
@@ -132,7 +135,8 @@ class Shard:
 
         tensors = list(module.state_dict().values())
         flat = _flatten_dense_tensors(tensors)  # one message
-        dist.broadcast(flat, src=0)
+        with _exchange():
+            dist.broadcast(flat, src=0)
         with torch.no_grad():
             for t, v in zip(tensors, _unflatten_dense_tensors(flat, tensors)):
                 t.copy_(v)
@@ -149,7 +153,8 @@ class Shard:
             from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
             flat = _flatten_dense_tensors([*grads, loss.detach().view(1)])  # one message per step
-            dist.all_reduce(flat)
+            with _exchange():
+                dist.all_reduce(flat)
             *summed, value = _unflatten_dense_tensors(flat, [*grads, loss.detach().view(1)])
             for g, s in zip(grads, summed):
                 g.copy_(s)
@@ -160,6 +165,17 @@ class Shard:
             torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         return value
+
+
+@contextlib.contextmanager
+def _exchange():
+    """Around a message to the other processes: an error raised there means another process is gone,
+    so this one's error report says so (process 0 then blames the one that failed first)."""
+    try:
+        yield
+    except Exception as exc:
+        exc.lost_peer = True
+        raise
 
 
 def _clips(captions, jitters, frames: int, size: int):
@@ -422,6 +438,7 @@ def write_manifest(folder: Path) -> Path:
 _INIT_FILE = ".process-group"
 _READY = ".rank-{}.ready"
 _RANK_REPORT = ".rank-{}.json"
+_RANK_ERROR = ".rank-{}.error"
 
 
 def _timed(stages: dict, name: str, fn, log):
@@ -480,8 +497,9 @@ def _start_process_group(cfg: TrainConfig, rank: int, staging: Path) -> None:
     import torch.distributed as dist
 
     # The others wait for process 0's VAE stage (10 min on a loaded machine) in its first message.
-    dist.init_process_group("gloo", init_method=f"file://{staging / _INIT_FILE}", rank=rank, world_size=cfg.processes,
-                            timeout=datetime.timedelta(minutes=30))
+    with _exchange():
+        dist.init_process_group("gloo", init_method=f"file://{staging / _INIT_FILE}", rank=rank,
+                                world_size=cfg.processes, timeout=datetime.timedelta(minutes=30))
 
 
 def _train_clip_into(folder: Path, cfg: TrainConfig, stages: dict, log) -> float:
@@ -498,8 +516,26 @@ def _train_clip_into(folder: Path, cfg: TrainConfig, stages: dict, log) -> float
     return float(np.mean(losses[-20:]))
 
 
-def _failed(rank: int, proc) -> RuntimeError:
-    return RuntimeError(f"training process {rank} failed (exit code {proc.exitcode}); its error is printed above")
+class TrainingProcessFailed(RuntimeError):
+    """A training process other than process 0 failed (its rank, exit code or signal, and its error)."""
+
+
+def _failed(rank: int, proc, staging: Path) -> TrainingProcessFailed:
+    code = proc.exitcode
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    try:
+        error = json.loads((staging / _RANK_ERROR.format(rank)).read_text())["error"]
+    except (OSError, ValueError, KeyError):
+        error = "its error, if any, is printed above"
+    return TrainingProcessFailed(f"training process {rank} failed ({how}): {error}")
+
+
+def _lost_peer(staging: Path, rank: int) -> bool:
+    """Whether process `rank` failed only because another process was gone (its error report says so)."""
+    try:
+        return bool(json.loads((staging / _RANK_ERROR.format(rank)).read_text()).get("lost_peer"))
+    except (OSError, ValueError):
+        return False
 
 
 def _wait_until_ready(others: list, staging: Path) -> None:
@@ -510,17 +546,27 @@ def _wait_until_ready(others: list, staging: Path) -> None:
             if (staging / _READY.format(rank)).exists():
                 del waiting[rank]
             elif not proc.is_alive():
-                raise _failed(rank, proc)
+                raise _failed(rank, proc, staging)
         time.sleep(0.05)
 
 
 def _other_process(cfg: TrainConfig, rank: int, staging: str) -> None:
-    """Rank `rank` > 0: (rank 1) the CLIP while rank 0 trains the VAE, then its shard of the
-    transformer; a small report for rank 0."""
+    """Rank `rank` > 0: its stages (see `_stages_of_other`); on failure, an error report for rank 0."""
+    try:
+        _stages_of_other(cfg, rank, Path(staging))
+    except BaseException as exc:
+        report = {"error": f"{type(exc).__name__}: {exc}"[:1000], "lost_peer": bool(getattr(exc, "lost_peer", False))}
+        with contextlib.suppress(OSError):  # the staging folder may be gone already (process 0 stopped)
+            (Path(staging) / _RANK_ERROR.format(rank)).write_text(json.dumps(report))
+        raise
+
+
+def _stages_of_other(cfg: TrainConfig, rank: int, folder: Path) -> None:
+    """(Rank 1) the CLIP while rank 0 trains the VAE, then its shard of the transformer; a small
+    report for rank 0."""
     import torch.distributed as dist
 
     _deterministic(cfg.threads)
-    folder = Path(staging)
     stages: dict = {}
     (folder / _READY.format(rank)).touch()  # imports done: rank 0 now joins the group too
     _start_process_group(cfg, rank, folder)
@@ -582,7 +628,7 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
         for rank, proc in enumerate(others, start=1):
             proc.join()
             if proc.exitcode != 0:
-                raise _failed(rank, proc)
+                raise _failed(rank, proc, staging)
             theirs = json.loads((staging / _RANK_REPORT.format(rank)).read_text())
             if theirs["digest"] != _weights_digest(pipe):
                 raise RuntimeError(f"training process {rank} ended with other weights than process 0: "
@@ -606,19 +652,23 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
         if old.exists():
             shutil.rmtree(old)
     except BaseException as exc:
-        if isinstance(exc, Exception):  # a lost connection: give the process that failed time to exit
-            deadline = time.monotonic() + 10
+        culprit = None
+        if isinstance(exc, Exception) and not isinstance(exc, TrainingProcessFailed):
+            # Which process failed first? The others then lose their connection and say so: give them
+            # time to exit (process 0 closed the group, so none waits on it), then blame the one that
+            # failed for its own reason; if none did, process 0's own error stands.
+            deadline = time.monotonic() + 60
             for proc in others:
                 proc.join(max(0.0, deadline - time.monotonic()))
-        died = [(rank, proc) for rank, proc in enumerate(others, start=1) if not proc.is_alive()]
+            culprit = next((_failed(rank, proc, staging) for rank, proc in enumerate(others, start=1)
+                            if not proc.is_alive() and proc.exitcode and not _lost_peer(staging, rank)), None)
         for proc in others:
             if proc.is_alive():
                 proc.terminate()
             proc.join()
         shutil.rmtree(staging, ignore_errors=True)
-        failed = [(rank, proc) for rank, proc in died if proc.exitcode]
-        if failed and isinstance(exc, Exception):  # process 0's error is then only the lost connection
-            raise _failed(*failed[0]) from exc
+        if culprit is not None:
+            raise culprit from exc
         raise
     return report
 

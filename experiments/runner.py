@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from experiments import turns
 from experiments.instrumentation import CallRecord, Instrumentation
 from experiments.methods import enable_cache, get_method
 
@@ -324,7 +325,8 @@ class Engine:
         import torch
 
         cuda = self.pipe.device.type == "cuda"
-        with self.timing_lock:  # background scoring waits: nothing of it runs inside a timed call
+        # W&B's thread takes its turns between timed calls; background scoring waits for the lock
+        with turns.timed(), self.timing_lock:
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()

@@ -7,8 +7,9 @@ first items). The summary run's Pareto table and speedup charts are updated as p
 which also logs the results as an artifact (see `repro.artifacts`).
 
 Nothing here runs on the generating thread: the event methods only put a message on a queue and
-one background thread makes every W&B call, so tracking never slows generation; every failure is
-a warning, and local results never depend on it. The API key is never read into our logs, specs
+one background thread makes every W&B call, so tracking never blocks generation, and each W&B run
+it writes takes its turn between timed calls (`experiments.turns`), so it never competes with
+one either; every failure is a warning, and local results never depend on it. The API key is never read into our logs, specs
 or store; we only check whether one exists.
 
 Durability. W&B writes a run's transaction log (`run-ID.wandb`) in 32 KiB blocks and completes it
@@ -25,6 +26,7 @@ WANDB_ENTITY, WANDB_DIR), then the spec. `auto` means online with credentials, o
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from experiments import turns
 from experiments.errors import SpecError
 from experiments.spec import stable_hash
 
@@ -157,6 +160,17 @@ class Ledger:
 # -- the tracker --------------------------------------------------------------------------------------
 
 
+def _taking_turns(method):
+    """A method that writes a W&B run: only between timed calls (see experiments.turns)."""
+
+    @functools.wraps(method)
+    def in_turn(*args, **kwargs):
+        with turns.background():
+            return method(*args, **kwargs)
+
+    return in_turn
+
+
 class LiveTracker:
     """A sweep listener (see repro.events in the sweep driver): each method returns at once.
 
@@ -210,8 +224,8 @@ class LiveTracker:
         from repro.store import Store
 
         try:
-            import wandb
-
+            with turns.background():  # importing W&B costs a second of CPU
+                import wandb
             store = Store(self.run_dir)  # this thread's own connection (SQLite WAL: readers never block the writer)
             self.target.wandb_dir.mkdir(parents=True, exist_ok=True)
             ledger = Ledger(self.run_dir / LEDGER, self.target.fingerprint())
@@ -283,6 +297,7 @@ class LiveTracker:
             self._summary(wandb, store, ledger, points if points is not None else self._points_table(store),
                           final=False)
 
+    @_taking_turns
     def _segment(self, wandb, ledger: Ledger, pid: str, rid: str, rows: list[dict[str, Any]],
                  by_key: dict[str, dict[str, Any]], summary: dict[str, Any] | None) -> None:
         point = self._points.get(pid)
@@ -305,6 +320,7 @@ class LiveTracker:
             run.finish()
         ledger.add(rid, items=[r["key"] for r in rows], summary=stable_hash(summary) if summary else None)
 
+    @_taking_turns
     def _summary(self, wandb, store, ledger: Ledger, points, final: bool, items=None) -> None:
         rid = run_id(self.spec.name, "summary", self.run_dir)
         fingerprint = stable_hash({"points": points.to_json(), "final": final})
@@ -359,6 +375,7 @@ class LiveTracker:
         print(f"wandb: {len(ledger.logged())} items in {n_runs} point runs of group {self.spec.name!r}, "
               f"mode {self.target.mode}: {where}", file=self.stream, flush=True)
 
+    @_taking_turns
     def _artifact(self, wandb, ledger: Ledger, stopped: bool) -> None:
         """The results as a new artifact version, unless this exact content was logged already."""
         import shutil
@@ -423,7 +440,8 @@ def _forget_inherited_service() -> None:
     a notebook or script that used W&B before launching the sweep). That service outlives a killed
     sweep with its runs still open, and a resumed sweep's segments of the same run ids then never
     reached a finished offline directory: the resume lost them. A service this process started
-    (its pid in the token, "VERSION-PID-...") is kept."""
+    (its pid in the token, "VERSION-PID-...") is kept. Effective only before this process first
+    uses W&B (it connects once): the tracker's thread is its only user, started after this."""
     token = os.environ.get("WANDB_SERVICE")
     if token and token.split("-")[1:2] != [str(os.getpid())]:
         del os.environ["WANDB_SERVICE"]

@@ -224,7 +224,7 @@ def _ledger_items(run_dir: Path) -> set[str]:
 
 
 @pytest.fixture
-def inherited_wandb_service(monkeypatch):
+def inherited_wandb_service():
     """A W&B service started by this (parent) process, whose address children inherit (WANDB_SERVICE):
     what a notebook or script that used W&B before launching `repro sweep` hands down, and what the
     test process itself exports once any in-process test has logged to W&B."""

@@ -116,6 +116,11 @@ class BackgroundScorer:
     def _loop(self) -> None:
         import time
 
+        import torch
+
+        # One CPU thread for this thread's torch work (the setting is per thread): its own thread team,
+        # idle between chunks, slowed every later generation of the demo 2.2x on 2 cores.
+        torch.set_num_threads(1)
         while True:
             task = self._tasks.get()
             if task is None:

@@ -217,6 +217,10 @@ def calibrate(spec, out, overrides):
         store.close()
 
 
+#: Spec fields that name the network a score was made with (`repro score` changes them only with --force).
+SCORING_NETWORKS = ("metrics.lpips_net", "metrics.clip_model", "metrics.clip_pretrained")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Rescore everything, not only what is missing.")
@@ -226,25 +230,27 @@ def score(run_dir, force, overrides):
     """(Re)score the generations of RUN_DIR, e.g. after adding CLIP with --set metrics.names=[...]."""
     from experiments.errors import SpecError
     from experiments.feasibility import check_device
-    from experiments.spec import apply_override, fixed_changes, validate_spec_data
+    from experiments.spec import apply_override, fixed_changes, shorten, validate_spec_data
     from repro.lock import RunLock
     from repro.run_dir import missing_media
     from repro.scoring import RunScorer
     from repro.store import Store
 
     made_with = _run_spec(run_dir)
+    for item in overrides:  # the stored spec must keep describing what was generated
+        if not item.partition("=")[0].strip().startswith("metrics."):
+            raise SpecError(f"repro score --set {shorten(item)}: scoring changes only metrics.* fields; the "
+                            f"outputs of {run_dir} were made as its spec says; to generate with other settings, "
+                            f"run `repro sweep` with another --out DIR")
     raw = made_with.model_dump(mode="json")
     for item in overrides:
         apply_override(raw, item)
     spec = validate_spec_data(raw, where=f"{run_dir} with --set")
-    changes = fixed_changes(made_with.model_dump(mode="json"), spec)
-    made = [c for c in changes if not c.startswith("metrics.")]
-    if made:  # the stored spec would then describe outputs that were never made
-        raise SpecError(f"repro score --set: {'; '.join(made)}: scoring cannot change how the outputs of {run_dir} "
-                        f"were made; to generate with other settings, run `repro sweep` with another --out DIR")
-    if changes and not force:  # scores of two metric networks would be mixed in one run
-        raise SpecError(f"repro score --set: {'; '.join(changes)}: the scores in {run_dir} were made with the old "
-                        f"value; add --force to rescore every generation with the new one")
+    networks = [c for c in fixed_changes(made_with.model_dump(mode="json"), spec)
+                if c.startswith(SCORING_NETWORKS)]
+    if networks and not force:  # scores of two networks would be mixed in one run
+        raise SpecError(f"repro score --set: {'; '.join(networks)}: the scores in {run_dir} were made with the old "
+                        f"network; add --force to rescore every generation with the new one")
     check_device(spec.metrics.device, "metrics.device", where=f"{run_dir} with --set")
     with RunLock(Path(run_dir)):
         store = Store(run_dir)

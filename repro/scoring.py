@@ -77,6 +77,11 @@ class BackgroundScorer:
         self._done: queue.Queue = queue.Queue()
         self._refs: dict[str, Any] = {}
         self.busy_s = 0.0
+        self._one_thread = str(self.scorer.device) == "cpu"
+        if self._one_thread:
+            import torch
+
+            torch.get_num_threads()  # fixes this thread's own count first: the scoring thread sets only its own
         self._thread = threading.Thread(target=self._loop, name="repro-scoring", daemon=True)
         self._thread.start()
 
@@ -116,11 +121,13 @@ class BackgroundScorer:
     def _loop(self) -> None:
         import time
 
-        import torch
+        if self._one_thread:
+            import torch
 
-        # One CPU thread for this thread's torch work (the setting is per thread): its own thread team,
-        # idle between chunks, slowed every later generation of the demo 2.2x on 2 cores.
-        torch.set_num_threads(1)
+            # One CPU thread for this thread's torch work (OpenMP's count is per thread): its own thread
+            # team, idle between chunks, slowed every later demo generation 2.2x on 2 cores. NNPACK's pool
+            # (LPIPS convolutions on CPU) is process-wide and keeps the size the main thread gave it.
+            torch.set_num_threads(1)
         while True:
             task = self._tasks.get()
             if task is None:

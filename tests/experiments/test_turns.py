@@ -41,6 +41,33 @@ def test_a_timed_call_waits_for_the_background_work_in_hand():
     assert log == ["background starts", "background ends", "timed call"]
 
 
+def test_a_waiting_timed_call_goes_before_the_next_piece_of_a_backlog():
+    """Each piece of background work delays a timed call at most once: pieces queued behind it wait."""
+    log, inside, release = [], threading.Event(), threading.Event()
+
+    def backlog():
+        with turns.background():
+            log.append("piece 1")
+            inside.set()
+            release.wait(30)
+        with turns.background():  # at once, from the same thread
+            log.append("piece 2")
+
+    def timed():
+        with turns.timed():
+            log.append("timed call")
+
+    w = _in_thread(backlog)
+    assert inside.wait(10)
+    t = _in_thread(timed)
+    t.join(0.3)
+    assert t.is_alive()
+    release.set()
+    for thread in (w, t):
+        thread.join(10)
+    assert log == ["piece 1", "timed call", "piece 2"]
+
+
 def test_background_work_starts_only_after_the_timed_call_in_hand():
     log, inside, release = [], threading.Event(), threading.Event()
 
@@ -89,11 +116,11 @@ def test_hung_background_work_delays_one_timed_call_at_most_wait_s(monkeypatch):
         monkeypatch.setattr(turns, "WAIT_S", 60.0)
         second = _in_thread(timed)
         second.join(10)
-        assert not second.is_alive()  # no second wait for the same hung work
+        assert not second.is_alive()  # no second wait while background work hangs
     finally:
         release.set()
         w.join(10)
-    assert not turns._working and not turns._given_up and turns._timed == 0
+    assert turns._working == 0 and not turns._hung and turns._timed == 0 and turns._waiting == 0
 
 
 @pytest.mark.parametrize("where", ["timed", "background"])
@@ -101,4 +128,4 @@ def test_an_error_inside_gives_the_turn_back(where):
     with pytest.raises(ZeroDivisionError):
         with getattr(turns, where)():
             1 / 0
-    assert turns._timed == 0 and not turns._working and turns._queued == 0
+    assert turns._timed == 0 and turns._working == 0 and turns._waiting == 0

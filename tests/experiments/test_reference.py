@@ -230,6 +230,7 @@ def _shard_step(rank: int, world: int, init: str, out: str) -> None:
     loss = shard.mean(err, weight[mine]) + shard.mean(err.abs())  # this rank's share of the global means
     value = shard.step(torch.optim.SGD(model.parameters(), lr=1.0), loss, list(model.parameters()), clip=False)
     if world > 1:
+        dist.barrier()  # as training does (train._all_done): tearing down under a peer aborts it
         dist.destroy_process_group()
     with open(out, "w") as fh:
         json.dump({"loss": value, "weight": model.weight.tolist(), "bias": model.bias.tolist()}, fh)

@@ -9,8 +9,8 @@ which also logs the results as an artifact (see `repro.artifacts`).
 Nothing here runs on the generating thread: the event methods only put a message on a queue and
 one background thread makes every W&B call, and each W&B run it writes takes its turn between
 timed calls (`experiments.turns`), so it does not compete with one (a timed call waits for the
-run being written, 10 s at most); every failure is a warning, and local results never depend on it. The API key is never read into our logs, specs
-or store; we only check whether one exists.
+run being written, 10 s at most); every failure is a warning, and local results never depend on
+it. The API key is never read into our logs, specs or store; we only check whether one exists.
 
 Durability. W&B writes a run's transaction log (`run-ID.wandb`) in 32 KiB blocks and completes it
 only when the run finishes, so a run held open for a whole sweep has nothing readable after a

@@ -188,8 +188,8 @@ def _clips(captions, jitters, frames: int, size: int):
     return torch.from_numpy(arr).permute(0, 4, 1, 2, 3) * 2 - 1
 
 
-def train_vae(vae, cfg: TrainConfig, steps: int | None = None, log=print, shard: Shard = Shard()) -> list[float]:
-    """Reconstruction training of `vae` in place (this process's `shard` of each batch); the loss per step."""
+def train_vae(vae, cfg: TrainConfig, steps: int | None = None, log=print) -> list[float]:
+    """Reconstruction training of `vae` in place, in one process on the whole batch; the loss per step."""
     import torch
 
     from experiments.reference.model import HEIGHT
@@ -200,13 +200,13 @@ def train_vae(vae, cfg: TrainConfig, steps: int | None = None, log=print, shard:
     rng = np.random.default_rng(cfg.seed + 11)
     params = list(vae.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
-    mine = shard.part(cfg.vae_batch)
+    shard = Shard()  # the plain one-process expressions (see Shard.mean): the shipped VAE's bits
     vae.train()
     losses = []
     for step in range(steps):
         _set_lr(opt, _cosine_lr(step, steps, cfg.vae_lr))
-        idx = rng.integers(0, len(captions), cfg.vae_batch)[mine]
-        jitters = rng.integers(0, 2**31, cfg.vae_batch)[mine]
+        idx = rng.integers(0, len(captions), cfg.vae_batch)
+        jitters = rng.integers(0, 2**31, cfg.vae_batch)
         x = _clips([captions[i] for i in idx], jitters, cfg.vae_frames, HEIGHT)
         posterior = vae.encode(x).latent_dist
         # Decode the posterior mean (the transformer trains on means too): sampling with the initial
@@ -529,22 +529,20 @@ class TrainingProcessFailed(RuntimeError):
     """A training process other than process 0 failed (its rank, exit code or signal, and its error)."""
 
 
+def _error_report(staging: Path, rank: int) -> dict:
+    """What process `rank` wrote as it failed (see `_other_process`); {} if nothing readable."""
+    try:
+        report = json.loads((staging / _RANK_ERROR.format(rank)).read_text())
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
 def _failed(rank: int, proc, staging: Path) -> TrainingProcessFailed:
     code = proc.exitcode
     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    try:
-        error = json.loads((staging / _RANK_ERROR.format(rank)).read_text())["error"]
-    except (OSError, ValueError, KeyError):
-        error = "its error, if any, is printed above"
+    error = _error_report(staging, rank).get("error") or "its error, if any, is printed above"
     return TrainingProcessFailed(f"training process {rank} failed ({how}): {error}")
-
-
-def _lost_peer(staging: Path, rank: int) -> bool:
-    """Whether process `rank` failed only because another process was gone (its error report says so)."""
-    try:
-        return bool(json.loads((staging / _RANK_ERROR.format(rank)).read_text()).get("lost_peer"))
-    except (OSError, ValueError):
-        return False
 
 
 def _wait_until_ready(others: list, staging: Path) -> None:
@@ -673,7 +671,8 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
             for proc in others:
                 proc.join(max(0.0, deadline - time.monotonic()))
             culprit = next((_failed(rank, proc, staging) for rank, proc in enumerate(others, start=1)
-                            if not proc.is_alive() and proc.exitcode and not _lost_peer(staging, rank)), None)
+                            if not proc.is_alive() and proc.exitcode
+                            and not _error_report(staging, rank).get("lost_peer")), None)
         for proc in others:
             if proc.is_alive():
                 proc.terminate()

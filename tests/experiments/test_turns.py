@@ -16,81 +16,52 @@ def _in_thread(fn) -> threading.Thread:
     return t
 
 
-def test_a_timed_call_waits_for_the_background_work_in_hand():
+def _order(holder, holder_turn, other_turn, other_name: str) -> list[str]:
+    """What ran in which order: `holder(log, inside, release)` holds its turn until released, then
+    `other_name` runs in `other_turn`, started while the holder held its turn (and checked blocked)."""
     log, inside, release = [], threading.Event(), threading.Event()
 
-    def work():
-        with turns.background():
-            log.append("background starts")
-            inside.set()
-            release.wait(30)
-            log.append("background ends")
+    def other():
+        with other_turn():
+            log.append(other_name)
 
-    def timed():
-        with turns.timed():
-            log.append("timed call")
-
-    w = _in_thread(work)
+    h = _in_thread(lambda: holder(log, inside, release, holder_turn))
     assert inside.wait(10)
-    t = _in_thread(timed)
-    t.join(0.3)
-    assert t.is_alive()  # still waiting
+    o = _in_thread(other)
+    o.join(0.3)
+    assert o.is_alive()  # still waiting for its turn
     release.set()
-    for thread in (w, t):
+    for thread in (h, o):
         thread.join(10)
-    assert log == ["background starts", "background ends", "timed call"]
+    return log
+
+
+def _hold(log, inside, release, turn):
+    with turn():
+        log.append("held")
+        inside.set()
+        release.wait(30)
+        log.append("released")
+
+
+def test_a_timed_call_waits_for_the_background_work_in_hand():
+    assert _order(_hold, turns.background, turns.timed, "timed call") == ["held", "released", "timed call"]
+
+
+def test_background_work_starts_only_after_the_timed_call_in_hand():
+    assert _order(_hold, turns.timed, turns.background, "background") == ["held", "released", "background"]
 
 
 def test_a_waiting_timed_call_goes_before_the_next_piece_of_a_backlog():
     """Each piece of background work delays a timed call at most once: pieces queued behind it wait."""
-    log, inside, release = [], threading.Event(), threading.Event()
 
-    def backlog():
-        with turns.background():
-            log.append("piece 1")
-            inside.set()
-            release.wait(30)
-        with turns.background():  # at once, from the same thread
+    def backlog(log, inside, release, turn):
+        _hold(log, inside, release, turn)
+        with turn():  # at once, from the same thread
             log.append("piece 2")
 
-    def timed():
-        with turns.timed():
-            log.append("timed call")
-
-    w = _in_thread(backlog)
-    assert inside.wait(10)
-    t = _in_thread(timed)
-    t.join(0.3)
-    assert t.is_alive()
-    release.set()
-    for thread in (w, t):
-        thread.join(10)
-    assert log == ["piece 1", "timed call", "piece 2"]
-
-
-def test_background_work_starts_only_after_the_timed_call_in_hand():
-    log, inside, release = [], threading.Event(), threading.Event()
-
-    def timed():
-        with turns.timed():
-            log.append("timed starts")
-            inside.set()
-            release.wait(30)
-            log.append("timed ends")
-
-    def work():
-        with turns.background():
-            log.append("background")
-
-    t = _in_thread(timed)
-    assert inside.wait(10)
-    w = _in_thread(work)
-    w.join(0.3)
-    assert w.is_alive()
-    release.set()
-    for thread in (t, w):
-        thread.join(10)
-    assert log == ["timed starts", "timed ends", "background"]
+    assert _order(backlog, turns.background, turns.timed, "timed call") == ["held", "released", "timed call",
+                                                                             "piece 2"]
 
 
 def test_hung_background_work_delays_one_timed_call_at_most_wait_s(monkeypatch):

@@ -27,14 +27,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import statistics
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from experiments import turns
 from experiments.instrumentation import CallRecord, Instrumentation
 from experiments.methods import enable_cache, get_method
 
@@ -119,6 +117,17 @@ def pair(baseline: CallRecord, cached: CallRecord) -> dict[str, float]:
             "baseline_transformer_s": baseline.transformer_s, "e2e_s": cached.e2e_s, "denoise_s": cached.denoise_s}
 
 
+def _no_progress_monitor() -> None:
+    """Stop tqdm's monitor thread (started by the loading bars; it wakes every 10 s) and keep it from
+    starting again: nothing beside a timed call, not even a progress bar's watchdog."""
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
+    if tqdm.monitor is not None:
+        tqdm.monitor.exit()
+        tqdm.monitor = None
+
+
 class Engine:
     """Owns one pipeline (loaded once, lazily) and generates with honest timing and counting."""
 
@@ -135,9 +144,6 @@ class Engine:
         # pipeline calls by purpose: warmup, generation, timing (re-times and repeats), compile_warmup, calibration
         self.calls: Counter[str] = Counter()
         self._warmed = False
-        # held for each timed call; a background scorer takes it around each chunk of its work
-        # (repro.scoring.BackgroundScorer), so timings never include scoring
-        self.timing_lock = threading.Lock()
         self.on_step: Callable[[int, int], None] | None = None
         self._kind = "image"
 
@@ -150,6 +156,7 @@ class Engine:
 
             self._pipe = load_pipeline(self.spec.model)
             self.loads += 1
+            _no_progress_monitor()
         if self._instr is None:
             import torch
 
@@ -325,17 +332,16 @@ class Engine:
         import torch
 
         cuda = self.pipe.device.type == "cuda"
-        # W&B's thread takes its turns between timed calls; background scoring waits for the lock
-        with turns.timed(), self.timing_lock:
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            start = self._instr.start()
-            try:
-                result = self._call(request, purpose)
-            finally:
-                record = self._instr.stop(start)
-            peak = torch.cuda.max_memory_allocated() if cuda else None
+        # nothing else of ours runs meanwhile: scoring follows the item's timed calls, W&B is another process
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = self._instr.start()
+        try:
+            result = self._call(request, purpose)
+        finally:
+            record = self._instr.stop(start)
+        peak = torch.cuda.max_memory_allocated() if cuda else None
         return self._to_frames(result), record, peak
 
     def _to_frames(self, result: Any) -> np.ndarray:

@@ -86,6 +86,21 @@ class ModelSpec(_Strict):
             )
         return self
 
+    @field_validator("id")
+    @classmethod
+    def _hub_id(cls, v):
+        # the hub's own rule (huggingface_hub validate_repo_id): 'name' or 'namespace/name', no '..' or '--'
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        if v is not None:
+            try:
+                validate_repo_id(v)
+            except HFValidationError as exc:
+                raise ValueError(f"{v!r} is not a Hugging Face hub id ({str(exc).split('. ')[0].lower()}); "
+                                 f"give 'organization/name', or model.path for a local folder") from None
+        return v
+
     @field_validator("reference")
     @classmethod
     def _known_reference(cls, v):

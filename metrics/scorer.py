@@ -27,7 +27,6 @@ Per item and metric the result is ``{"value", "per_frame", "label"}``:
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
@@ -105,9 +104,6 @@ class Scorer:
 
             self._clip = load_clip(clip_model, clip_pretrained, self.device, allow_random_weights)
         self._text_cache: dict[str, "torch.Tensor"] = {}
-        #: entered around each chunk of network or metric work: a caller scoring in the background
-        #: sets it to a lock its timed work holds, so scoring never runs inside a timed region
-        self.chunk_guard: Any = contextlib.nullcontext
 
     @property
     def labels(self) -> dict[str, str]:
@@ -190,8 +186,7 @@ class Scorer:
             stop = min(fr.n, start + chunk)
             x = fr.pixels(start, stop, device=self.device)
             text = self._text_cache[prompt].unsqueeze(0).expand(stop - start, -1)
-            with self.chunk_guard():
-                values.append(clip_frames(self._clip, x, text, self.batch_size).numpy())
+            values.append(clip_frames(self._clip, x, text, self.batch_size).numpy())
         per_frame = np.concatenate(values)
         return {"value": float(per_frame.mean()), "per_frame": per_frame.tolist(), "label": self.labels["clip"]}
 
@@ -237,8 +232,7 @@ class Scorer:
 
         todo = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if todo:
-            with self.chunk_guard():
-                emb = encode_texts(self._clip, todo, batch_size=max(self.batch_size, 32))
+            emb = encode_texts(self._clip, todo, batch_size=max(self.batch_size, 32))
             self._text_cache.update(zip(todo, emb))
 
     def _score(self, pairs: list, single: bool) -> list[dict]:
@@ -271,7 +265,7 @@ class Scorer:
                     for side in (0, 1)
                 )
                 prompts = [items[i][2] for i, s, e in segs for _ in range(e - s)]
-                vals = self._score_chunk(x, y, prompts)
+                vals = self._compute_chunk(x, y, prompts)
                 o = 0  # scatter the chunk's per-frame values back to their items
                 for i, s, e in segs:
                     for k, v in vals.items():
@@ -304,18 +298,12 @@ class Scorer:
             y = metric_pixels(fb, start, stop, exact=exact, dtype=dtype, device=data_device)
             feats = None
             if self._lpips is not None:
-                with self.chunk_guard():
-                    feats = ref.lpips_features(self, (start, stop, exact), y)
-            vals = self._score_chunk(x, y, [prompt] * (stop - start), y_lpips=feats)
+                feats = ref.lpips_features(self, (start, stop, exact), y)
+            vals = self._compute_chunk(x, y, [prompt] * (stop - start), y_lpips=feats)
             for k, v in vals.items():
                 if k in per_frame:
                     per_frame[k][start:stop] = v
         return self._entries(per_frame)
-
-    def _score_chunk(self, x: "torch.Tensor", y: "torch.Tensor", prompts: list[str | None],
-                     y_lpips: list["torch.Tensor"] | None = None) -> dict[str, np.ndarray]:
-        with self.chunk_guard():
-            return self._compute_chunk(x, y, prompts, y_lpips)
 
     def _compute_chunk(self, x: "torch.Tensor", y: "torch.Tensor", prompts: list[str | None],
                        y_lpips: list["torch.Tensor"] | None = None) -> dict[str, np.ndarray]:

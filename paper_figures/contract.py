@@ -19,6 +19,8 @@ from metrics.registry import RANDOM_WEIGHTS_TAG
 
 #: The quality axes figures and tables show (each compares a point with its baseline).
 METRICS: tuple[str, ...] = registry.FRONT
+# every quality column a run may have (metrics.registry order); a run has those it requested
+QUALITY: tuple[str, ...] = registry.QUALITY
 # True when larger is better.
 HIGHER_IS_BETTER: dict[str, bool] = {n: m.higher_is_better for n, m in registry.METRICS.items()}
 DEFAULT_METRIC_LABELS: dict[str, str] = registry.default_labels()

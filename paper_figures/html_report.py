@@ -28,15 +28,20 @@ from paper_figures.frames import frame_paths
 HTML_NAME = "index.html"
 PAIRS_PER_POINT = 2  # baseline-vs-cached pairs shown per point
 MAX_PAIRS = 24
-REFERENCE_COLUMNS = ("speedup", "compute_fraction", "lpips", "psnr", "ssim", "clip_delta")
 EMBED_LIMIT = 2_000_000  # bytes: a figure larger than this is linked, not embedded
 
-COLUMNS = (  # (column, title, kind) of the points table
-    ("point", "point", "text"), ("method", "method", "text"), ("speedup", "speedup", "num"),
-    ("compute_fraction", "compute fraction", "num"), ("lpips", "lpips", "num"), ("psnr", "psnr", "num"),
-    ("ssim", "ssim", "num"), ("clip_delta", "clip_delta", "num"), ("latency_s", "latency (s)", "num"),
-    ("peak_memory_mb", "peak memory (MB)", "num"), ("n_items", "items", "num"), ("status", "status", "text"),
-)
+
+def _columns(points: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(column, title, kind) of the points table: the run's quality columns only (metrics.registry order)."""
+    quality = [(m, m, "num") for m in c.QUALITY if m in points.columns]
+    return [("point", "point", "text"), ("method", "method", "text"), ("speedup", "speedup", "num"),
+            ("compute_fraction", "compute fraction", "num"), *quality, ("latency_s", "latency (s)", "num"),
+            ("peak_memory_mb", "peak memory (MB)", "num"), ("n_items", "items", "num"), ("status", "status", "text")]
+
+
+def _is_reference_value(col: str) -> bool:
+    """The baseline's own value of this column is a reference by definition, not a measurement."""
+    return col in ("speedup", "compute_fraction") or col in c.METRICS
 
 
 def write_html_report(points: pd.DataFrame, items: pd.DataFrame | None, figures: Sequence[Figure],
@@ -89,46 +94,66 @@ def _provenance(prov: dict[str, Any], items: pd.DataFrame) -> str:
 
 def _notes(points: pd.DataFrame) -> str:
     notes = []
-    random = [m for m in (*c.METRICS, "clip") if c.is_random_weights(points, m)]
+    random = [m for m in c.QUALITY if m in points.columns and c.is_random_weights(points, m)]
     if random:
         notes.append(f"<p class='warn'><span class='badge rw'>random weights</span> {_e(', '.join(random))} were "
                      f"computed with random-weight networks: not comparable to published scores.</p>")
     suspect = c.flag(points, "timing_suspect")
-    if suspect.any():
-        notes.append("<p class='warn'><span class='badge ts'>timing suspect</span> speedup beyond what the "
-                     "compute fraction allows: not to be trusted as measured.</p>")
-    notes.append("<p class='note'>PSNR of outputs identical to their baseline is infinite per item; means cap it "
-                 "at 100 dB. Click a column title to sort.</p>")
+    if suspect.any():  # each point's own reasons (beyond its Amdahl bound, items spread ...) are on its badge
+        reasons = [c.text(r) for r in points.loc[suspect, "timing_suspect_reason"]] \
+            if "timing_suspect_reason" in points.columns else []
+        kinds = sorted({_reason_kind(r) for r in reasons if r})
+        notes.append(f"<p class='warn'><span class='badge ts'>timing suspect</span> {int(suspect.sum())} point(s) "
+                     f"whose speedup is not to be trusted as measured ({_e('; '.join(kinds) or 'see each badge')}); "
+                     f"hover a badge for the point's reason.</p>")
+    if "psnr" in points.columns:
+        notes.append("<p class='note'>PSNR of outputs identical to their baseline is infinite per item; means cap "
+                     "it at 100 dB.</p>")
+    notes.append("<p class='note'>Click a column title to sort.</p>")
     return "".join(notes)
+
+
+def _reason_kind(reason: str) -> str:
+    """A timing-suspect reason in a few words (repro.aggregate.timing_suspect_reasons says the rest)."""
+    kinds = []
+    if "Amdahl bound" in reason:
+        kinds.append("beyond what its compute fraction allows")
+    if "spread" in reason:
+        kinds.append("per-item speedups spread widely")
+    return ", ".join(kinds) or reason
 
 
 def _points_table(points: pd.DataFrame) -> str:
     frame = c.sort_points(points)
-    random = {m for m in (*c.METRICS, "clip") if c.is_random_weights(points, m)}
-    suspect, front = c.flag(frame, "timing_suspect"), c.flag(frame, "on_front_lpips")
+    columns = _columns(points)
+    random = {m for m in c.QUALITY if m in points.columns and c.is_random_weights(points, m)}
+    front_metric = next((m for m in c.METRICS if f"on_front_{m}" in frame.columns), None)
+    suspect = c.flag(frame, "timing_suspect")
+    front = c.flag(frame, f"on_front_{front_metric}") if front_metric else c.flag(frame, "")
     badge = " <span class='badge rw'>random weights</span>"
 
     def title_of(col: str, title: str) -> str:
-        return c.metric_label(points, col).replace(c.RANDOM_WEIGHTS_TAG, "").strip() if col in c.METRICS else title
+        return c.metric_label(points, col).replace(c.RANDOM_WEIGHTS_TAG, "").strip() if col in c.QUALITY else title
 
     head = "".join(f"<th data-kind='{kind}' tabindex='0'>{_e(title_of(col, title))}{badge if col in random else ''}"
-                   f"</th>" for col, title, kind in COLUMNS)
+                   f"</th>" for col, title, kind in columns)
     rows = []
     for (_, r), is_suspect, on_front in zip(frame.iterrows(), suspect, front):
         cells = []
-        for col, _, kind in COLUMNS:
+        for col, _, kind in columns:
             if col == "point":
                 value = c.text(r.get("label")) or c.text(r.get("point_id"))
                 extra = " <span class='badge ts' title='{}'>timing suspect</span>".format(
                     _e(c.text(r.get("timing_suspect_reason")))) if is_suspect else ""
                 if on_front:
-                    extra += " <span class='badge front' title='on the LPIPS Pareto front'>front</span>"
+                    extra += (f" <span class='badge front' title='on the {_e(front_metric)} Pareto front'>"
+                              f"front</span>")
                 cells.append(f"<td data-v='{_e(value)}'>{_e(value)}{extra}</td>")
             elif kind == "num":
                 v = pd.to_numeric(pd.Series([r.get(col)]), errors="coerce").iloc[0]
                 sort_v = "" if pd.isna(v) else ("1e308" if v == math.inf else repr(float(v)))
                 # the baseline's own speedup and quality are the reference values, not measurements
-                shown = "reference" if c.text(r.get("method")) == c.BASELINE and col in REFERENCE_COLUMNS \
+                shown = "reference" if c.text(r.get("method")) == c.BASELINE and _is_reference_value(col) \
                     else _fmt(col, v, r)
                 cells.append(f"<td class='num' data-v='{sort_v}'>{_e(shown)}</td>")
             else:

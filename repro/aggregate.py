@@ -42,9 +42,11 @@ def quality_columns(store: Store) -> tuple[str, ...]:
     return registry.requested_columns(names)
 
 
-def item_rows(store: Store) -> list[dict[str, Any]]:
+def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool = False) -> list[dict[str, Any]]:
     """One row per generation of the current plan (the keys the last sweep planned; older keys stay stored
-    but are not aggregated, so a point never mixes items of two specs).
+    but are not aggregated, so a point never mixes items of two specs); only those of `keys` when given
+    (reading just them and their baselines: the cost does not grow with the run), and the rows of their
+    baselines too with `with_baselines`.
 
     Quality columns are only those requested. The unoptimized baseline is the quality reference: its
     reference metrics (and clip_delta) are NaN with ``reference`` True, never its identity value shown
@@ -54,7 +56,12 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
     planned = set(meta["plan_keys"]) if meta.get("plan_keys") is not None else None
     from repro.run_dir import holds_media, media_present
 
-    gens = {g["key"]: g for g in store.generations() if planned is None or g["key"] in planned}
+    if keys is None:
+        gens = {g["key"]: g for g in store.generations() if planned is None or g["key"] in planned}
+    else:
+        gens = {g["key"]: g for g in store.generations(keys=keys)}
+        refs = {g.get(k) for g in gens.values() for k in ("speed_baseline_key", "quality_baseline_key")} - {None}
+        gens.update({g["key"]: g for g in store.generations(keys=refs - set(gens))})
     # a row is trusted only while its media exist; a copy without media/ (a pulled artifact, a store
     # built in a test) is a results-only copy, shown as recorded
     check = holds_media(store.run_dir)
@@ -63,12 +70,15 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             gens[g["key"]] = {**g, "status": "missing",
                               "error": f"media missing ({g.get('media_dir')}); re-run the sweep to regenerate it"}
     columns = quality_columns(store)
-    scores = store.scores()
+    scores = store.scores() if keys is None else store.scores(keys=list(gens))
     protocol = run_protocol(store.meta().get("spec") or {})
     labels = {p["point_id"]: p["label"] for p in store.points()}
     methods = {p["point_id"]: p["method"] for p in store.points()}
     rows = []
+    wanted = None if keys is None or with_baselines else set(keys)
     for g in gens.values():
+        if wanted is not None and g["key"] not in wanted:
+            continue  # a baseline read for its variants' speedups and references
         s = g.get("summary") or {}
         speed_ref = gens.get(g.get("speed_baseline_key") or g["key"])
         quality_ref_key = g.get("quality_baseline_key")

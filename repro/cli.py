@@ -18,91 +18,66 @@ from pathlib import Path
 
 import click
 
-EXIT_NOTHING_TO_SHOW, EXIT_BAD_INPUT, EXIT_MISSING_WEIGHTS, EXIT_NOT_A_RUN, EXIT_RUN_BUSY = 1, 2, 3, 4, 5
-EXIT_DISK_FULL, EXIT_INTERRUPTED = 6, 130
 #: Every message is one line shorter than this (values quoted in it are cut first, this is the backstop).
 MAX_MESSAGE = 990
 
 
 def exit_code_for(exc: BaseException) -> int | None:
-    """The one mapping from user-error types to exit codes (None: not a user error, let it raise)."""
-    from experiments import errors
+    """The exit code an error the user can fix carries (its type's ``exit_code``); None: not such an error."""
+    from experiments.errors import UserError
     from metrics.errors import InputError, WeightsMissing
 
-    for kind, code in ((errors.SpecError, EXIT_BAD_INPUT), (errors.ModelUnavailable, EXIT_MISSING_WEIGHTS),
-                       (WeightsMissing, EXIT_MISSING_WEIGHTS), (errors.RunDirMissing, EXIT_NOT_A_RUN),
-                       (errors.RunLocked, EXIT_RUN_BUSY), (errors.DiskFull, EXIT_DISK_FULL),
-                       (errors.NoResults, EXIT_NOTHING_TO_SHOW),
-                       (errors.UserError, EXIT_BAD_INPUT), (InputError, EXIT_BAD_INPUT)):
-        if isinstance(exc, kind):
-            return code
-    return None
+    return exc.exit_code if isinstance(exc, (UserError, InputError, WeightsMissing)) else None
 
 
-def _fail(message: object, code: int) -> None:
-    line = " ".join(str(message).split())
+def _fail(exc: BaseException) -> None:
+    line = " ".join(str(exc).split())
     click.echo(f"error: {line[:MAX_MESSAGE - 10] + ' [...]' if len(line) > MAX_MESSAGE else line}", err=True)
-    sys.exit(code)
+    sys.exit(exit_code_for(exc))
 
 
 def _friendly_errors(fn):
-    """Turn the errors a user can fix into one line on stderr and a distinct exit code (see the module doc)."""
+    """Turn the errors a user can fix into one line on stderr and the exit code their type carries."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import errno
-        import signal
         import sqlite3
 
-        from experiments.errors import DiskFull
+        from experiments.errors import EXIT_INTERRUPTED, DiskFull, SpecError
+        from repro import stop
 
-        def terminate(signum, frame):
-            raise KeyboardInterrupt
-        # SIGTERM (a scheduler or `kill`) interrupts like Ctrl-C: same clean stop, same exit code
-        previous = signal.signal(signal.SIGTERM, terminate) if _main_thread() else None
         try:
-            return fn(*args, **kwargs)
+            with stop.handled():  # SIGTERM interrupts like Ctrl-C: same clean stop, same exit code
+                return fn(*args, **kwargs)
         except KeyboardInterrupt:
             click.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
             sys.exit(EXIT_INTERRUPTED)
-        except DiskFull as exc:
-            _fail(exc.strerror, EXIT_DISK_FULL)
         except OSError as exc:
-            if exit_code_for(exc) is not None:  # e.g. RunDirMissing is a FileNotFoundError
-                _fail(exc, exit_code_for(exc))
+            if exit_code_for(exc) is not None:  # e.g. RunDirMissing is a FileNotFoundError, DiskFull an OSError
+                _fail(exc)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                _fail(DiskFull(exc.filename or Path.cwd()).strerror, EXIT_DISK_FULL)
+                _fail(DiskFull(exc.filename or Path.cwd()))
             if exc.errno in (errno.EROFS, errno.EACCES) and exc.filename:
-                _fail(f"cannot write {exc.filename} ({exc.strerror}): the run directory or output is read-only; "
-                      f"pareto, best, export --out and figures --out read it as it is, write elsewhere with --out DIR",
-                      EXIT_BAD_INPUT)
+                _fail(SpecError(f"cannot write {exc.filename} ({exc.strerror}): the run directory or output is "
+                                f"read-only; pareto, best, export --out and figures --out read it as it is, write "
+                                f"elsewhere with --out DIR"))
             raise
         except sqlite3.DatabaseError as exc:  # a store damaged after it was opened
-            _fail(f"the results store cannot be read ({exc}); it was left untouched: restore it from a backup "
-                  f"or move it away and re-run", EXIT_BAD_INPUT)
+            _fail(SpecError(f"the results store cannot be read ({exc}); it was left untouched: restore it from a "
+                            f"backup or move it away and re-run"))
         except Exception as exc:
-            code = exit_code_for(exc)
-            if code is None:
+            if exit_code_for(exc) is None:
                 raise
-            _fail(exc, code)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            _fail(exc)
     return wrapper
 
 
-def _main_thread() -> bool:
-    import threading
+def _require_results(points, run_dir) -> None:
+    """NoResults (exit 1) when a run has no finished generation to show yet."""
+    from experiments.errors import NoResults
 
-    return threading.current_thread() is threading.main_thread()
-
-
-def _no_results_yet(points, run_dir) -> bool:
-    """True (and says so) when a run has no finished generation to show yet."""
     if len(points) == 0 or "method" not in points or not (points["status"] != "failed").any():
-        click.echo(f"no results yet in {run_dir}: no generation has finished; run or resume `repro sweep` first",
-                   err=True)
-        return True
-    return False
+        raise NoResults(f"no results yet in {run_dir}: no generation has finished; run or resume `repro sweep` first")
 
 
 def _load(spec_path: str, overrides: tuple[str, ...], out: str | None = None, plan_only: bool = False):
@@ -164,15 +139,33 @@ def sweep(spec, out, overrides, executor, workers, ray_address, wandb_mode, only
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--follow", is_flag=True, help="Keep logging while the sweep writing RUN_DIR runs, then finish.")
+@click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
+              help="Override the spec's wandb.mode (auto: online with credentials, else offline).")
+@_friendly_errors
+def track(run_dir, follow, wandb_mode):
+    """Log to W&B what RUN_DIR's store holds and W&B lacks (a sweep runs this itself, in the background)."""
+    from repro.tracking import lowest_priority, track as project
+
+    if follow:
+        lowest_priority()  # it follows a sweep: never beside a timed call
+    if not project(run_dir, mode=wandb_mode, follow=follow):
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @set_option
 @_friendly_errors
 def validate(spec, overrides):
     """Check SPEC and print the plan without loading any model."""
     from repro.plan import build_plan
+    from repro.sweep import preflight
 
     loaded = _load(spec, overrides, plan_only=True)
     plan = build_plan(loaded)
+    preflight(loaded.run_dir)  # the run directory rules `repro sweep` applies
     click.echo(f"{spec}: valid ({loaded.name}, model {loaded.model.source}, spec hash {loaded.spec_hash()})")
     ps = loaded.prompt_set
     if ps and ps.get("fetched") is False:
@@ -233,7 +226,7 @@ def score(run_dir, force, overrides):
     from experiments.spec import apply_override, fixed_changes, shorten, validate_spec_data
     from repro.lock import RunLock
     from repro.run_dir import missing_media
-    from repro.scoring import RunScorer
+    from repro.scoring import Scoring, score_missing
     from repro.store import Store
 
     made_with = _run_spec(run_dir)
@@ -254,7 +247,7 @@ def score(run_dir, force, overrides):
     check_device(spec.metrics.device, "metrics.device", where=f"{run_dir} with --set")
     with RunLock(Path(run_dir)):
         store = Store(run_dir)
-        n = RunScorer(spec.metrics, store).score_missing(force=force)
+        n = score_missing(store, Scoring(spec.metrics), force=force)
         store.set_meta(spec=spec.model_dump(mode="json"))
         gone = missing_media(store)
         store.close()
@@ -301,8 +294,7 @@ def pareto(run_dir, metric):
     from repro.store import Store
 
     points, _ = tables(Store.open_existing(run_dir, read_only=True))
-    if _no_results_yet(points, run_dir):
-        sys.exit(EXIT_NOTHING_TO_SHOW)
+    _require_results(points, run_dir)
     cached = points[points["method"] != "baseline"]
     from experiments.errors import SpecError
     from metrics.registry import FRONT
@@ -331,13 +323,13 @@ def best(run_dir, maxima, minima):
     gates = parse_gates(maxima, minima)
     store = Store.open_existing(run_dir, read_only=True)
     points, items = tables(store)
-    if _no_results_yet(points, run_dir):
-        sys.exit(EXIT_NOTHING_TO_SHOW)
+    _require_results(points, run_dir)
     check_gates_scored(points, gates, points.attrs.get("metric_labels", {}))
     ranked = ranked_points(points.to_dict("records"), gates)
     if not ranked:
-        click.echo("no point meets every gate", err=True)
-        sys.exit(1)
+        from experiments.errors import NoResults
+
+        raise NoResults("no point meets every gate")
     choice = ranked[0]
     click.echo(format_best(choice, gates))  # its own call and snippet: its calibration, branch and steps
     if len(ranked) > 1:
@@ -364,8 +356,7 @@ def figures(run_dir, out, formats):
 
     store = Store.open_existing(run_dir, read_only=True)
     points, items = tables(store)
-    if _no_results_yet(points, run_dir):
-        sys.exit(EXIT_NOTHING_TO_SHOW)
+    _require_results(points, run_dir)
     meta = store.meta()
     points.attrs["provenance"] = {"spec_name": (meta.get("spec") or {}).get("name"), "spec_hash": meta.get("spec_hash"),
                                   "versions": meta.get("versions"), "environment": meta.get("environment")}

@@ -24,10 +24,12 @@ from typing import Any
 
 from experiments.errors import SpecError
 
-STORE_FILE = "results.sqlite"
+from repro.store import STORE_FILE
+from repro.tracking import LEDGER, LOCK, LOG
+
 #: What a sweep itself creates in a run directory (an interrupted start leaves some of these without a store).
 RUN_ENTRIES = {STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", f"{STORE_FILE}-journal", ".lock", "media",
-               "figures", "export", "spec.resolved.yaml", "environment.json", "wandb"}
+               "figures", "export", "spec.resolved.yaml", "environment.json", "wandb", LEDGER, LOG, LOCK}
 
 
 def check_output_dir(run_dir: Path) -> None:

@@ -2,16 +2,15 @@
 
 Each actor wraps the same :class:`experiments.runner.Engine` as the local executor and runs
 whole items on it (``repro.executors.item``: the item's baseline, then its cached variants,
-back to back, paired timing), so a speedup never compares runs on different GPUs. It also
-scores what it made, on its own device, in a background thread (its own
-:class:`repro.scoring.BackgroundScorer`): frames never wait for the driver to be scored.
+back to back, paired timing), so a speedup never compares runs on different GPUs. Once an
+item's timed calls are done, the actor scores it on its own device, as the local executor does.
 
 The driver hands an item to a worker as one ``begin`` call and one ``next`` call per job,
 all submitted at once (an actor runs its calls in order), and gives a worker its next item
 while the last job of the current one is still running, so a worker never waits for the
 driver. Each ``next`` returns one generation (frames as numpy arrays, through the object
-store, so media reach the run directory whether or not machines share a filesystem) plus
-the scores finished so far; the driver stays the only writer of the store.
+store, so media reach the run directory whether or not machines share a filesystem); the
+item's last one also returns the item's scores. The driver stays the only writer of the store.
 
 A job that raises inside an actor is an ordinary failed job (its original exception is
 reported). A worker that dies (killed, out of memory, node lost) loses nothing: the jobs of
@@ -35,6 +34,7 @@ from ray import exceptions as rex
 
 from experiments.errors import SpecError
 from experiments.runner import Engine
+from repro import stop
 
 MAX_RETRIES = 2  # re-runs of a job whose worker died, before it is reported as failed
 _POLL_S = 1.0  # ray.wait timeout, so a Ctrl-C handler in the driver runs promptly
@@ -50,38 +50,40 @@ class WorkerLost(RuntimeError):
 
 @ray.remote
 class _Worker:
-    """The actor: one Engine and one background scorer, many items."""
+    """The actor: one Engine, many items, each scored after its timed calls."""
 
     def __init__(self, spec: Any, threads: int | None):
+        from repro.scoring import Scoring
+
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         self.engine = Engine(spec)
-        self.scorer = None
+        self.scoring = Scoring(spec.metrics)
         self.generations = 0
-        self._item = None  # the running item's generator (repro.executors.item.run_item)
+        self._item = None  # the running item's generator (repro.executors.item.run_item) ...
+        self._unit = None
+        self._outputs: list[tuple[Any, Any]] = []  # ... and what it generated so far
         self.busy_s = 0.0  # time spent in items (generating, timing) ...
         self._first = self._last = None  # ... between the first item's start and the last job's end
 
     def load(self) -> dict[str, Any]:
-        from repro.scoring import BackgroundScorer
-
         self.engine.pipe  # noqa: B018 - load now; raises ModelUnavailable here, before any job
-        # raises WeightsMissing here too; scores between this worker's timed calls, on its device
-        self.scorer = BackgroundScorer(self.engine.spec.metrics, timing_lock=self.engine.timing_lock)
+        self.scoring.scorer  # noqa: B018 - raises WeightsMissing here too
         return {"pid": os.getpid(), "device": self.engine.device}
 
     def begin(self, unit: Any) -> None:
         from repro.executors.item import run_item
 
-        if self._item is not None:
-            self._item.close()  # the previous item: releases its baseline references
         self._first = self._first or time.perf_counter()
-        self._item = run_item(self.engine, unit, self.scorer)
+        self._item, self._unit, self._outputs = run_item(self.engine, unit), unit, []
 
     def next(self) -> tuple[str, Any, list[Any]]:
-        """Run the item's next job: (job key, GenerationResult or its exception, scores finished so far)."""
+        """Run the item's next job: (job key, GenerationResult or its exception, the item's scores after its
+        last job, else [])."""
+        from repro.executors.item import score_outputs
+
         t0 = time.perf_counter()
         try:
             job, result = next(self._item)
@@ -89,13 +91,13 @@ class _Worker:
             self._last = time.perf_counter()
             self.busy_s += self._last - t0
             self.generations += 1
-        return job.key, result, self.scorer.results()
-
-    def finish_scores(self) -> list[Any]:
-        if self._item is not None:
-            self._item.close()
-            self._item = None
-        return self.scorer.finish(wait=True)
+        self._outputs.append((job, result))
+        if len(self._outputs) < len(self._unit.work.jobs):
+            return job.key, result, []
+        scores = score_outputs(self.scoring, self._unit, self._outputs)
+        self._item = self._unit = None
+        self._outputs = []
+        return job.key, result, scores
 
     def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
         return self.engine.calibrate(method, items)
@@ -142,9 +144,11 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, ignore_reinit_error=True)
+                # a private instance ("local"), never a cluster someone else started on this machine
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                         log_to_driver=False, logging_level=logging.WARNING, ignore_reinit_error=True)
             self._started_ray = True
+            stop.reclaim()  # ray.init's own SIGTERM handler aborts the driver: Ctrl-C and SIGTERM stay ours
         self._plan_workers()
         self.slots = [self._new_slot() for _ in range(self.workers)]
         for slot in self.slots:  # a missing model stops the sweep here, as itself
@@ -228,7 +232,7 @@ class RayExecutor:
                          f"{_first_line(last) if last else 'no worker left'}")
 
     def run(self, items: Iterable[Any], prepare: Callable[[Any], Any], on_start: Callable[[Any], None],
-            on_generated: Callable[[Any, Any], None], on_scored: Callable[[Any], None],
+            on_generated: Callable[[Any, Any], None], on_scored: Callable[[Any, list[Any]], None],
             should_stop: Callable[[], bool]) -> None:
         queue = deque(items)
         tries: dict[str, int] = {}  # job key -> runs that ended with their worker dead
@@ -292,16 +296,8 @@ class RayExecutor:
             dispatch()  # keep the workers busy while the driver writes this result
             start(slot)
             on_generated(job, result)
-            for score in scores:
-                on_scored(score)
-        if not stopping:
-            for slot in list(self.slots):
-                if slot.ready is None:
-                    try:
-                        for score in _get(slot.actor.finish_scores.remote()):
-                            on_scored(score)
-                    except _LOST:
-                        pass  # those scores are made again by the sweep's final scoring pass
+            if job is item.jobs[-1]:  # the item's last generation comes with the item's scores
+                on_scored(item, scores)
 
     def _abort_if_asked(self) -> None:
         """Stop now (SIGTERM, a second Ctrl-C): kill the workers, so their generations in flight are dropped

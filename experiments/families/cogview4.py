@@ -110,6 +110,10 @@ FAMILY = register_family(
                 "rules exist for wan (temb), flux and hunyuan_video (norm1)"
             ),
             "easycache": supported(),
+            "magcache_official_eval": unsupported(
+                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
+                "transformer calls per step with one interleaved ratio list; use mag_cache"
+            ),
         },
         build_tiny=build_tiny,
     )

@@ -26,8 +26,8 @@ class LocalExecutor:
         if self._metric_nets is None:
             self._metric_nets = build_scorer(self.spec.metrics)
 
-    def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
-        return self.engine.calibrate(method, items)
+    def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
+        return self.engine.calibrate(method, items, params)
 
     def run(self, items, prepare, on_start, on_generated, on_scored, should_stop) -> None:
         """Run each item's unit (``prepare(item)``) back to back; report generations and scores as they finish."""

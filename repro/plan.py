@@ -226,6 +226,8 @@ def model_identity(spec: Spec) -> dict[str, Any]:
     identity = {"source": m.source, "pipeline_class": m.pipeline_class, "revision": m.revision, "dtype": m.dtype,
                 "component_dtypes": dict(sorted(m.component_dtypes.items())), "vae_tiling": m.vae_tiling,
                 "device": pipelines.resolve_device(m.device)}
+    if m.scheduler:  # only when given: runs without overrides keep their keys
+        identity["scheduler"] = dict(sorted(m.scheduler.items()))
     if m.reference:  # retrained reference weights are a different model: their manifest digest says which
         from experiments.reference import weights_digest
 

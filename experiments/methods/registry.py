@@ -347,8 +347,9 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
     steps = getattr(generation, "num_inference_steps", None) or 28
     for point in expand_grid(method_spec.params, method_spec.sweep):
         try:
+            # a stand-in calibration, long enough for per-call lists too (magcache_official_eval: 2 per step)
             method.build_config(point, pipe=None, num_inference_steps=steps,
-                                calibration=[1.0] * steps if target else None)
+                                calibration=[1.0] * (2 * steps) if target else None)
         except SpecError:
             raise
         except Exception as exc:  # the config's own __post_init__ checks, e.g. SeaCache's residual_order

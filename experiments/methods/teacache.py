@@ -95,7 +95,8 @@ class TeaCacheConfig:
         coefficients: the rescaling polynomial, highest power first (published, calibrated or given).
         modulated_input: "norm1" (FLUX, HunyuanVideo: the first block's norm1 output) or "wan"
             (TeaCache4Wan2.1: the time embedding e, or with ``use_ret_steps`` the timestep projection e0,
-            both in float32, and a float32 residual); set per family.
+            both in float32, and a float32 residual); set per family (None: "wan" for a transformer with
+            Wan's condition embedder, else "norm1").
         use_ret_steps: TeaCache4Wan2.1's --use_ret_steps mode: signal e0, its own coefficients, 5 warm-up
             steps and no forced last step (False: signal e, 1 warm-up step, the last step forced).
         warmup_steps: first steps of each CFG branch that always run; None: the official count.
@@ -112,7 +113,7 @@ class TeaCacheConfig:
 
     threshold: float = 0.2
     coefficients: tuple[float, ...] | None = None
-    modulated_input: str = "norm1"
+    modulated_input: str | None = None
     use_ret_steps: bool = False
     warmup_steps: int | None = None
     final_steps: int | None = None
@@ -125,12 +126,12 @@ class TeaCacheConfig:
     def __post_init__(self):
         if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool) or self.threshold < 0:
             raise ValueError(f"threshold={self.threshold!r}: give a number >= 0 (0 never skips)")
-        if self.modulated_input not in MODULATED_INPUTS:
+        if self.modulated_input is not None and self.modulated_input not in MODULATED_INPUTS:
             raise ValueError(f"modulated_input={self.modulated_input!r}: allowed are {', '.join(MODULATED_INPUTS)}")
         if self.calibration_target not in CALIBRATION_TARGETS:
             raise ValueError(f"calibration_target={self.calibration_target!r}: allowed are "
                              f"{', '.join(CALIBRATION_TARGETS)}")
-        if self.use_ret_steps and self.modulated_input != "wan":
+        if self.use_ret_steps and self.modulated_input == "norm1":
             raise ValueError("use_ret_steps is a mode of TeaCache4Wan2.1 only (modulated_input='wan'); the FLUX "
                              "and HunyuanVideo scripts have no such mode")
         for name in ("warmup_steps", "final_steps", "max_skip_steps"):
@@ -335,8 +336,16 @@ class TeaCacheRun:
 
 
 def apply(transformer: Any, config: TeaCacheConfig) -> None:
+    import dataclasses
+
     from experiments.methods.residual_hooks import apply_block_stack_cache, check_blocks
 
+    if config.modulated_input is None:  # the official script of this architecture
+        wan = hasattr(getattr(transformer, "condition_embedder", None), "time_embedder")
+        config = dataclasses.replace(config, modulated_input="wan" if wan else "norm1")
+    if config.use_ret_steps and config.modulated_input != "wan":
+        raise ValueError(f"teacache: use_ret_steps is a mode of TeaCache4Wan2.1 only; {type(transformer).__name__} "
+                         f"runs the {SCRIPTS[config.modulated_input]} rules")
     _check_block(check_blocks(transformer, "teacache")[0][1], config.modulated_input)
     run = TeaCacheRun(config)
     if config.modulated_input == "wan":
@@ -399,7 +408,7 @@ def published(model_id: str | None, params: dict | None = None) -> tuple[tuple[f
 def deviations(params: dict, official: dict) -> list[str]:
     """What in `params` differs from the official script (`official`: the family's fixed params)."""
     merged = {**official, **params}
-    kind = merged.get("modulated_input", "norm1")
+    kind = merged.get("modulated_input") or "norm1"
     script = SCRIPTS.get(kind, kind)
     out = []
     if "modulated_input" in params and params["modulated_input"] != official.get("modulated_input", "norm1"):

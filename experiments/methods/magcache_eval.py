@@ -201,8 +201,9 @@ def deviations(params: dict, official: dict) -> list[str]:
 register_method(CacheMethod(
     "magcache_official_eval", MagCacheEvalConfig, apply, remove,
     key_params=("threshold", "max_skip_steps"), nonnegative=("threshold", "max_skip_steps", "retention_ratio"),
-    # threshold 0 is no no-op here (the rule skips on <=: a ratio of exactly 1 adds no error); K = 0 is
-    wired=("num_inference_steps", "calibrate"), no_op={"max_skip_steps": 0},
+    # threshold 0 is no no-op here (the rule skips on <=: a ratio of exactly 1 adds no error); K = 0 is (with
+    # retention 1 the rule never starts, so short runs need no ratios before call 10 either)
+    wired=("num_inference_steps", "calibrate"), no_op={"max_skip_steps": 0, "retention_ratio": 1.0},
     probe={"threshold": 10.0, "retention_ratio": 0.9, "max_skip_steps": 2},
     calibrated_field="mag_ratios", calibrate=calibrate, published=published, calibration_params=("ratio_offset",),
     ranges={"retention_ratio": (0, 1)}, deviations=deviations, origin="project",

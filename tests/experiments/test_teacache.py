@@ -154,7 +154,7 @@ def test_config_refuses_bad_values():
     with pytest.raises(ValueError, match="warmup_steps"):
         teacache.TeaCacheConfig(coefficients=(1.0,), warmup_steps=-1)
     with pytest.raises(ValueError, match="use_ret_steps is a mode of TeaCache4Wan2.1 only"):
-        teacache.TeaCacheConfig(coefficients=(1.0,), use_ret_steps=True)
+        teacache.TeaCacheConfig(coefficients=(1.0,), modulated_input="norm1", use_ret_steps=True)
     with pytest.raises(ValueError, match="calibration_target"):
         teacache.TeaCacheConfig(coefficients=(1.0,), calibration_target="loss")
 
@@ -199,6 +199,13 @@ def test_deviations_name_every_option_that_is_not_the_official_scripts():
                                                   "calibration_target"]
     assert "runs 5" in lines[0] and "runs 0" in lines[1]  # ret mode: 5 warm-up steps, no forced last step
     assert teacache.deviations({"warmup_steps": 1, "final_steps": 1}, {"modulated_input": "norm1"}) == []
+
+
+def test_ret_mode_on_a_model_without_it_is_refused_when_applied():
+    engine = tiny_engine("flux", steps=4)
+    with pytest.raises(ValueError, match="use_ret_steps is a mode of TeaCache4Wan2.1 only"):
+        engine.generate(GenerationRequest(PROMPT, 0, "teacache", {"coefficients": [1.0], "use_ret_steps": True}))
+    engine.generate(GenerationRequest(PROMPT, 0))  # the engine is left clean
 
 
 def test_a_family_without_a_rule_is_refused_clearly():

@@ -31,7 +31,8 @@ from experiments.optimizations.axis import defaults, is_default_optimization, no
 from experiments.spec import Spec, stable_hash
 
 #: Bump when a code change alters generated pixels, so stale generations are not reused.
-CODE_VERSION = "2"
+#: 3: TeaCache and EasyCache decide as their official scripts (issue 29).
+CODE_VERSION = "3"
 
 _SHORT = {"threshold": "t", "retention_ratio": "r", "max_skip_steps": "k", "cache_interval": "n",
           "spatial_attention_block_skip_range": "s", "max_consecutive_cached": "c"}

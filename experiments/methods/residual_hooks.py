@@ -127,7 +127,8 @@ class _BlockHook(ModelHook):
                 state.head_input = (hidden, encoder)
             else:
                 res_h, res_e = state.residual
-                return self._pack(_add(hidden, res_h), None if encoder is None or res_e is None else _add(encoder, res_e))
+                reused_encoder = None if encoder is None or res_e is None else _add(encoder, res_e)
+                return self._pack(_add(hidden, res_h), reused_encoder)
         if not state.compute:
             return self._pack(hidden, encoder)  # skipped: pass the first block's reused output through
         output = self.fn_ref.original_forward(*args, **kwargs)

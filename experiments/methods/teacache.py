@@ -139,8 +139,8 @@ class TeaCacheConfig:
             if value is None and name != "max_skip_steps":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}={value!r}: give an integer >= 0" + (" (or leave it out for the official "
-                                                                             "count)" if name != "max_skip_steps" else ""))
+                official = " (or leave it out for the official count)" if name != "max_skip_steps" else ""
+                raise ValueError(f"{name}={value!r}: give an integer >= 0{official}")
         if self.coefficients is not None:
             self.coefficients = tuple(float(c) for c in self.coefficients)
             if not self.coefficients or not all(math.isfinite(c) for c in self.coefficients):
@@ -220,7 +220,8 @@ class TeaCachePolicy:
             return True, change, None
         policy.accumulated += rescale(config.coefficients, change, config.absolute_rescale)
         compared = policy.accumulated
-        if compared < config.threshold and (config.max_skip_steps == 0 or policy.skipped_in_row < config.max_skip_steps):
+        capped = config.max_skip_steps and policy.skipped_in_row >= config.max_skip_steps  # a project option
+        if compared < config.threshold and not capped:
             policy.skipped_in_row += 1
             return False, change, compared
         policy.accumulated, policy.skipped_in_row = 0.0, 0

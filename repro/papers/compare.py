@@ -169,7 +169,8 @@ def _mismatches(table: PaperTable, spec: dict[str, Any], items, run_model: str, 
         if not _equal_setting(ours, published):
             where = table.sources.get(key)
             shown = "not set (the pipeline's or the model's default)" if ours is None else ours
-            out.append(f"{key}: published {published}, ours {shown}" + (f" (published value: {where})" if where else ""))
+            cited = f" (published value: {where})" if where else ""
+            out.append(f"{key}: published {published}, ours {shown}{cited}")
     if table.unstated:
         out.append(f"not stated by the source (ours is our choice): {', '.join(table.unstated)}")
     devices = sorted({str(d) for d in items.get("device", []) if d}) if len(items) else []

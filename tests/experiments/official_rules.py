@@ -189,7 +189,8 @@ class EasyCache4Wan:
         if is_even and not self.GLOBAL_SHOULD_CALC_CURRENT_PAIR and self.GLOBAL_PREVIOUS_RAW_OUTPUT_EVEN is not None:
             self.GLOBAL_CNT += 1
             return (raw_input + self.GLOBAL_CACHE_EVEN).float(), False
-        elif not is_even and not self.GLOBAL_SHOULD_CALC_CURRENT_PAIR and self.GLOBAL_PREVIOUS_RAW_OUTPUT_ODD is not None:
+        elif not is_even and not self.GLOBAL_SHOULD_CALC_CURRENT_PAIR \
+                and self.GLOBAL_PREVIOUS_RAW_OUTPUT_ODD is not None:
             self.GLOBAL_CNT += 1
             return (raw_input + self.GLOBAL_CACHE_ODD).float(), False
 
@@ -198,7 +199,8 @@ class EasyCache4Wan:
             if self.GLOBAL_PREVIOUS_RAW_OUTPUT_EVEN is not None:
                 output_change = _abs_mean_diff(output, self.GLOBAL_PREVIOUS_RAW_OUTPUT_EVEN)
                 if self.GLOBAL_PREV_PREV_RAW_INPUT_EVEN is not None:
-                    input_change = _abs_mean_diff(self.GLOBAL_PREVIOUS_RAW_INPUT_EVEN, self.GLOBAL_PREV_PREV_RAW_INPUT_EVEN)
+                    input_change = _abs_mean_diff(self.GLOBAL_PREVIOUS_RAW_INPUT_EVEN,
+                                                  self.GLOBAL_PREV_PREV_RAW_INPUT_EVEN)
                     self.GLOBAL_K = output_change / input_change
             self.GLOBAL_PREV_PREV_RAW_INPUT_EVEN = self.GLOBAL_PREVIOUS_RAW_INPUT_EVEN
             self.GLOBAL_PREVIOUS_RAW_OUTPUT_EVEN = output.clone()

@@ -283,7 +283,8 @@ def test_teacache_zero_and_vanishing_previous_signals_behave_as_torch_division()
     z, one = torch.zeros(8), torch.ones(8)
     for signals in ([one, z, one, one, z, z, one], [z, z, z, z, one, one, one]):
         rule = official.TeaCache4FluxHunyuanVideo(coefficients, 0.5, len(signals))
-        expected = [rule.forward(s) for s in signals]
+        with np.errstate(invalid="ignore"):  # np.poly1d(inf): 0 * inf, as in the official run
+            expected = [rule.forward(s) for s in signals]
         config = teacache.TeaCacheConfig(threshold=0.5, coefficients=coefficients, num_inference_steps=len(signals))
         assert _drive_teacache(config, [("cond", s) for s in signals]) == expected
 
@@ -297,7 +298,8 @@ def test_teacache_random_sequences_match_the_official_rules():
         coefficients = published[rng.integers(len(published))] if rng.random() < 0.5 \
             else tuple(rng.normal(0, 10.0 ** rng.uniform(0, 4), 5))
         threshold = float(rng.choice([0.0, rng.uniform(0, 0.3), rng.uniform(0, 3)]))
-        changes = lambda: list(np.where(rng.random(steps - 1) < 0.2, 0.0, 10 ** rng.uniform(-4, 0, steps - 1)))  # noqa: E731
+        def changes():  # 20% zero changes, the rest spread over four decades
+            return list(np.where(rng.random(steps - 1) < 0.2, 0.0, 10 ** rng.uniform(-4, 0, steps - 1)))
         if rng.random() < 0.5:  # Wan, both modes, interleaved branches
             got, expected = _wan_case(changes(), changes(), coefficients, threshold, bool(rng.random() < 0.5), rng)
         else:  # FLUX / HunyuanVideo: one call per step

@@ -26,7 +26,8 @@ TABLE = {
     "name": "fixture-fidelity", "title": "Fixture table", "citation": "Doe et al. (2026)", "short": "Doe 2026",
     "source": {"kind": "quoted", "where": "this test"}, "model": "tiny Wan twin", "model_id": "tiny:wan",
     "settings": {"num_inference_steps": 6, "model.scheduler.flow_shift": 3.0, "guidance_scale": 5.0, "seeds": [0]},
-    "sources": {"model.scheduler.flow_shift": "fixture.py line 7: shift=3.0", "num_inference_steps": "fixture.py line 8"},
+    "sources": {"model.scheduler.flow_shift": "fixture.py line 7: shift=3.0",
+                "num_inference_steps": "fixture.py line 8"},
     "unstated": ["resolution"],
     "prompts": "2 prompts of the spec", "hardware": "cpu",
     "rows": [
@@ -58,7 +59,8 @@ def test_compare_names_every_changed_setting_with_its_source(run):
     run_dir, table = run
     cmp, points, _ = compare_run_dir(run_dir, table)
     joined = "\n".join(cmp.mismatches)
-    assert "model.scheduler.flow_shift: published 3.0, ours 5.0 (published value: fixture.py line 7: shift=3.0)" in joined
+    shift = "model.scheduler.flow_shift: published 3.0, ours 5.0 (published value: fixture.py line 7: shift=3.0)"
+    assert shift in joined
     assert "not stated by the source (ours is our choice): resolution" in joined
     for setting in ("num_inference_steps", "guidance_scale", "seeds"):  # the same as published: not listed
         assert not any(m.startswith(f"{setting}:") for m in cmp.mismatches), setting

@@ -56,7 +56,8 @@ def test_paper_config_sets_what_its_source_states(path):
     table = _table_of(raw)
     assert table.settings, f"{table.name} records no setting of its source"
     for key, published in table.settings.items():
-        assert spec_setting(spec, key) == published, f"{path.name}: {key} is {spec_setting(spec, key)}, source {published}"
+        ours = spec_setting(spec, key)
+        assert ours == published, f"{path.name}: {key} is {ours}, its source says {published}"
         assert key in table.sources, f"{table.name}: {key} has no source"
     labels = {m.get("label") for m in raw["methods"]}
     for row in table.rows:
@@ -79,7 +80,8 @@ def test_every_setting_of_a_paper_config_cites_its_source(path):
            r"negative_prompt|id|prompts)"
     for i, line in enumerate(lines):
         if re.match(rf"^\s*{keys}:", line) and not line.lstrip().startswith("#"):
-            assert "#" in line or lines[i - 1].lstrip().startswith("#"), f"{path.name}:{i + 1}: {line.strip()!r} cites nothing"
+            cited = "#" in line or lines[i - 1].lstrip().startswith("#")
+            assert cited, f"{path.name}:{i + 1}: {line.strip()!r} cites nothing"
 
 
 def test_magcache_table1_runs_the_evaluation_scripts_rule():

@@ -160,3 +160,23 @@ def record_mag_calibration(h: Any, ratios: dict[str, list[float]]) -> None:
         ratios.setdefault(context.name if context else "inference", []).append(float(state.calibration_ratios[-1]))
 
     h._perform_calibration_step = perform
+
+
+# -- reading the decisions of diffusers' caches ---------------------------------------------------------
+
+
+def cache_leader_hook(transformer: Any, method: str) -> Any:
+    """The leader (first block) hook of diffusers' First Block Cache or MagCache on `transformer`, or None.
+
+    Its ``state_manager`` holds the per-cache-context state (``should_compute``; MagCache also
+    ``accumulated_err``), which is how the decisions of these caches are read after each call."""
+    names = {"first_block_cache": ("diffusers.hooks.first_block_cache", "_FBC_LEADER_BLOCK_HOOK"),
+             "mag_cache": ("diffusers.hooks.mag_cache", "_MAG_CACHE_LEADER_BLOCK_HOOK")}
+    if method not in names:
+        return None
+    name = private(*names[method])
+    for module in transformer.modules():
+        h = hook(module, name)
+        if h is not None:
+            return h
+    return None

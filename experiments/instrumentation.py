@@ -10,15 +10,71 @@
 * **Timing.** Marks at the text encoders, each transformer call, each step end and the VAE
   decode. On CUDA the marks are CUDA events read after one synchronize at the end of the
   call (no sync inside the loop); on CPU they are ``perf_counter`` readings.
+* **Decisions.** What a cache decided at each call: one :class:`Decision` per CFG branch and
+  step (computed or reused, the signal its rule measured, the value it compared with its
+  threshold). A cache reports them with :func:`record_decision` while a call is recorded; the
+  project's hooks do so themselves, diffusers' caches are read from their hook state
+  (``experiments.methods.diffusers_caches.decision_reader``). One shape for every method.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
 
 import torch
+
+
+# -- decisions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One cache decision: at `step` (the branch's own call count) of CFG branch `branch` the transformer
+    work was computed or reused.
+
+    ``signal``: the per-call quantity the method's rule measured (TeaCache: relative L1 change of the
+    modulated input; EasyCache: the predicted relative output change; MagCache: the step's magnitude
+    ratio); ``accumulated``: the value the rule compared with its threshold. Both are None where the
+    rule measured nothing (warm-up, forced steps, a follower branch) or the value is not observable
+    (diffusers' First Block Cache keeps its difference to itself).
+    """
+
+    branch: str
+    step: int
+    computed: bool
+    signal: float | None = None
+    accumulated: float | None = None
+
+
+DECISION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Decision))
+
+_active: list[Decision] | None = None  # the decisions of the call being recorded (one call at a time)
+
+
+def record_decision(branch: str, step: int, computed: bool, signal: float | None = None,
+                    accumulated: float | None = None) -> None:
+    """Report one decision of the call being recorded (a no-op outside recorded calls: calibration, warm-ups)."""
+    if _active is not None:
+        _active.append(Decision(branch, int(step), bool(computed), _number(signal), _number(accumulated)))
+
+
+def decisions_table(decisions: list[Decision]) -> dict[str, list[Any]]:
+    """Decisions as columns (one list per field of :class:`Decision`): compact JSON for the store."""
+    rows = [asdict(d) for d in decisions]
+    return {name: [r[name] for r in rows] for name in DECISION_FIELDS}
+
+
+def decisions_from_table(table: dict[str, list[Any]] | None) -> list[Decision]:
+    if not table:
+        return []
+    return [Decision(*values) for values in zip(*(table[name] for name in DECISION_FIELDS))]
+
+
+def _number(value: Any) -> float | None:
+    """A plain float for JSON; None stays None, and a NaN or infinity is kept: it is what the rule saw."""
+    return None if value is None else float(value)
 
 
 
@@ -80,6 +136,8 @@ class CallRecord:
     #: time inside the call covered by none of text encode, denoise loop, VAE decode (measured from the
     #: union of those intervals, so the four parts add up to e2e_s only if the phases do not overlap)
     other_s: float = 0.0
+    #: what the enabled cache decided, per CFG branch and step (:func:`decisions_table`); None without a cache
+    decisions: dict[str, list[Any]] | None = None
 
     @property
     def loop_overhead_s(self) -> float:
@@ -178,6 +236,8 @@ class Instrumentation:
     def _transformer_end(self, module, args, output):
         if self._active:
             self._calls.append((self._call_start, self.clock.mark(), self._units_in_call))
+            if self._read_decision is not None:
+                self._read_decision()
 
     def _text_start(self, module, args):
         if self._active:
@@ -201,18 +261,29 @@ class Instrumentation:
         self._text_spans: list[tuple] = []
         self._vae_spans: list[tuple] = []
         self._units_in_call = 0
+        self._decisions: list[Decision] = []
+        self._read_decision: Callable[[], None] | None = None
 
     def start(self) -> Any:
+        global _active
+        from experiments.methods.diffusers_caches import decision_reader
+
         self._reset()
+        self._read_decision = decision_reader(self.transformer)  # diffusers' caches: read after each call
+        _active = self._decisions
         self._active = True
         return self.clock.mark()
 
     def stop(self, start_mark: Any) -> CallRecord:
+        global _active
         end_mark = self.clock.mark()
         self._active = False
+        _active = None
         self.clock.sync()
         sec = self.clock.seconds
         rec = CallRecord(e2e_s=sec(start_mark, end_mark))
+        if self._decisions:
+            rec.decisions = decisions_table(self._decisions)
         rec.text_encode_s = sum(sec(a, b) for a, b in self._text_spans)
         rec.vae_decode_s = sum(sec(a, b) for a, b in self._vae_spans)
         spans = [(sec(start_mark, a), sec(start_mark, b)) for a, b in (*self._text_spans, *self._vae_spans)]

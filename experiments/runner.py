@@ -102,6 +102,8 @@ class GenerationResult:
             "compute_possible": first.units_possible,
             "transformer_calls": first.transformer_calls,
             "step_computed": first.step_computed,
+            # per CFG branch and step: computed or reused, and the signal the cache's rule used (the first run's)
+            "decisions": first.decisions,
             "peak_memory_bytes": self.peak_memory_bytes,
             "repeats_identical": self.repeats_identical,
             "compile_s": self.compile_s,
@@ -231,9 +233,11 @@ class Engine:
             _, record, _ = self._timed_call(request, "timing")
         return record
 
-    def calibrate(self, method_name: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
+    def calibrate(self, method_name: str, items: list[tuple[str, int]],
+                  params: dict[str, Any] | None = None) -> dict[str, list[float]]:
         """Calibrate a method over uncached generations of `items` (prompt, seed), through the same calls that
-        generate; returns its values per CFG branch (MagCache ratios, TeaCache coefficients)."""
+        generate; returns its values per CFG branch (MagCache ratios, TeaCache coefficients). `params`: the
+        entry's calibration params (over the family's fixed params), e.g. TeaCache's mode and target."""
         method = get_method(method_name)
         if method.calibrate is None:
             raise ValueError(f"{method_name} has no calibration")
@@ -241,7 +245,7 @@ class Engine:
         passes = [lambda p=p, s=s: self._call(GenerationRequest(prompt=p, seed=s), "calibration") for p, s in items]
         try:
             values = method.calibrate(pipe.transformer, passes, self.spec.generation.num_inference_steps,
-                                      self._family_extra(method_name))
+                                      {**self._family_extra(method_name), **(params or {})})
         except ValueError as exc:
             raise GenerationFailed(f"{method_name} calibration failed: {exc}") from None
         if not values:

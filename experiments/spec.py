@@ -74,6 +74,9 @@ class ModelSpec(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     trust_remote_code: bool = False
     vae_tiling: bool = False
+    # Overrides of the pipeline scheduler's config, e.g. {flow_shift: 5.0} (Wan: the official scripts' shift;
+    # the hub config says 3.0). Checked against the scheduler's own settings when the pipeline loads.
+    scheduler: dict[str, float | int | str | bool] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_source(self):

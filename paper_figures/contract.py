@@ -189,6 +189,21 @@ def parse_float_list(value: Any) -> list[float]:
     return out
 
 
+def parse_branch_lists(value: Any) -> dict[str, list[float]]:
+    """A JSON mapping of CFG branch -> list of floats (e.g. `computed_by_branch`); anything unparsable gives {}."""
+    if isinstance(value, dict):
+        raw = value
+    else:
+        s = text(value).strip()
+        try:
+            raw = json.loads(s) if s else {}
+        except json.JSONDecodeError:
+            return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): parse_float_list(v) for k, v in raw.items() if parse_float_list(v)}
+
+
 def available_metrics(points: pd.DataFrame) -> list[str]:
     """Quality metrics with at least one finite value among the cached (non-baseline) points."""
     cached = cached_points(points)

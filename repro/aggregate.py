@@ -115,6 +115,9 @@ def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool 
             if ok and ref_ok else NAN
         row["timing_pairs"] = len(s.get("pairs") or []) if ok else 0
         row["step_computed"] = json.dumps(s.get("step_computed", []))
+        # per CFG branch and step: computed or reused, and the signal the cache's rule used
+        # (experiments.instrumentation.Decision as columns; "" for a baseline or a row stored before decisions)
+        row["decisions"] = json.dumps(s["decisions"]) if s.get("decisions") else ""
         row["reference"] = g["role"] == "baseline" and not quality_ref_key
         for m in REFERENCE:
             if m in columns:
@@ -208,6 +211,7 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
             else:
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = agg["mean"], agg["ci_low"], agg["ci_high"]
         row["step_computed"] = json.dumps(_mean_lists([json.loads(i["step_computed"]) for i in ok]))
+        row["computed_by_branch"] = json.dumps(computed_by_branch([i.get("decisions") for i in ok]))
         reasons = timing_suspect_reasons(row, [i["speedup"] for i in ok]) if first["role"] == "cached" else []
         row["timing_suspect"] = bool(reasons)
         row["timing_suspect_reason"] = "; ".join(reasons)
@@ -218,6 +222,21 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
     _mark_fronts(rows)
     _mark_significance(rows, items)
     return rows
+
+
+def computed_by_branch(decisions: list[str | None]) -> dict[str, list[float]]:
+    """Per CFG branch, the fraction of items whose cache computed each step (from the items' decision records)."""
+    counts: dict[str, dict[int, list[int]]] = {}
+    for text in decisions:
+        table = json.loads(text) if text else None
+        if not table:
+            continue
+        for branch, step, computed in zip(table["branch"], table["step"], table["computed"]):
+            cell = counts.setdefault(branch, {}).setdefault(int(step), [0, 0])
+            cell[0] += bool(computed)
+            cell[1] += 1
+    return {branch: [steps[k][0] / steps[k][1] if k in steps else NAN for k in range(max(steps) + 1)]
+            for branch, steps in counts.items()}
 
 
 def _mark_significance(rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:

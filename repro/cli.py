@@ -520,9 +520,13 @@ def methods(family, plugins, probe):
     load_plugins(plugins, where="--plugin")
     fams = [get_family(family)] if family else list(all_families().values())
     registered = all_methods()
+    import textwrap
+
     click.echo("method".ljust(30) + "origin".ljust(34) + "config")
     for name, m in registered.items():
         click.echo(name.ljust(30) + m.origin.ljust(34) + m.config_class_name)
+        if m.doc:  # what it is and how it differs from the original code (docs/fidelity.md has the sources)
+            click.echo(textwrap.fill(m.doc, width=110, initial_indent="    ", subsequent_indent="    "))
     for ep in entry_points():
         if ep["name"] not in registered:
             click.echo(ep["name"].ljust(30) + f"entry point {ep['dist']}".ljust(34)

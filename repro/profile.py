@@ -51,7 +51,7 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
                     found = {"published": list(cal.published[0])}
                 else:
                     echo(f"calibrating {cal.method} for {point_id} ({len(cal.items)} uncached generation(s))")
-                    found = engine.calibrate(cal.method, list(cal.items))
+                    found = engine.calibrate(cal.method, list(cal.items), dict(cal.params))
                 ratios[calibration[0]] = {"ratios": found}
             values = tuple(branch_ratios(ratios[calibration[0]], calibration[1])[1]) if calibration else None
             request = GenerationRequest(prompt=prompt, seed=seed, method=method, params=params,

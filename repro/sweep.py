@@ -296,7 +296,7 @@ def ensure_calibration(store: Store, cal: Any, executor, note=print) -> dict[str
     else:
         note(f"calibrating {cal.method} over {len(cal.items)} uncached generation(s) "
              f"(prompt {cal.prompt!r}, seed {cal.seed}{', ...' if len(cal.items) > 1 else ''})")
-        ratios = executor.calibrate(cal.method, list(cal.items))
+        ratios = executor.calibrate(cal.method, list(cal.items), dict(cal.params))
         meta["items"] = [list(i) for i in cal.items]
     used = ",".join(dict.fromkeys(branch_ratios({"ratios": ratios}, b)[0] for b in cal.branches or (cal.cfg_branch,)))
     store.put_calibration(cal.key, ratios, used, {**meta, "prompt": cal.prompt, "seed": cal.seed,

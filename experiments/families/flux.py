@@ -110,6 +110,10 @@ FAMILY = register_family(
             "teacache": supported("modulated input: transformer_blocks[0].norm1(hidden_states, emb=temb)",
                                   modulated_input="norm1"),
             "easycache": supported(),
+            "magcache_official_eval": unsupported(
+                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
+                "transformer calls per step with one interleaved ratio list; use mag_cache"
+            ),
         },
         build_tiny=build_tiny,
     )

@@ -128,7 +128,12 @@ FAMILY = register_family(
             ),
             "teacache": supported("modulated input: transformer_blocks[0].norm1(hidden_states, emb=temb)",
                                   modulated_input="norm1"),
-            "easycache": supported(),
+            # EasyCache4HunyuanVideo: ret_steps = 5 (5 warm-up steps), one call per step.
+            "easycache": supported("EasyCache4HunyuanVideo rules: 5 warm-up steps", warmup_steps=5),
+            "magcache_official_eval": unsupported(
+                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
+                "transformer calls per step with one interleaved ratio list; use mag_cache"
+            ),
         },
         build_tiny=build_tiny,
     )

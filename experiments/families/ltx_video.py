@@ -122,9 +122,13 @@ FAMILY = register_family(
             "teacache": unsupported(
                 "no timestep-modulated input rule: LTXVideoTransformerBlock's norm1 does not take the timestep embedding "
                 "(probe: 'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding'); "
-                "rules exist for wan (temb), flux and hunyuan_video (norm1)"
+                "rules exist for wan (TeaCache4Wan2.1), flux and hunyuan_video (norm1)"
             ),
             "easycache": supported(),
+            "magcache_official_eval": unsupported(
+                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
+                "transformer calls per step with one interleaved ratio list; use mag_cache"
+            ),
         },
         build_tiny=build_tiny,
     )

@@ -126,6 +126,10 @@ FAMILY = register_family(
                 "the pipeline never enters transformer.cache_context(), which EasyCache's per-branch state needs "
                 "(probe: 'No cache context is set')"
             ),
+            "magcache_official_eval": unsupported(
+                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
+                "transformer calls per step with one interleaved ratio list; use mag_cache"
+            ),
         },
         build_tiny=build_tiny,
         current_timestep=False,

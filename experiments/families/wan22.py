@@ -64,6 +64,9 @@ FAMILY = register_family(
                 "* 1000), mostly warm-up steps; transformer_2 stays uncached (on the tiny twin it skips calls at 8 "
                 "steps and none at 6)"
             ),
+            "magcache_official_eval": unsupported(
+                "MagCache's evaluation script is for Wan2.1's single transformer; a two-expert model splits its calls between two transformers"
+            ),
         },
         build_tiny=build_tiny,
         notes="cache methods on pipe.transformer cover only the high-noise expert; transformer_2 stays uncached",

@@ -31,7 +31,7 @@ from experiments.errors import SpecError
 
 #: ``calibrate(transformer, passes, num_inference_steps, params) -> {branch: values}``; ``passes``
 #: are callables, one uncached generation each, run by the engine that generates the sweep;
-#: ``params`` are the family's fixed params for the method.
+#: ``params`` are the family's fixed params for the method plus the entry's ``calibration_params``.
 Calibrator = Callable[[Any, list, int, dict], dict]
 
 
@@ -59,8 +59,16 @@ class CacheMethod:
     calibrate: Calibrator | None = None
     #: calibrate over the spec's first prompt ("first", MagCache) or every prompt ("all", TeaCache)
     calibrate_over: str = "first"
-    #: published calibration for a hub model id, with its citation: ``(values, source)`` or None
-    published: Callable[[str | None], tuple[tuple[float, ...], str] | None] | None = None
+    #: published calibration for a hub model id and the entry's ``calibration_params``, with its citation:
+    #: ``published(model_id, params) -> (values, source)`` or None
+    published: Callable[[str | None, dict], tuple[tuple[float, ...], str] | None] | None = None
+    #: params a calibration depends on (TeaCache: its signal, mode and target): part of the calibration's key,
+    #: handed to ``calibrate`` and ``published``; a sweep may not vary them within one entry
+    calibration_params: tuple[str, ...] = ()
+    #: ``deviations(params, official) -> [line, ...]``: every setting of a point that differs from the method's
+    #: official code, each line saying what and why (``official``: the family's fixed params for the method);
+    #: None where the method has no official code of its own to differ from
+    deviations: Callable[[dict, dict], list[str]] | None = None
     #: a small positive setting that should skip work on a tiny model (the method x family probe)
     probe: dict[str, Any] = field(default_factory=dict)
     #: where the method comes from: "diffusers", "project", "plugin <module>", "entry point <dist>"
@@ -339,8 +347,9 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
     steps = getattr(generation, "num_inference_steps", None) or 28
     for point in expand_grid(method_spec.params, method_spec.sweep):
         try:
+            # a stand-in calibration, long enough for per-call lists too (magcache_official_eval: 2 per step)
             method.build_config(point, pipe=None, num_inference_steps=steps,
-                                calibration=[1.0] * steps if target else None)
+                                calibration=[1.0] * (2 * steps) if target else None)
         except SpecError:
             raise
         except Exception as exc:  # the config's own __post_init__ checks, e.g. SeaCache's residual_order
@@ -349,7 +358,7 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
 
 
 _BUILTIN_MODULES = ("experiments.methods.diffusers_caches", "experiments.methods.teacache",
-                    "experiments.methods.easycache")
+                    "experiments.methods.easycache", "experiments.methods.magcache_eval")
 
 
 def _load_builtins() -> None:

@@ -24,8 +24,8 @@ class LocalExecutor:
         self.engine.pipe  # load now: a missing model stops the sweep here, not as a failed point
         self.scoring.scorer  # and missing metric weights too
 
-    def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
-        return self.engine.calibrate(method, items)
+    def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
+        return self.engine.calibrate(method, items, params)
 
     def run(self, items, prepare, on_start, on_generated, on_scored, should_stop) -> None:
         """Run each item's unit (``prepare(item)``) back to back, then score it; report as things finish."""

@@ -99,8 +99,8 @@ class _Worker:
         self._outputs = []
         return job.key, result, scores
 
-    def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
-        return self.engine.calibrate(method, items)
+    def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
+        return self.engine.calibrate(method, items, params)
 
     def counts(self) -> dict[str, Any]:
         wall = (self._last - self._first) if self._first and self._last else 0.0
@@ -214,7 +214,7 @@ class RayExecutor:
 
     # -- work ---------------------------------------------------------------------------------
 
-    def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
+    def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
         last: BaseException | None = None
         for _ in range(MAX_RETRIES + 1):
             slot = self._idle() or next(iter(self.slots), None)
@@ -224,7 +224,7 @@ class RayExecutor:
                 if slot.ready is not None:
                     _get(slot.ready)
                     slot.ready = None
-                return _get(slot.actor.calibrate.remote(method, items))
+                return _get(slot.actor.calibrate.remote(method, items, params))
             except _LOST as exc:
                 last = exc
                 self._replace(slot)

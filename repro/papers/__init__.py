@@ -78,7 +78,13 @@ class PaperTable(_Strict):
     source: Source
     model: str
     model_id: str | None = None
+    #: settings the source states: bare names are generation settings, dotted names paths into a spec
+    #: (``model.scheduler.flow_shift``, ``model.dtype``, ``seeds``)
     settings: dict[str, Any] = Field(default_factory=dict)
+    #: where the source states each setting (file and line, or the quoted text)
+    sources: dict[str, str] = Field(default_factory=dict)
+    #: settings a run needs that the source does not state (so a run's value there is its own choice)
+    unstated: list[str] = Field(default_factory=list)
     prompts: str | None = None
     hardware: str | None = None
     protocol: dict[str, Any] = Field(default_factory=dict)
@@ -127,6 +133,9 @@ def load_table(path: str | Path) -> PaperTable:
     unknown = sorted(set(table.protocol) - set(PROTOCOL_FIELDS))
     if unknown:
         raise PaperError(f"{path}: protocol: unknown field(s) {unknown}; allowed: {', '.join(PROTOCOL_FIELDS)}")
+    orphan = sorted(set(table.sources) - set(table.settings))
+    if orphan:
+        raise PaperError(f"{path}: sources: {orphan} name no setting of the table; settings: {', '.join(table.settings)}")
     return table
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from experiments.media import read_frames
-from metrics.registry import REFERENCE
+from metrics.registry import ALONE, REFERENCE
 from repro.store import Store
 
 
@@ -41,10 +41,11 @@ def build_scorer(metrics_spec: Any):
 
 
 def wanted(metrics_spec: Any, scored_against: str | None) -> bool:
-    """Whether a generation gets scores: reference metrics against its quality baseline, or CLIP alone."""
+    """Whether a generation gets scores: reference metrics against its quality baseline, or metrics of
+    the output alone (CLIP, VBench dimensions, ImageReward: metrics.registry.ALONE)."""
     if scored_against is None:
-        return "clip" in metrics_spec.names
-    return any(n in metrics_spec.names for n in (*REFERENCE, "clip"))
+        return any(n in metrics_spec.names for n in ALONE)
+    return any(n in metrics_spec.names for n in (*REFERENCE, *ALONE))
 
 
 @dataclass
@@ -73,6 +74,7 @@ class BackgroundScorer:
             self.scorer.chunk_guard = lambda: timing_lock
         _stable_cuda_numerics(self.scorer.device)
         self.reference_names = tuple(n for n in metrics_spec.names if n in REFERENCE)
+        self.alone_names = tuple(n for n in metrics_spec.names if n in ALONE)
         self._tasks: queue.Queue = queue.Queue(maxsize=max_pending)  # bounded: frames wait in memory
         self._done: queue.Queue = queue.Queue()
         self._refs: dict[str, Any] = {}
@@ -146,13 +148,12 @@ class BackgroundScorer:
                 self._done.put(result)
 
     def _score(self, kind, key, ref_key, prompt, frames, clip_baseline) -> ScoreResult | None:
-        wants_clip = "clip" in self.spec.names
         if kind == "baseline":
             if self.reference_names:
                 self._refs[key] = self.scorer.reference(frames)
             if not clip_baseline:
                 return None  # a stored baseline prepared as a reference: already scored
-            scores = {"clip": self.scorer.score_prompt(frames, prompt)} if wants_clip else {}
+            scores = self.scorer.score_alone(frames, prompt) if self.alone_names else {}
             return ScoreResult(key, None, scores)
         scores: dict[str, Any] = {}
         if self.reference_names:
@@ -162,8 +163,8 @@ class BackgroundScorer:
             pair = self.scorer.score_pair(frames, ref, prompt=None)
             key = self.spec.scoring_protocol().key  # stored per protocol, as RunScorer does
             scores.update({key(n): pair[n] for n in self.reference_names if n in pair})
-        if wants_clip:
-            scores["clip"] = self.scorer.score_prompt(frames, prompt)
+        if self.alone_names:
+            scores.update(self.scorer.score_alone(frames, prompt))
         return ScoreResult(key, ref_key, scores)
 
 
@@ -195,8 +196,9 @@ class RunScorer:
         return tuple(n for n in self.spec.names if n in REFERENCE)
 
     @property
-    def wants_clip(self) -> bool:
-        return "clip" in self.spec.names
+    def alone_names(self) -> tuple[str, ...]:
+        """Requested metrics of each output alone (CLIP, VBench dimensions, ImageReward)."""
+        return tuple(n for n in self.spec.names if n in ALONE)
 
     @property
     def scorer(self):
@@ -205,10 +207,10 @@ class RunScorer:
         return self._scorer
 
     def score_baseline(self, key: str, prompt: str, frames: np.ndarray | None = None) -> None:
-        if not self.wants_clip:
+        if not self.alone_names:
             return
         frames = frames if frames is not None else self._frames(key)
-        self.store.put_scores(key, {"clip": self.scorer.score_prompt(frames, prompt)}, reference_key=None)
+        self.store.put_scores(key, self.scorer.score_alone(frames, prompt), reference_key=None)
 
     def write(self, result: ScoreResult) -> None:
         """Store a background scorer's result (nothing when scoring failed: `score_missing` retries it)."""
@@ -223,8 +225,8 @@ class RunScorer:
         if self.reference_names:
             pair = self.scorer.score_pair(frames, baseline_frames, prompt=None)
             scores.update({self.protocol.key(n): pair[n] for n in self.reference_names if n in pair})
-        if self.wants_clip:
-            scores["clip"] = self.scorer.score_prompt(frames, prompt)
+        if self.alone_names:
+            scores.update(self.scorer.score_alone(frames, prompt))
         self.store.put_scores(key, scores, reference_key=baseline_key)
         return scores
 
@@ -232,18 +234,18 @@ class RunScorer:
         """(Re)score every ok generation that lacks a requested metric; returns how many were scored."""
         from repro.run_dir import media_present
 
-        done = {n: self.store.scored_keys(self.protocol.key(n)) for n in (*self.reference_names, "clip")}
+        done = {n: self.store.scored_keys(self.protocol.key(n)) for n in (*self.reference_names, *self.alone_names)}
         # only generations whose media still exist: a row without its frames is regenerated by the next sweep
         gens = {g["key"]: g for g in self.store.generations(status="ok") if media_present(self.store.run_dir, g)}
         count = 0
         reference: tuple[str, Any] | None = None  # the baseline last prepared: consecutive variants reuse it
         for g in sorted(gens.values(), key=lambda g: g.get("quality_baseline_key") or ""):
             if not g.get("quality_baseline_key"):  # an unoptimized baseline: only its CLIP score
-                if self.wants_clip and (force or g["key"] not in done["clip"]):
+                if self.alone_names and (force or any(g["key"] not in done[n] for n in self.alone_names)):
                     self.score_baseline(g["key"], g["prompt"])
                     count += 1
                 continue
-            wanted = [*self.reference_names, *(["clip"] if self.wants_clip else [])]
+            wanted = [*self.reference_names, *self.alone_names]
             if not force and all(g["key"] in done[n] for n in wanted):
                 continue
             ref = gens.get(g["quality_baseline_key"])

@@ -434,7 +434,7 @@ def _traceback(exc: BaseException) -> str:
 
 
 def _unscored(store: Store, scorer) -> bool:
-    names = [*scorer.reference_names, *(["clip"] if scorer.wants_clip else [])]
+    names = [*scorer.reference_names, *scorer.alone_names]
     ok = {g["key"] for g in store.generations(status="ok")}
     return any(ok - store.scored_keys(scorer.protocol.key(n)) for n in names)
 

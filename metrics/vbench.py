@@ -19,7 +19,9 @@ in a sweep the baseline has its own value, stored with the baseline.
     tensors ``load_video`` returns: resize the short side to 224 (bilinear, antialiased, no crop),
     then ImageNet mean/std applied to pixel values on 0..255 (VBench never divides by 255 on
     this path; we do as it does). The network is timm's ``vit_base_patch16_224.dino``, the DINO
-    checkpoint VBench loads through torch.hub (``facebookresearch/dino:main``, ``dino_vitb16``).
+    checkpoint VBench loads through torch.hub (``facebookresearch/dino:main``, ``dino_vitb16``). For a
+    non-square frame the position embeddings are resampled by timm (bicubic to the token grid) where
+    DINO's code scales by ``(w0 + 0.1) / 14``: identical at 224 x 224, slightly different otherwise.
 ``vbench_background_consistency`` (vbench/background_consistency.py)
     The same rule on CLIP ViT-B/32 (OpenAI) image features; ``clip_transform``: short side to
     224 (bicubic), centre crop 224, /255, CLIP mean/std (open_clip's ViT-B-32 ``openai``).
@@ -185,6 +187,7 @@ def _aesthetic_head(device: str, path: str | None) -> "torch.nn.Module":
         head = torch.nn.Linear(768, 1)
     if path is not None:
         head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    head.requires_grad_(False)
     return head.eval().to(device)
 
 
@@ -201,7 +204,9 @@ def dino_pixels(x: "torch.Tensor") -> "torch.Tensor":
         v = F.interpolate(v, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(IMAGENET_MEAN, device=v.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=v.device).view(1, 3, 1, 1)
-    return (v - mean) / std
+    # DINO's patch embedding (a stride-16 convolution) ignores the last H % 16 rows and W % 16 columns;
+    # timm refuses such sizes, so they are cropped here: the same patches.
+    return ((v - mean) / std)[..., : nh // 16 * 16, : nw // 16 * 16]
 
 
 def frame_features(net: VBenchNet, fr: "Frames", batch_size: int) -> "torch.Tensor":

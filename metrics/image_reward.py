@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -160,7 +161,10 @@ def _build(device: str, ckpt: str | None, vocab: str | None) -> ImageRewardNet:
     else:
         log.warning("ImageReward: pretrained weights not available; using RANDOM weights (seed %d). "
                     "Results are labelled %s and are not ImageReward scores.", RANDOM_SEED, RANDOM_WEIGHTS_TAG)
-    tokenizer = BertTokenizer(vocab if vocab is not None else _stand_in_vocab(), do_lower_case=True)
+    stand_in = _stand_in_vocab() if vocab is None else None
+    tokenizer = BertTokenizer(vocab or stand_in, do_lower_case=True)  # reads the file now
+    if stand_in:
+        os.unlink(stand_in)
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})  # blip.init_tokenizer
     tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
     modules = []

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from experiments.errors import SpecError
 from experiments.untrusted_text import MAX_PROMPTS_BYTES, MAX_SPEC_BYTES, load_yaml, read_text_file, shorten
-from metrics.registry import SCORED
+from metrics.registry import DEFAULT_NAMES, SCORED
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -200,7 +200,8 @@ OptimizationsSpec = _optimizations_spec()
 
 
 class MetricsSpec(_Strict):
-    names: list[Literal[SCORED]] = Field(default_factory=lambda: list(SCORED))
+    # Any metric of metrics.registry (SCORED); left out: its DEFAULT_NAMES (lpips, psnr, ssim, clip).
+    names: list[Literal[SCORED]] = Field(default_factory=lambda: list(DEFAULT_NAMES))
     lpips_net: Literal["alex", "vgg"] = "alex"
     # An open_clip model name, "local-dir:FOLDER", or "reference": the reference CLIP trained on the
     # reference world (experiments/reference; its scores are not comparable with published CLIP scores).

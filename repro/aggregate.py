@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from metrics import registry
-from metrics.registry import FRONT, QUALITY, REFERENCE
+from metrics.registry import ALONE, FRONT, QUALITY, REFERENCE
 from repro.pareto import pareto_mask
 from repro.store import Store
 
@@ -38,7 +38,7 @@ SPREAD_LIMIT = 0.5  # per-item speedups spanning more than half the median: timi
 
 def quality_columns(store: Store) -> tuple[str, ...]:
     """The quality columns of this run: the metrics its spec requests (clip also gives clip_delta), nothing else."""
-    names = ((store.meta().get("spec") or {}).get("metrics") or {}).get("names", registry.SCORED)
+    names = ((store.meta().get("spec") or {}).get("metrics") or {}).get("names", registry.DEFAULT_NAMES)
     return registry.requested_columns(names)
 
 
@@ -129,6 +129,10 @@ def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool 
             if base in REFERENCE and base in columns and k != protocol.key(base):
                 row[f"{base}@{variant or 'default'}"] = NAN if sk["value"] is None or row["reference"] \
                     else sk["value"]
+        for m in ALONE:  # each output's own value, the baseline's too (measured, not an identity)
+            if m in columns and m != "clip":
+                value = sc.get(m, {}).get("value")
+                row[m] = NAN if value is None else float(value)
         if "clip" in columns:
             row["clip"] = sc["clip"]["value"] if sc.get("clip", {}).get("value") is not None else NAN
             base_clip = ref_sc.get("clip", {}).get("value") if quality_ref_key else None
@@ -210,6 +214,9 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = NAN, NAN, NAN
             else:
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = agg["mean"], agg["ci_low"], agg["ci_high"]
+            if col in registry.METRICS and registry.METRICS[col].recommended_samples:  # a set-level score
+                row[f"{col}_n"] = len(values)
+                row[f"{col}_sample_warning"] = registry.sample_size_warning(col, len(values)) or ""
         row["step_computed"] = json.dumps(_mean_lists([json.loads(i["step_computed"]) for i in ok]))
         row["computed_by_branch"] = json.dumps(computed_by_branch([i.get("decisions") for i in ok]))
         reasons = timing_suspect_reasons(row, [i["speedup"] for i in ok]) if first["role"] == "cached" else []

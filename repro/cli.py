@@ -461,10 +461,12 @@ def fetch_weights(spec, overrides):
         folder = prompt_sets.fetch(ps["preset"], ps.get("requested_revision"))
         click.echo(f"prompts: {ps['preset']} in {folder}")
     click.echo(f"model: {fetch_model(loaded.model)}")
+    from metrics import registry
+
     m = loaded.metrics
     for line in metrics.fetch_weights(lpips_net=m.lpips_net, clip_model=m.clip_model_id,
                                       clip_pretrained=m.clip_pretrained,
-                                      metrics=tuple(n for n in m.names if n in ("lpips", "clip"))):
+                                      metrics=tuple(n for n in m.names if registry.METRICS[n].needs_weights)):
         click.echo(f"metrics: {line}")
 
 

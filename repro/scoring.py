@@ -1,9 +1,10 @@
 """Scoring generations with the `metrics` package: what a generation needs, and the one path that scores it.
 
-Reference metrics (LPIPS, PSNR, SSIM, ...: ``metrics.registry.REFERENCE``) compare a generation with
-its quality baseline (the unoptimized, uncached generation of the same prompt and seed); CLIP scores
-each output against its prompt, so the baseline's own CLIP score is stored once under the baseline
-and the change is taken at aggregation. Frames are the lossless media, or during a sweep the very
+Reference metrics (LPIPS, PSNR, SSIM, temporal errors: ``metrics.registry.REFERENCE``) compare a
+generation with its quality baseline (the unoptimized, uncached generation of the same prompt and
+seed); metrics of an output alone (CLIP against its prompt, VBench's dimensions, ImageReward:
+``metrics.registry.ALONE``) score every output, so the baseline's own value is stored once under the
+baseline and the change is taken at aggregation. Frames are the lossless media, or during a sweep the very
 arrays they were written from.
 
 Scoring never overlaps a timed call. A sweep scores an item once its timed generations are done,
@@ -20,7 +21,7 @@ from typing import Any, Collection, Iterable
 
 import numpy as np
 
-from metrics.registry import REFERENCE
+from metrics.registry import ALONE, REFERENCE
 
 
 def build_scorer(metrics_spec: Any):
@@ -40,12 +41,11 @@ def needed(metrics_spec: Any, quality_baseline_key: str | None, stored: Collecti
 
     A generation with a quality baseline gets the requested reference metrics (stored under their
     protocol's key, e.g. ``psnr@pooled_video``: a rescore under another protocol keeps both); every
-    generation gets CLIP when it is requested. ``stored``: the keys it already has.
+    generation gets the requested metrics of an output alone. ``stored``: the keys it already has.
     """
     key = metrics_spec.scoring_protocol().key
     wanted = [key(n) for n in metrics_spec.names if n in REFERENCE] if quality_baseline_key else []
-    if "clip" in metrics_spec.names:
-        wanted.append("clip")
+    wanted += [n for n in metrics_spec.names if n in ALONE]
     return tuple(k for k in wanted if k not in stored)
 
 
@@ -118,8 +118,9 @@ class Scoring:
                         ref = prepared[out.quality_baseline_key] = self.scorer.reference(pixels)
                     pair = self.scorer.score_pair(frames, ref, prompt=None)
                     scores.update({self.protocol.key(n): pair[n] for n in reference if n in pair})
-                if "clip" in names:
-                    scores["clip"] = self.scorer.score_prompt(frames, out.prompt)
+                if any(n in ALONE for n in names):
+                    alone = self.scorer.score_alone(frames, out.prompt)
+                    scores.update({n: v for n, v in alone.items() if n in names})
                 results.append(ScoreResult(out.key, out.quality_baseline_key, scores))
             except Exception as exc:  # a scoring problem must not lose the generation; `repro score` retries it
                 results.append(ScoreResult(out.key, out.quality_baseline_key, {}, f"{type(exc).__name__}: {exc}"))

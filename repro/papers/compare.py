@@ -28,7 +28,7 @@ from repro.papers import NUMBERS, PROTOCOL_FIELDS, PaperTable, PublishedRow
 #: Which columns are compared, their labels and formats.
 COLUMNS = {"speedup": ("speedup", "{:.2f}x"), "latency_s": ("latency (s)", "{:.2f}"),
            "lpips": ("LPIPS", "{:.4f}"), "ssim": ("SSIM", "{:.4f}"), "psnr": ("PSNR", "{:.2f}"),
-           "clip": ("CLIP", "{:.2f}")}
+           "clip": ("CLIP", "{:.2f}"), "image_reward": ("ImageReward", "{:.4f}")}
 #: Bare setting names of a table are generation settings; other settings are dotted paths into the spec
 #: (``model.scheduler.flow_shift``, ``model.dtype``, ``seeds``).
 GENERATION = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale")
@@ -41,6 +41,7 @@ class Cell:
     ci_low: float | None = None
     ci_high: float | None = None
     derived: bool = False  # published value computed from published latencies
+    measured: bool = True  # False: the run has no such column (the metric was not requested)
 
     @property
     def diff(self) -> float | None:
@@ -120,6 +121,7 @@ def compare(table: PaperTable, points, items, spec: dict[str, Any], point_method
                 cell.ours = _num(rec.get(col))
                 cell.ci_low = _num(rec.get(f"{col}_ci_low"))
                 cell.ci_high = _num(rec.get(f"{col}_ci_high"))
+                cell.measured = col in rec
                 if col == "latency_s":
                     cell.ci_low, cell.ci_high = _num(rec.get("latency_q25_s")), _num(rec.get("latency_q75_s"))
             rc.cells[col] = cell
@@ -132,6 +134,13 @@ def compare(table: PaperTable, points, items, spec: dict[str, Any], point_method
     if any("latency_s" in r.cells and r.point_id for r in out_rows):
         notes.append("latency: our interval is the interquartile range over items; absolute times depend on hardware")
     notes.append("in CI: the published value lies inside our 95% bootstrap interval over items")
+    from metrics.registry import has_random_tag
+
+    labels = getattr(points, "attrs", {}).get("metric_labels") or {}
+    random = sorted({COLUMNS[c][0] for r in out_rows for c, cell in r.cells.items()
+                     if cell.ours is not None and has_random_tag(labels.get(c))})
+    if random:
+        notes.append(f"{', '.join(random)}: ours made with RANDOM network weights (plumbing only, not comparable)")
     return Comparison(table, spec.get("name", "run"), out_rows, mismatches, notes)
 
 
@@ -181,6 +190,9 @@ def _mismatches(table: PaperTable, spec: dict[str, Any], items, run_model: str, 
     if prompt_set and not prompt_set.get("reportable", True):
         out.append(f"NOT REPORTABLE: our run used {prompt_set.get('limit')} of the {prompt_set.get('n_total')} "
                    f"{prompt_set.get('preset')} prompts (limit)")
+    ours_clip = " ".join(str((spec.get("metrics") or {}).get(k) or "") for k in ("clip_model", "clip_pretrained"))
+    if table.clip_model and table.clip_model.split(" (")[0] != ours_clip.strip():
+        out.append(f"CLIP model: published {table.clip_model}, ours {ours_clip.strip() or 'not requested'}")
     unstated = [k for k in PROTOCOL_FIELDS if table.protocol.get(k) is None]
     for k in PROTOCOL_FIELDS:
         pub = table.protocol.get(k)
@@ -257,7 +269,7 @@ def _cells_text(rc: RowComparison, col: str) -> tuple[str, str, str, str]:
     fmt = COLUMNS[col][1]
     pub = fmt.format(cell.published) + ("*" if cell.derived else "")
     if _missing(cell.ours):
-        return pub, "-", "", ""
+        return pub, "-" if cell.measured else "not measured", "", ""
     ours = fmt.format(cell.ours)
     if not (_missing(cell.ci_low) or _missing(cell.ci_high)):
         ours += f" [{fmt.format(cell.ci_low)}, {fmt.format(cell.ci_high)}]"

@@ -126,6 +126,6 @@ register_method(CacheMethod(
     "easycache", EasyCacheConfig, apply, remove,
     key_params=("threshold", "warmup_steps"), nonnegative=("threshold", "warmup_steps", "final_steps"),
     wired=("num_inference_steps",), no_op={"threshold": 0.0}, probe={"threshold": 5.0, "warmup_steps": 2},
-    origin="project",
+    origin="project", aggressiveness="threshold",
     doc="EasyCache: runtime transformation-rate estimate; skips the whole transformer reusing its residual",
 ))

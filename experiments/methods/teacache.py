@@ -248,6 +248,6 @@ register_method(CacheMethod(
     nonnegative=("threshold", "warmup_steps", "final_steps", "max_skip_steps"),
     wired=("num_inference_steps", "calibrate"), no_op={"threshold": 0.0}, probe={"threshold": 5.0},
     calibrated_field="coefficients", calibrate=calibrate, calibrate_over="all", published=published,
-    origin="project",
+    origin="project", aggressiveness="threshold",
     doc="TeaCache: accumulated rescaled change of the first block's modulated input; skips the block stack",
 ))

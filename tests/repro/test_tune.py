@@ -148,6 +148,32 @@ def test_a_combination_the_confirmation_moved_down_lets_the_next_one_be_confirme
     assert confirmation.chosen()[0] == {"threshold": 0.5, "retention_ratio": 0.3}
 
 
+def test_the_budget_stops_the_search_with_the_best_answer_so_far():
+    curve = {t: _measured(0.02 + 0.3 * t, 0.004, 1 - t) for t in THRESHOLDS}
+    search = MonotoneSearch(_space({"threshold": THRESHOLDS}), LPIPS_GATE, budget=2)
+    run_rounds({"m": search}, lambda todo: [curve[s["threshold"]] for _, s in todo])
+    assert search.evaluated == 2 and search.budget_hit and search.candidates()[0][0] == {"threshold": 0.25}
+
+
+@pytest.mark.parametrize("entry, primary, why", [
+    ({"name": "first_block_cache", "sweep": {"threshold": {"min": 0.0, "max": 0.5}}}, "threshold", ""),
+    ({"name": "mag_cache", "sweep": {"threshold": [0.3, 0.1], "retention_ratio": [0.1, 0.2]}}, "threshold", ""),
+    ({"name": "mag_cache", "params": {"threshold": 0.1}, "sweep": {"retention_ratio": {"min": 0.0, "max": 0.4}}},
+     None, "its aggressiveness axis threshold is not swept"),
+    ({"name": "taylorseer_cache", "sweep": {"cache_interval": {"min": 1, "max": 6}}}, "cache_interval", ""),
+])
+def test_which_search_runs_follows_the_registry(entry, primary, why):
+    from experiments.spec import MethodSpec
+    from repro.tune import build_space
+
+    space = build_space(MethodSpec.model_validate(entry))
+    assert space.primary == primary and space.why_not == why
+    if primary:
+        assert list(space.axes[primary]) == sorted(space.axes[primary])  # bisected ascending
+    if entry["name"] == "taylorseer_cache":
+        assert space.axes["cache_interval"] == (1, 2, 3, 4, 5, 6)
+
+
 # -- gates with confidence bounds, by hand ------------------------------------------------------------------------
 
 

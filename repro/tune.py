@@ -39,7 +39,7 @@ results and generates only what is missing.
 
 Example::
 
-    results = tune(load_spec("configs/tune.yaml"), parse_gates(["lpips=0.1"], []))
+    results = tune(load_spec("ranges.yaml"), parse_gates(["lpips=0.1"], []))  # a spec whose sweep has ranges
     print(results[0].chosen, results[0].row["speedup"])
 """
 
@@ -58,7 +58,6 @@ from repro.pareto import meets_gates
 
 #: What the store's meta holds about the last tune (read by repro.aggregate into the `tune` column).
 META_KEY = "tune"
-CHOSEN, EXPLORED = "chosen", "explored"
 #: Settings the optuna search evaluates per method when --budget is not given.
 OPTUNA_BUDGET = 30
 #: Settings the optuna search asks for per round (one sweep each): a few, so rounds stay few.
@@ -480,7 +479,7 @@ class ListConfirmation:
         return [self.results[k][0] for k in self.order if k in self.results]
 
 
-def run_rounds(searches: dict[str, Any], evaluate) -> int:
+def run_rounds(searches: dict[str, Search], evaluate) -> int:
     """Drive searches until none proposes anything; `evaluate([(label, setting), ...])` returns their outcomes
     in order. Returns the number of rounds."""
     rounds = 0

@@ -150,13 +150,69 @@ class GenerationSpec(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+#: Most values one range's grid may have (a grid beyond it is no resolution anyone can run or search).
+MAX_GRID_VALUES = 10_000
+#: Intervals of a float range without a step: min, min + (max - min) / 20, ..., max.
+DEFAULT_INTERVALS = 20
+
+
+class SweepRange(_Strict):
+    """A parameter's range instead of a list, for `repro tune` (``threshold: {min: 0.0, max: 0.5}``).
+
+    It stands for the grid ``min, min + step, ..., max``: `repro tune` searches that grid, a
+    sweep never runs it (``repro sweep`` and ``validate`` say so). ``step`` is the resolution:
+    1 for an integer parameter, ``(max - min) / 20`` for a float one unless given; it must divide
+    ``max - min`` so that the grid ends at ``max``.
+    """
+
+    min: int | float
+    max: int | float
+    step: int | float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.min < self.max:
+            raise ValueError(f"a range needs min < max, got min {self.min}, max {self.max}")
+        if self.step is not None:
+            if self.step <= 0:
+                raise ValueError(f"step must be > 0, got {self.step}")
+            n = (self.max - self.min) / self.step
+            if n > MAX_GRID_VALUES:
+                raise ValueError(f"step {self.step} gives {n:,.0f} values over [{self.min}, {self.max}]; at most "
+                                 f"{MAX_GRID_VALUES:,} (a coarser step)")
+            if abs(n - round(n)) > 1e-6 or round(n) < 1:
+                raise ValueError(f"step {self.step} does not divide max - min = {_clean(self.max - self.min)}: "
+                                 f"the grid must end at max (e.g. step {_clean((self.max - self.min) / max(1, round(n)))})")
+        return self
+
+    def grid(self, integer: bool) -> list[int | float]:
+        """The values the range stands for, ascending (integers for an integer parameter)."""
+        if integer:
+            step = int(self.step) if self.step is not None else 1
+            return list(range(int(self.min), int(self.max) + 1, step))
+        step = self.step if self.step is not None else (self.max - self.min) / DEFAULT_INTERVALS
+        n = round((self.max - self.min) / step)
+        return [_clean(self.min + k * step) for k in range(n)] + [float(self.max)]
+
+    def describe(self) -> str:
+        return f"{{min: {self.min}, max: {self.max}{f', step: {self.step}' if self.step is not None else ''}}}"
+
+
+def _clean(value: float) -> float:
+    """min + k * step without the float noise (0.07500000000000001 -> 0.075): the same value every time."""
+    return float(round(value, 12)) + 0.0
+
+
 class MethodSpec(_Strict):
-    """One cache method: fixed `params` plus a `sweep` grid whose cartesian product gives the points."""
+    """One cache method: fixed `params` plus a `sweep` grid whose cartesian product gives the points.
+
+    A sweep axis is a list of values, or (for `repro tune` only) a :class:`SweepRange`.
+    """
 
     name: str
     label: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    sweep: dict[str, list[Any] | SweepRange] = Field(default_factory=dict)
     # Calibrated methods (MagCache, TeaCache): "auto" uses published values where the method has them
     # for the model, else calibrates once per (model, scheduler, steps, resolution) and reuses it;
     # "always" calibrates even when published values exist; "never" needs the values in params.
@@ -164,13 +220,43 @@ class MethodSpec(_Strict):
     # Which calibration array to use when the pipeline runs CFG as two passes.
     cfg_branch: Literal["cond", "uncond"] = "cond"
 
-    @field_validator("sweep")
+    @field_validator("sweep", mode="before")
     @classmethod
-    def _non_empty_axes(cls, sweep):
+    def _axes(cls, sweep):
+        """Each axis is a non-empty list or a range {min, max[, step]}; one message per mistake."""
+        if not isinstance(sweep, dict):
+            return sweep  # the type check says what a sweep is
+        out = {}
         for key, values in sweep.items():
-            if not values:
+            if isinstance(values, dict):
+                try:
+                    values = SweepRange.model_validate(values)
+                except ValidationError as exc:
+                    errors = exc.errors()
+                    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+                    loc = [str(p) for p in err["loc"] if p not in ("int", "float")]  # not the union's member tags
+                    where = f".{loc[0]}" if loc else ""
+                    shape = "a range is {min: A, max: B} or {min: A, max: B, step: S}"
+                    if err["type"] == "extra_forbidden":
+                        msg, where = f"unknown field {shorten(err['loc'][-1])}; {shape}", ""
+                    elif err["type"] == "missing":
+                        msg = f"required; {shape}"
+                    elif err["type"] == "value_error":
+                        msg = err["msg"].removeprefix("Value error, ")
+                    else:
+                        msg = f"must be a finite number (got {shorten(err.get('input'))})"
+                    raise ValueError(f"sweep axis {key!r}{where}: {msg}") from None
+            elif isinstance(values, list) and not values:
                 raise ValueError(f"sweep axis {key!r} is an empty list; give at least one value")
-        return sweep
+            elif not isinstance(values, list):
+                raise ValueError(f"sweep axis {key!r}: expected a list of values or a range {{min: A, max: B}} "
+                                 f"(for `repro tune`), got {shorten(values)}")
+            out[key] = values
+        return out
+
+    def ranges(self) -> dict[str, SweepRange]:
+        """The axes given as ranges (searched by `repro tune`, never run by a sweep)."""
+        return {k: v for k, v in self.sweep.items() if isinstance(v, SweepRange)}
 
     @property
     def display_name(self) -> str:
@@ -356,6 +442,15 @@ class Spec(_Strict):
         """The experiment's hash: every field that determines results, none that only says where they go
         (``output``), how they are tracked (``wandb``) or what the experiment is called (name, description)."""
         return stable_hash(result_fields(self.model_dump(mode="json")))
+
+
+def refuse_ranges(spec: Spec) -> None:
+    """SpecError when a method entry gives a range: a sweep runs lists of values; ranges are `repro tune`'s."""
+    for i, m in enumerate(spec.methods):
+        for key, axis in m.ranges().items():
+            raise SpecError(f"methods[{i}] ({m.display_name}): sweep.{key} is a range {axis.describe()}: ranges are "
+                            f"searched by `repro tune SPEC --max METRIC=VALUE` (docs/tune.md); a sweep runs lists of "
+                            f"values, e.g. {key}: [{axis.min}, {axis.max}]")
 
 
 #: Fields that do not change any result: where it is written, how it is tracked, what it is called.

@@ -72,6 +72,26 @@ def text(value: Any) -> str:
     return str(value)
 
 
+def tune_role(frame: pd.DataFrame) -> pd.Series:
+    """`repro tune`'s mark per row: "chosen", "explored" or "" (no tune column: "")."""
+    if "tune" not in frame.columns:
+        return pd.Series("", index=frame.index, dtype=object)
+    return frame["tune"].map(text)
+
+
+def tune_note(points: pd.DataFrame) -> str:
+    """Caption sentence for a run `repro tune` searched: what the ring means, under which gates."""
+    roles = tune_role(points)
+    if not (roles == "chosen").any():
+        return ""
+    methods = ((points.attrs.get("tune") or {}).get("methods") or {}).values()
+    gates = {", ".join(f"{n} {'<=' if k == 'max' else '>='} {v:g}" for n, k, v in m.get("gates") or [])
+             for m in methods} - {""}
+    return ("Ringed: the setting `repro tune` chose per method" + (f" ({'; '.join(sorted(gates))}, holding for "
+            f"the 95% bound over items)" if gates else "") + "; the other points are settings its search "
+            "explored, some on a subset of the items (n in the table).")
+
+
 def sort_points(points: pd.DataFrame) -> pd.DataFrame:
     """Baseline first, then methods by name, each by key_value (NaN last) then label: stable everywhere."""
     frame = points.copy()

@@ -130,6 +130,7 @@ def _points_table(points: pd.DataFrame) -> str:
     front_metric = next((m for m in c.METRICS if f"on_front_{m}" in frame.columns), None)
     suspect = c.flag(frame, "timing_suspect")
     front = c.flag(frame, f"on_front_{front_metric}") if front_metric else c.flag(frame, "")
+    tuned = c.tune_role(frame)
     badge = " <span class='badge rw'>random weights</span>"
 
     def title_of(col: str, title: str) -> str:
@@ -138,7 +139,7 @@ def _points_table(points: pd.DataFrame) -> str:
     head = "".join(f"<th data-kind='{kind}' tabindex='0'>{_e(title_of(col, title))}{badge if col in random else ''}"
                    f"</th>" for col, title, kind in columns)
     rows = []
-    for (_, r), is_suspect, on_front in zip(frame.iterrows(), suspect, front):
+    for (_, r), is_suspect, on_front, role in zip(frame.iterrows(), suspect, front, tuned):
         cells = []
         for col, _, kind in columns:
             if col == "point":
@@ -148,6 +149,10 @@ def _points_table(points: pd.DataFrame) -> str:
                 if on_front:
                     extra += (f" <span class='badge front' title='on the {_e(front_metric)} Pareto front'>"
                               f"front</span>")
+                if role == "chosen":
+                    extra += " <span class='badge tune' title='the setting repro tune chose'>chosen by tune</span>"
+                elif role == "explored":
+                    extra += " <span class='badge explored' title='a setting repro tune explored'>explored</span>"
                 cells.append(f"<td data-v='{_e(value)}'>{_e(value)}{extra}</td>")
             elif kind == "num":
                 v = pd.to_numeric(pd.Series([r.get(col)]), errors="coerce").iloc[0]
@@ -296,6 +301,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}table.sortable th{curs
 th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
 table.kv th{background:none;font-weight:600}.badge{font-size:11px;padding:1px 5px;border-radius:3px;white-space:nowrap}
 .badge.rw{background:#fde2b8;color:#7a4500}.badge.ts{background:#f8c9c9;color:#8a0000}.badge.front{background:#d3ecd5;color:#1d5b22}
+.badge.tune{background:#1f3b73;color:#fff}.badge.explored{background:#e4e8f0;color:#39445a}
 p.warn{background:#fff6e5;padding:4px 8px;border-left:3px solid #e0a030}p.note{color:#666;font-size:12px}
 figure{margin:.5em 0}figure img{max-width:min(100%,760px)}figcaption{font-size:12px;color:#555}
 .pair{border:1px solid #e4e4e4;padding:8px;margin:10px 0;border-radius:4px}.pair-title{margin:0 0 6px}

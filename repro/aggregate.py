@@ -15,8 +15,9 @@ point: the mean over items with a 95% bootstrap interval (PSNR: infinite values 
 the reason in ``timing_suspect_reason``, when even its speedup interval's lower end lies more
 than ``BOUND_MARGIN`` beyond its bound (a measurement fault, e.g. a baseline timed while the
 machine was slower), or when its per-item speedups spread more than ``SPREAD_LIMIT`` x the
-median (drift or interference during some items). These tables feed the Pareto front, `repro
-best`, W&B, exports and `paper_figures`.
+median (drift or interference during some items). When `repro tune` wrote into the run, a `tune`
+column marks the points its search explored and the ones it chose (from its meta entry). These
+tables feed the Pareto front, `repro best`, W&B, exports and `paper_figures`.
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         rows.append(row)
     _mark_fronts(rows)
     _mark_significance(rows, items)
+    _mark_tune(rows, store.meta().get("tune"))
     return rows
 
 
@@ -244,6 +246,17 @@ def computed_by_branch(decisions: list[str | None]) -> dict[str, list[float]]:
             cell[1] += 1
     return {branch: [steps[k][0] / steps[k][1] if k in steps else NAN for k in range(max(steps) + 1)]
             for branch, steps in counts.items()}
+
+
+def _mark_tune(rows: list[dict[str, Any]], tune: dict[str, Any] | None) -> None:
+    """`repro tune`'s marks (its meta entry): the `tune` column is "chosen", "explored" or "" (no tune: no column)."""
+    if not tune:
+        return
+    methods = (tune.get("methods") or {}).values()
+    chosen = {m.get("chosen") for m in methods} - {None}
+    explored = {p for m in methods for p in m.get("explored") or []}
+    for r in rows:
+        r["tune"] = "chosen" if r["point_id"] in chosen else ("explored" if r["point_id"] in explored else "")
 
 
 def _mark_significance(rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
@@ -302,6 +315,8 @@ def tables(store: Store):
     points.attrs["metric_labels"] = metric_labels(store)
     points.attrs["metrics"] = {n: registry.get(n).record() for n in quality_columns(store)}  # what each column is
     points.attrs["title"] = f"{spec.get('name', store.run_dir.name)} ({spec.get('model', {}).get('tiny') and 'tiny ' or ''}{_model_name(spec)})"
+    if meta.get("tune"):  # the gates `repro tune` chose its settings with, for the figures' captions
+        points.attrs["tune"] = meta["tune"]
     subset = not_reportable(spec)
     if subset:
         points.attrs["not_reportable"] = subset

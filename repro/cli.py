@@ -13,6 +13,7 @@ stage; re-run to resume).
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from pathlib import Path
 
@@ -164,9 +165,21 @@ def validate(spec, overrides):
     from repro.sweep import preflight
 
     loaded = _load(spec, overrides, plan_only=True)
-    plan = build_plan(loaded)
     preflight(loaded.run_dir)  # the run directory rules `repro sweep` applies
+    ranged = [(i, m) for i, m in enumerate(loaded.methods) if m.ranges()]
+    plan = None if ranged else build_plan(loaded)
     click.echo(f"{spec}: valid ({loaded.name}, model {loaded.model.source}, spec hash {loaded.spec_hash()})")
+    if ranged:  # a range is a grid `repro tune` searches; no sweep runs it, so there is no plan to show
+        from experiments.methods import get_method
+
+        for i, m in ranged:
+            method = get_method(m.name)
+            n = math.prod(len(method.axis_values(k, v)) for k, v in m.sweep.items())
+            axes = ", ".join(f"{k} {v.describe()}" for k, v in m.ranges().items())
+            click.echo(f"methods[{i}] ({m.display_name}): {axes}: ranges, for `repro tune {spec} --max METRIC=VALUE` "
+                       f"(a grid at that resolution: {n} point(s) x {len(loaded.prompts) * len(loaded.seeds)} item(s))")
+        click.echo("`repro sweep` runs lists of values and refuses ranges; see docs/tune.md")
+        return
     ps = loaded.prompt_set
     if ps and ps.get("fetched") is False:
         click.echo(f"prompts: preset {ps['preset']!r} is not fetched yet; the plan below counts "
@@ -311,8 +324,10 @@ def pareto(run_dir, metric):
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--max", "maxima", multiple=True, metavar="METRIC=VALUE", help="Upper bound, e.g. lpips=0.1.")
 @click.option("--min", "minima", multiple=True, metavar="METRIC=VALUE", help="Lower bound, e.g. psnr=30.")
+@click.option("--confident", is_flag=True, help="A gate must hold for the 95% bound over items (as `repro tune` "
+              "checks), not only for the mean.")
 @_friendly_errors
-def best(run_dir, maxima, minima):
+def best(run_dir, maxima, minima, confident):
     """Print the fastest point meeting every quality gate, as a spec snippet and a Python call."""
     from repro.aggregate import tables
     from repro.pareto import check_gates_scored, parse_gates, ranked_points
@@ -325,7 +340,7 @@ def best(run_dir, maxima, minima):
     points, items = tables(store)
     _require_results(points, run_dir)
     check_gates_scored(points, gates, points.attrs.get("metric_labels", {}))
-    ranked = ranked_points(points.to_dict("records"), gates)
+    ranked = ranked_points(points.to_dict("records"), gates, confident)
     if not ranked:
         from experiments.errors import NoResults
 
@@ -334,6 +349,44 @@ def best(run_dir, maxima, minima):
     click.echo(format_best(choice, gates))  # its own call and snippet: its calibration, branch and steps
     if len(ranked) > 1:
         click.echo(runner_up_note(items, choice, ranked[1]))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--max", "maxima", multiple=True, metavar="METRIC=VALUE", help="Upper bound, e.g. lpips=0.1.")
+@click.option("--min", "minima", multiple=True, metavar="METRIC=VALUE", help="Lower bound, e.g. psnr=30.")
+@click.option("--method", "methods", multiple=True, metavar="NAME",
+              help="Tune only this method entry (its name or label; repeatable). Default: every entry.")
+@click.option("--budget", type=click.IntRange(min=1), help="Most settings the search evaluates per method "
+              "(default: bisection runs to the end; optuna stops at 30).")
+@click.option("--search-items", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Items (prompt x seed) the search runs on before the choice is confirmed on every item.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<spec name>).")
+@set_option
+@click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
+              help="Override the spec's wandb.mode.")
+@_friendly_errors
+def tune(spec, maxima, minima, methods, budget, search_items, out, overrides, wandb_mode):
+    """The fastest setting of each method in SPEC whose quality meets every gate (at 95% confidence),
+    searched over the ranges of its sweep with a fraction of a grid's generations (docs/tune.md)."""
+    from repro.pareto import parse_gates
+    from repro.tune import format_result, search_subset, tune as run_tune
+
+    gates = parse_gates(maxima, minima)
+    loaded = _load(spec, overrides, out)
+    results = run_tune(loaded, gates, methods=methods, budget=budget, search_items=search_items,
+                       wandb_mode=wandb_mode)
+    n_items = len(loaded.prompts) * len(loaded.seeds)
+    n_search = len(search_subset(loaded, search_items))
+    for r in results:
+        click.echo(format_result(r, gates, n_search, n_items) + "\n")
+    click.echo(f"every setting tried is a point of {loaded.run_dir}: `repro figures {loaded.run_dir}` shows them "
+               f"(the chosen ones ringed), `repro best {loaded.run_dir} --confident ...` checks the same gates")
+    if any(r.chosen is None for r in results):
+        from experiments.errors import NoResults
+
+        raise NoResults("no setting of " + ", ".join(r.space.label for r in results if r.chosen is None)
+                        + " meets every gate")
 
 
 @main.command()

@@ -28,7 +28,7 @@ from typing import Any
 
 from experiments.methods import expand_grid, get_method
 from experiments.optimizations.axis import defaults, is_default_optimization, non_default, optimization_label
-from experiments.spec import Spec, stable_hash
+from experiments.spec import Spec, refuse_ranges, stable_hash
 
 #: Bump when a code change alters generated pixels, so stale generations are not reused.
 #: 3: TeaCache and EasyCache decide as their official scripts (issue 29).
@@ -242,6 +242,7 @@ def optimization_grid(spec: Spec) -> list[dict[str, Any]]:
 
 
 def build_plan(spec: Spec) -> Plan:
+    refuse_ranges(spec)  # a range stands for a grid `repro tune` searches; a plan runs lists
     check_support(spec)
     base_identity = {"model": model_identity(spec), "generation": spec.generation.pipeline_kwargs(),
                      "timing": spec.timing.model_dump(mode="json"), "versions": versions()}

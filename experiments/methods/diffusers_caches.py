@@ -113,7 +113,7 @@ def _diffusers(name: str, config: str, **options: Any) -> None:
 
 _diffusers("first_block_cache", "FirstBlockCacheConfig",
            key_params=("threshold",), nonnegative=("threshold",), no_op={"threshold": 0.0},
-           probe={"threshold": 1.0},
+           probe={"threshold": 1.0}, aggressiveness="threshold",
            doc="diffusers' First Block Cache (the hook of diffusers PR 11180). Differs from ParaAttention's: skips on "
                "relative difference <= threshold (ParaAttention: <), no warm-up option")
 _diffusers("mag_cache", "MagCacheConfig",
@@ -122,6 +122,7 @@ _diffusers("mag_cache", "MagCacheConfig",
            wired=("num_inference_steps", "calibrate"), no_op={"threshold": 0.0},
            calibrated_field="mag_ratios", calibrate=calibrate_mag_cache, ranges={"retention_ratio": (0, 1)},
            probe={"threshold": 10.0, "retention_ratio": 0.0, "max_skip_steps": 2}, deviations=mag_cache_deviations,
+           aggressiveness="threshold",
            doc="diffusers' MagCache. Differs from Zehong-Ma/MagCache: one ratio array for both CFG branches (original: "
                "interleaved per call), retention int(N*r+0.5) steps (original: int(2N*r) calls), skip on <= "
                "(magcache_generate.py: <); Table 1 used the evaluation script: see magcache_official_eval")
@@ -133,7 +134,8 @@ _diffusers("pyramid_attention_broadcast", "PyramidAttentionBroadcastConfig",
            wired=("current_timestep_callback",),
            ranges={k: (1, None) for k in ("spatial_attention_block_skip_range", "cross_attention_block_skip_range",
                                           "temporal_attention_block_skip_range")},
-           probe={"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 1001)})
+           probe={"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 1001)},
+           aggressiveness="spatial_attention_block_skip_range")
 _diffusers("faster_cache", "FasterCacheConfig",
            key_params=("spatial_attention_block_skip_range", "unconditional_batch_skip_range"),
            nonnegative=("spatial_attention_block_skip_range", "unconditional_batch_skip_range"),
@@ -141,12 +143,13 @@ _diffusers("faster_cache", "FasterCacheConfig",
            ranges={k: (1, None) for k in ("spatial_attention_block_skip_range", "temporal_attention_block_skip_range",
                                           "unconditional_batch_skip_range")},
            # the window starts after the first step: FasterCache cannot approximate from an empty cache
-           probe={"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 681)})
+           probe={"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 681)},
+           aggressiveness="spatial_attention_block_skip_range")
 _diffusers("taylorseer_cache", "TaylorSeerCacheConfig",
            key_params=("cache_interval", "max_order", "disable_cache_before_step"),
            nonnegative=("cache_interval", "max_order", "disable_cache_before_step"), ranges={"cache_interval": (1, None)},
-           probe={"cache_interval": 2, "disable_cache_before_step": 1})
+           probe={"cache_interval": 2, "disable_cache_before_step": 1}, aggressiveness="cache_interval")
 _diffusers("sea_cache", "SeaCacheConfig",
            key_params=("threshold", "max_consecutive_cached"),
            nonnegative=("threshold", "retention_steps", "cache_end_steps", "max_consecutive_cached"),
-           no_op={"threshold": 0.0}, probe={"threshold": 10.0})
+           no_op={"threshold": 0.0}, probe={"threshold": 10.0}, aggressiveness="threshold")

@@ -206,7 +206,7 @@ register_method(CacheMethod(
     "easycache", EasyCacheConfig, apply, remove,
     key_params=("threshold", "warmup_steps"), nonnegative=("threshold", "warmup_steps", "final_steps"),
     wired=("num_inference_steps",), no_op={"threshold": 0.0}, probe={"threshold": 5.0, "warmup_steps": 2},
-    deviations=deviations, origin="project",
+    deviations=deviations, origin="project", aggressiveness="threshold",
     doc="EasyCache: runtime transformation-rate estimate; skips the whole transformer reusing its residual. "
         "Official rule of EasyCache4Wan2.1 (the cond call decides for both CFG branches, 10 warm-up steps) and "
         "EasyCache4HunyuanVideo (5); deviations only by name: per_branch_decisions, warmup_steps/final_steps "

@@ -438,7 +438,7 @@ register_method(CacheMethod(
     wired=("num_inference_steps", "calibrate"), no_op={"threshold": 0.0}, probe={"threshold": 5.0},
     calibrated_field="coefficients", calibrate=calibrate, calibrate_over="all", published=published,
     calibration_params=("modulated_input", "use_ret_steps", "calibration_target"), deviations=deviations,
-    origin="project",
+    origin="project", aggressiveness="threshold",
     doc="TeaCache: accumulated rescaled change of a timestep-modulated input; skips the block stack. Official "
         "rules of TeaCache4FLUX/4HunyuanVideo (norm1) and TeaCache4Wan2.1 (e, or e0 with use_ret_steps; per-branch "
         "accumulators, float32); deviations only by name: absolute_rescale, max_skip_steps, warmup_steps/"

@@ -206,7 +206,7 @@ register_method(CacheMethod(
     wired=("num_inference_steps", "calibrate"), no_op={"max_skip_steps": 0, "retention_ratio": 1.0},
     probe={"threshold": 10.0, "retention_ratio": 0.9, "max_skip_steps": 2},
     calibrated_field="mag_ratios", calibrate=calibrate, published=published, calibration_params=("ratio_offset",),
-    ranges={"retention_ratio": (0, 1)}, deviations=deviations, origin="project",
+    ranges={"retention_ratio": (0, 1)}, deviations=deviations, origin="project", aggressiveness="threshold",
     doc="MagCache as its Wan2.1 evaluation script (the source of the paper's Table 1) runs it: one interleaved "
         "cond/uncond ratio list from call 10, square roots of the ratios, skip on <=, retention int(2N*0.2) calls",
 ))

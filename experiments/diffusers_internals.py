@@ -81,9 +81,6 @@ def remove_hook(module: Any, name: str, undo_state: bool = True) -> None:
     hook_registry(module).remove_hook(name, recurse=False)
 
 
-def hooked_module_count(module: Any) -> int:
-    """Submodules carrying at least one diffusers hook."""
-    return sum(1 for sub in module.modules() if (r := hook_registry(sub)) is not None and r.hooks)
 
 
 # -- names of hooks and block kinds -------------------------------------------------------------------

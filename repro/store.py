@@ -210,21 +210,24 @@ class Store:
         r = self.db.execute("SELECT * FROM generations WHERE key = ?", (key,)).fetchone()
         return _decode_generation(r) if r else None
 
+    def _select(self, sql: str, args: list, column: str, keys: Iterable[str] | None) -> list[sqlite3.Row]:
+        """Rows of `sql` (which ends in a WHERE clause), only those whose `column` is in `keys` when given, in the
+        order they were stored."""
+        if keys is None:
+            return list(self.db.execute(f"{sql} ORDER BY rowid", args))
+        sql = sql.replace("SELECT", "SELECT rowid AS stored_order,", 1)
+        rows = [r for part in _parts(keys) for r in self.db.execute(
+            f"{sql} AND {column} IN ({','.join('?' * len(part))})", [*args, *part])]
+        return sorted(rows, key=lambda r: r["stored_order"])
+
     def generations(self, role: str | None = None, status: str | None = None,
                     keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Generation rows in the order they were stored (only `keys`, when given)."""
         sql, args = "SELECT * FROM generations WHERE 1=1", []
-        if role:
-            sql, args = sql + " AND role = ?", [*args, role]
-        if status:
-            sql, args = sql + " AND status = ?", [*args, status]
-        if keys is None:
-            return [_decode_generation(r) for r in self.db.execute(sql + " ORDER BY rowid", args)]
-        ordered = sql.replace("SELECT *", "SELECT rowid AS stored_order, *", 1)
-        rows = [r for part in _parts(keys) for r in self.db.execute(
-            f"{ordered} AND key IN ({','.join('?' * len(part))})", [*args, *part])]
-        rows.sort(key=lambda r: r["stored_order"])
-        return [{k: v for k, v in _decode_generation(r).items() if k != "stored_order"} for r in rows]
+        for column, value in (("role", role), ("status", status)):
+            if value:
+                sql, args = f"{sql} AND {column} = ?", [*args, value]
+        return [_decode_generation(r) for r in self._select(sql, args, "key", keys)]
 
     def generation_states(self) -> list[dict[str, Any]]:
         """Every generation's key, point, status, quality baseline and scoring error (no summaries: cheap)."""
@@ -251,11 +254,7 @@ class Store:
     def scores(self, keys: Iterable[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         """Generation key -> metric key -> {value, label, per_frame, random_weights} (only `keys`, when given)."""
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        rows = self.db.execute("SELECT * FROM scores") if keys is None else (
-            r for part in _parts(keys)
-            for r in self.db.execute(f"SELECT * FROM scores WHERE generation_key IN ({','.join('?' * len(part))})",
-                                     part))
-        for r in rows:
+        for r in self._select("SELECT * FROM scores WHERE 1=1", [], "generation_key", keys):
             out.setdefault(r["generation_key"], {})[r["metric"]] = {
                 "value": _from_db(r["value"]), "label": r["label"],
                 "per_frame": decode_nonfinite(json.loads(r["per_frame"])),
@@ -266,12 +265,8 @@ class Store:
     def score_keys(self, keys: Iterable[str] | None = None) -> dict[str, set[str]]:
         """Generation key -> the metric keys it has scores for (only `keys`, when given)."""
         out: dict[str, set[str]] = {}
-        rows = self.db.execute("SELECT generation_key, metric FROM scores") if keys is None else (
-            r for part in _parts(keys) for r in self.db.execute(
-                f"SELECT generation_key, metric FROM scores WHERE generation_key IN ({','.join('?' * len(part))})",
-                part))
-        for key, metric in rows:
-            out.setdefault(key, set()).add(metric)
+        for r in self._select("SELECT generation_key, metric FROM scores WHERE 1=1", [], "generation_key", keys):
+            out.setdefault(r["generation_key"], set()).add(r["metric"])
         return out
 
     # -- calibrations -------------------------------------------------------------------------
@@ -349,6 +344,7 @@ def _operational(exc: sqlite3.OperationalError, path: Path) -> Exception:
 
 def _decode_generation(r: sqlite3.Row) -> dict[str, Any]:
     d = dict(r)
+    d.pop("stored_order", None)  # added by Store._select to keep the stored order across parts
     for field in ("params", "optimization", "summary"):
         if d.get(field):
             d[field] = json.loads(d[field])

@@ -215,20 +215,17 @@ class Projection:
         """Log every settled generation W&B lacks; a point that completes gets its aggregates."""
         from repro.aggregate import item_rows
 
-        fresh = self.new_rows()
+        fresh = [g["key"] for g in self.new_rows()]
         if not fresh:
             return 0
         before = self.complete_points()
-        keys = [g["key"] for g in fresh]
-        rows = {r["key"]: r for r in item_rows(self.store, keys=keys, with_baselines=True)}
+        rows = {r["key"]: r for r in item_rows(self.store, keys=fresh, with_baselines=True)}
         by_point: dict[str, list[dict[str, Any]]] = {}
-        for key in keys:
-            if key in rows:
-                by_point.setdefault(rows[key]["point_id"], []).append(rows[key])
+        for key in fresh:
+            by_point.setdefault(rows[key]["point_id"], []).append(rows[key])
         for pid, pending in by_point.items():
-            rid = run_id(self.spec.name, pid, self.run_dir)
             for chunk in _chunks(pending, SEGMENT_ROWS):
-                self._segment(wandb, pid, rid, chunk, rows, None)
+                self._segment(wandb, pid, chunk, rows)
         for pid in sorted(self.complete_points() - before):
             self._point_summary(wandb, pid)
             self._completed_since_summary = True
@@ -241,13 +238,10 @@ class Projection:
         from repro.aggregate import tables
 
         points, items = tables(self.store)
-        complete = self._sweep_complete()
-        for row in points.to_dict("records"):
-            rid = run_id(self.spec.name, row["point_id"], self.run_dir)
-            if rid in self.ledger.items:
-                summary = _point_summary(points, row["point_id"])
-                if self.ledger.summaries.get(rid) != stable_hash(summary):
-                    self._segment(wandb, row["point_id"], rid, [], {}, summary)
+        for pid in points["point_id"] if len(points) else []:
+            if run_id(self.spec.name, pid, self.run_dir) in self.ledger.items:
+                self._point_summary(wandb, pid, points)
+        complete = set(self._plan()[1]) <= self.complete_points()  # every planned generation logged
         self._summary(wandb, final=complete, tables=(points, items))
         if self.spec.wandb.artifact:
             self._artifact(wandb, stopped=not complete)
@@ -258,27 +252,19 @@ class Projection:
         return (f"wandb: {len(self.ledger.logged())} items in {n_runs} point runs of group {self.spec.name!r}, "
                 f"mode {self.target.mode}: {where}")
 
-    def _sweep_complete(self) -> bool:
-        planned, _ = self._plan()
-        if planned is None:
-            return False
-        states = {g["key"]: g for g in self.store.generation_states()}
-        stored = self.store.score_keys(list(planned))
-        return all(k in states and settled(self.spec.metrics, states[k], stored.get(k, ())) for k in planned)
-
-    def _segment(self, wandb, pid: str, rid: str, rows: list[dict[str, Any]], by_key: dict[str, dict[str, Any]],
-                 summary: dict[str, Any] | None) -> None:
+    def _segment(self, wandb, pid: str, rows: list[dict[str, Any]], by_key: dict[str, dict[str, Any]],
+                 summary: dict[str, Any] | None = None) -> None:
+        """Resume the point's run, log `rows` (steps continuing the ledger's) and `summary`, finish, record."""
+        rid = run_id(self.spec.name, pid, self.run_dir)
         point = self.points.get(pid)
-        is_baseline = point is None
-        run = self._init(wandb, rid, name=f"baseline {pid.partition(' | ')[2]}".strip() if is_baseline
+        run = self._init(wandb, rid, name=f"baseline {pid.partition(' | ')[2]}".strip() if point is None
                          else f"{point['method']} {point['label']}",
-                         job_type="baseline" if is_baseline else "cached", config=self._point_config(pid, point))
+                         job_type="baseline" if point is None else "cached", config=self._point_config(pid, point))
         try:
             step = len(self.ledger.items.get(rid, []))
             for row in rows:
                 step += 1
-                data = _item_data(row, self.columns)
-                data["items_done"] = step
+                data = {**_item_data(row, self.columns), "items_done": step}
                 if step <= MEDIA_ITEMS and row["status"] == "ok":
                     data.update(_media(wandb, row, by_key.get(row.get("quality_baseline_key") or "")))
                 run.log(data, step=step)
@@ -288,18 +274,19 @@ class Projection:
             run.finish()
         self.ledger.add(rid, items=[r["key"] for r in rows], summary=stable_hash(summary) if summary else None)
 
-    def _point_summary(self, wandb, pid: str) -> None:
-        """A completed point's aggregates, from its own items alone."""
+    def _point_summary(self, wandb, pid: str, points=None) -> None:
+        """A point's aggregates in its run's summary (from its own items alone unless `points` is given)."""
         import pandas as pd
 
         from repro.aggregate import item_rows, point_rows
 
-        rid = run_id(self.spec.name, pid, self.run_dir)
-        keys = self.ledger.items.get(rid, [])
-        items = [r for r in item_rows(self.store, keys=keys) if r["point_id"] == pid]
-        summary = _point_summary(pd.DataFrame(point_rows(self.store, items)), pid)
-        if summary and self.ledger.summaries.get(rid) != stable_hash(summary):
-            self._segment(wandb, pid, rid, [], {}, summary)
+        if points is None:
+            keys = self.ledger.items.get(run_id(self.spec.name, pid, self.run_dir), [])
+            points = pd.DataFrame(point_rows(self.store, [r for r in item_rows(self.store, keys=keys)
+                                                          if r["point_id"] == pid]))
+        summary = _point_summary(points, pid)
+        if summary and self.ledger.summaries.get(run_id(self.spec.name, pid, self.run_dir)) != stable_hash(summary):
+            self._segment(wandb, pid, [], {}, summary)
 
     def _summary(self, wandb, final: bool, tables: tuple | None = None) -> None:
         from repro.aggregate import tables as make_tables

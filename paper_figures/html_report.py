@@ -55,7 +55,8 @@ def write_html_report(points: pd.DataFrame, items: pd.DataFrame | None, figures:
     by_stem = {f.path_stem: f for f in figures}
     pareto = [f for f in figures if f.path_stem.startswith("pareto_")]
     heatmap = [by_stem["skip_heatmap"]] if "skip_heatmap" in by_stem else []
-    others = [f for f in figures if f not in pareto and f not in heatmap and f.kind == "figure"]
+    curves = [by_stem["frame_curves"]] if "frame_curves" in by_stem else []
+    others = [f for f in figures if f not in pareto and f not in heatmap and f not in curves and f.kind == "figure"]
     body = [
         f"<h1>{_e(title)}</h1>",
         _provenance(provenance, items),
@@ -64,6 +65,8 @@ def write_html_report(points: pd.DataFrame, items: pd.DataFrame | None, figures:
         "<h2 id='compare'>Baseline vs cached</h2>", _pairs(points, items, out),
         "<h2 id='skips'>Skip heat map</h2>", _figures(heatmap, out) or "<p>No per-step data.</p>",
     ]
+    if curves:  # videos: where in the clip each point loses quality, beside its skip pattern over the steps
+        body += ["<h2 id='frames'>Quality over the clip</h2>", _figures(curves, out)]
     if others:
         body += ["<h2 id='more'>More figures</h2>", _figures(others, out)]
     page = _PAGE.format(title=_e(title), css=_CSS, body="\n".join(body), script=_SCRIPT,

@@ -414,7 +414,10 @@ def figures(run_dir, out, formats):
     points.attrs["provenance"] = {"spec_name": (meta.get("spec") or {}).get("name"), "spec_hash": meta.get("spec_hash"),
                                   "versions": meta.get("versions"), "environment": meta.get("environment")}
     out_dir = Path(out) if out else Path(run_dir) / "figures"
-    written = paper_figures.make_all(points, items, store.calibrations(), out_dir, formats=fmts)
+    from paper_figures.frame_curves import frame_table
+
+    frames = frame_table(items, store.scores(keys=list(items["key"])) if len(items) else {})
+    written = paper_figures.make_all(points, items, store.calibrations(), out_dir, formats=fmts, frames=frames)
     click.echo(f"wrote {len(written)} figures and tables to {out_dir} (browse {out_dir / 'index.html'} "
                f"or {out_dir / 'index.md'})")
 

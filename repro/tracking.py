@@ -390,7 +390,10 @@ def track(run_dir: str | Path, mode: str | None = None, follow: bool = False, st
             print("wandb: disabled (--wandb-mode, WANDB_MODE or the spec's wandb.mode); nothing logged", file=stream)
             return True
         check_no_escaping_links(run_dir)  # the ledger and the W&B folder are written inside it only
-        with _TrackerLock(run_dir):
+        from repro.lock import RunLock
+
+        # one tracker per run directory: a second one (a re-run's, while a killed sweep's still logs) waits
+        with RunLock(run_dir, LOCK, wait_s=FINISH_TIMEOUT_S, holder="another W&B tracker"):
             return _project(spec, store, target, follow, stream)
     finally:
         store.close()
@@ -443,37 +446,6 @@ def sweep_running(store: Any) -> bool:
     except PermissionError:  # alive, another user's
         pass
     return True
-
-
-class _TrackerLock:
-    """One tracker per run directory at a time: a second one waits (bounded) for the first to finish."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK
-        self._fh = None
-
-    def __enter__(self):
-        import fcntl
-
-        self._fh = open(self.path, "a+")
-        deadline = time.monotonic() + FINISH_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fh.seek(0)
-                self._fh.truncate()
-                self._fh.write(str(os.getpid()))  # who is tracking (e.g. to stop it)
-                self._fh.flush()
-                return self
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    self._fh.close()
-                    raise SpecError(f"another W&B tracker has been logging {self.path.parent} for over "
-                                    f"{FINISH_TIMEOUT_S:.0f}s; run `repro track {self.path.parent}` once it ends")
-                time.sleep(0.2)
-
-    def __exit__(self, *exc):
-        self._fh.close()  # closing releases the lock
 
 
 # -- the tracker process of a sweep -------------------------------------------------------------------

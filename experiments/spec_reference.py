@@ -17,7 +17,6 @@ import typing
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 HEADER = """\
 # Spec reference

@@ -75,7 +75,7 @@ class Metric:
         return "max" if self.higher_is_better else "min"
 
     def record(self) -> dict[str, Any]:
-        """A JSON-ready description (inf identity written as the string "inf", see README)."""
+        """A JSON-ready description (inf identity written as the string "inf", see docs/metrics.md)."""
         out = asdict(self)
         if out["identity"] is not None and math.isinf(out["identity"]):
             out["identity"] = "inf"

@@ -223,8 +223,9 @@ def calibrate(spec, out, overrides):
         store.close()
 
 
-#: Spec fields that name the network a score was made with (`repro score` changes them only with --force).
-SCORING_NETWORKS = ("metrics.lpips_net", "metrics.clip_model", "metrics.clip_pretrained")
+#: Spec fields that name the network a score was made with (`repro score` changes them only with --force), and
+#: the metric whose scores that network made.
+SCORING_NETWORKS = {"metrics.lpips_net": "lpips", "metrics.clip_model": "clip", "metrics.clip_pretrained": "clip"}
 
 
 @main.command()
@@ -253,21 +254,29 @@ def score(run_dir, force, overrides):
         apply_override(raw, item)
     spec = validate_spec_data(raw, where=f"{run_dir} with --set")
     networks = [c for c in fixed_changes(made_with.model_dump(mode="json"), spec)
-                if c.startswith(SCORING_NETWORKS)]
+                if c.startswith(tuple(SCORING_NETWORKS))]
     if networks and not force:  # scores of two networks would be mixed in one run
         raise SpecError(f"repro score --set: {'; '.join(networks)}: the scores in {run_dir} were made with the old "
                         f"network; add --force to rescore every generation with the new one")
     check_device(spec.metrics.device, "metrics.device", where=f"{run_dir} with --set")
     with RunLock(Path(run_dir)):
         store = Store(run_dir)
-        n = score_missing(store, Scoring(spec.metrics), force=force)
-        store.set_meta(spec=spec.model_dump(mode="json"))
+        # first the new settings, without the replaced network's scores: an interrupted rescore leaves gaps
+        # that the next `repro score` fills, never scores of two networks side by side
+        store.replace_scoring(spec.model_dump(mode="json"),
+                              drop={m for field, m in SCORING_NETWORKS.items() if any(c.startswith(field)
+                                                                                      for c in networks)})
+        n, failed = score_missing(store, Scoring(spec.metrics), force=force)
         gone = missing_media(store)
         store.close()
     click.echo(f"scored {n} generation(s) in {run_dir}")
     if gone:
         click.echo(f"{len(gone)} generation(s) have lost their media (e.g. {gone[0]['media_dir']}) and were not "
                    f"scored; `repro sweep` on the same spec generates them again", err=True)
+    if failed:
+        click.echo(f"{len(failed)} generation(s) could not be scored (e.g. {failed[0].key}: {failed[0].error}); "
+                   f"their errors are stored", err=True)
+        sys.exit(1)
 
 
 @main.command("score-folders")

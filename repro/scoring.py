@@ -132,8 +132,9 @@ def write(store: Any, result: ScoreResult) -> None:
     store.put_scores(result.key, result.scores, reference_key=result.reference_key, error=result.error)
 
 
-def score_missing(store: Any, scoring: Scoring, force: bool = False) -> int:
-    """(Re)score every ok generation of the store that lacks a requested metric; returns how many were scored.
+def score_missing(store: Any, scoring: Scoring, force: bool = False) -> tuple[int, list[ScoreResult]]:
+    """(Re)score every ok generation of the store that lacks a requested metric; returns how many were scored
+    and the results of those that could not be (their errors are stored too).
 
     Generations are taken baseline by baseline, so each baseline is read and prepared once. Only generations
     whose media still exist: a row without its frames is generated again by the next sweep.
@@ -155,7 +156,7 @@ def score_missing(store: Any, scoring: Scoring, force: bool = False) -> int:
     by_baseline: dict[str | None, list[dict[str, Any]]] = {}
     for g in todo:
         by_baseline.setdefault(g.get("quality_baseline_key"), []).append(g)
-    count = 0
+    count, failed = 0, []
     for baseline_key, group in sorted(by_baseline.items(), key=lambda kv: kv[0] or ""):
         base = gens.get(baseline_key) if baseline_key else None
         if baseline_key and base is None:
@@ -164,4 +165,5 @@ def score_missing(store: Any, scoring: Scoring, force: bool = False) -> int:
         for result in scoring.score_item([output(g) for g in group], baselines, force=force):
             write(store, result)
             count += result.error is None
-    return count
+            failed += [result] if result.error else []
+    return count, failed

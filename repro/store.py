@@ -165,6 +165,14 @@ class Store:
             for k, v in values.items():
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, _json(v)))
 
+    def replace_scoring(self, spec: dict[str, Any], drop: Iterable[str]) -> None:
+        """Record a spec with new metric settings and, in the same transaction, delete the scores of the metrics
+        in `drop` (under every protocol): scores of two networks are never mixed, even if rescoring stops early."""
+        with self._writing():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("spec", _json(spec)))
+            for metric in drop:
+                self.db.execute("DELETE FROM scores WHERE metric = ? OR metric LIKE ?", (metric, f"{metric}@%"))
+
     def meta(self) -> dict[str, Any]:
         return {r["key"]: json.loads(r["value"]) for r in self.db.execute("SELECT * FROM meta")}
 

@@ -293,6 +293,28 @@ def test_score_changes_a_metric_network_only_when_rescoring_everything(run_copy)
     assert _stored_spec(run)["metrics"]["lpips_net"] == "vgg"
 
 
+def test_a_new_metric_network_never_leaves_the_old_networks_scores_behind(tmp_path):
+    """Rescoring with another LPIPS network: a generation that cannot be rescored (its media are gone) loses its
+    old-network score instead of keeping it beside the new network's scores of the others."""
+    run, spec = tmp_path / "run", tmp_path / "spec.yaml"
+    data = small_spec(run, generation={"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 2,
+                                       "guidance_scale": 5.0, "max_sequence_length": 16})  # LPIPS needs 31 pixels
+    data["prompts"] = ["a red fox in snow", "a lighthouse at night"]
+    spec.write_text(yaml.safe_dump(data))
+    assert invoke("sweep", spec).exit_code == 0
+    added = invoke("score", run, "--set", "metrics.names=[psnr,ssim,lpips]", "--set", "metrics.allow_random_weights=true")
+    assert added.exit_code == 0 and "scored 2 generation(s)" in added.output, added.output
+    row = cached_row(run)
+    shutil.rmtree(run / row["media_dir"])
+    out = invoke("score", run, "--force", "--set", "metrics.lpips_net=vgg")
+    assert out.exit_code == 0, out.output
+    store = Store(run)
+    labels = {k: s["lpips"]["label"] for k, s in store.scores().items() if "lpips" in s}
+    store.close()
+    assert row["key"] not in labels, labels[row["key"]]
+    assert labels and all("vgg" in label for label in labels.values()), labels
+
+
 def test_figures_are_never_left_truncated_under_their_final_names(tmp_path):
     """A figure whose drawing fails half-way (the PDF header is already written) leaves the old file intact."""
     import matplotlib.pyplot as plt

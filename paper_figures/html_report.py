@@ -2,7 +2,8 @@
 
 Everything the page needs is inside it (data as inline JSON, CSS, script, the figures as data
 URIs) except the outputs themselves: videos and frames are referenced by relative paths, so the
-page works where the run directory is copied or pulled and stays small. Sections: provenance,
+page works where the run directory is copied or pulled and stays small (frames shown from a
+lossless video file, which browsers cannot play, are written as PNGs under ``frames/`` beside it). Sections: provenance,
 the sortable points table (labels for random-weight metrics and suspect timings), the Pareto
 plots, baseline-vs-cached players (videos played in step; images with a slider and a flicker
 view) and the skip heat map, then every other figure.
@@ -22,8 +23,9 @@ from typing import Any
 import pandas as pd
 
 from paper_figures import contract as c
-from paper_figures.figure import Figure
-from paper_figures.frames import frame_paths
+from experiments.media import FRAME_PATTERN
+from paper_figures.figure import Figure, atomic_path
+from paper_figures.frames import Frame, output_frames
 
 HTML_NAME = "index.html"
 PAIRS_PER_POINT = 2  # baseline-vs-cached pairs shown per point
@@ -247,11 +249,12 @@ def _pair(i: int, name: str, cached: dict[str, Any], baseline: dict[str, Any], o
                 f"<div class='controls'><button class='play'>play both</button> "
                 f"<input class='seek' type='range' min='0' max='1000' value='0' aria-label='position'> "
                 f"<label><input class='loop' type='checkbox' checked> loop</label></div></div>")
-    frames_c, frames_b = frame_paths(cached.get("frames_dir")), frame_paths(baseline.get("frames_dir"))
+    frames_c, frames_b = output_frames(cached.get("frames_dir")), output_frames(baseline.get("frames_dir"))
     if not frames_c or not frames_b:
         return f"<div class='pair missing'>{caption}<p>outputs missing on disk</p></div>"
     n = min(len(frames_c), len(frames_b))
-    srcs = _json_attr({"b": [_rel(p, out) for p in frames_b[:n]], "c": [_rel(p, out) for p in frames_c[:n]]})
+    frames_c, frames_b = [_frame_file(f, out) for f in frames_c[:n]], [_frame_file(f, out) for f in frames_b[:n]]
+    srcs = _json_attr({"b": [_rel(p, out) for p in frames_b], "c": [_rel(p, out) for p in frames_c]})
     frame_picker = (f" <label>frame <input class='frame' type='range' min='0' max='{n - 1}' value='0'></label>"
                     if n > 1 else "")
     return (f"<div class='pair image-pair' id='pair-{i}' data-frames='{srcs}'>{caption}"
@@ -262,6 +265,18 @@ def _pair(i: int, name: str, cached: dict[str, Any], baseline: dict[str, Any], o
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+def _frame_file(frame: Frame, out: Path) -> Path:
+    """A PNG of the frame for an <img>: its own file, or one written under out/frames/ from a video file."""
+    if frame.file is not None:
+        return frame.file
+    path = out / "frames" / frame.folder.name / FRAME_PATTERN.format(frame.index)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            frame.image().save(tmp, format="PNG", compress_level=1)
+    return path
 
 
 def _rel(path: Path, base: Path) -> str:

@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +75,10 @@ def holds_media(run_dir: Path) -> bool:
 
 
 def media_present(run_dir: Path, generation: dict[str, Any]) -> bool:
-    """Whether an ok generation's frames folder still exists and holds frames."""
-    if not generation.get("media_dir"):
-        return False
-    folder = Path(run_dir) / generation["media_dir"]
-    try:
-        return folder.is_dir() and any(f.name.startswith("frame_") for f in os.scandir(folder))
-    except OSError:
-        return False
+    """Whether an ok generation's frames folder still exists and holds its frames (any media format)."""
+    from experiments.media import has_frames
+
+    return bool(generation.get("media_dir")) and has_frames(Path(run_dir) / generation["media_dir"])
 
 
 def missing_media(store: Any) -> list[dict[str, Any]]:

@@ -582,11 +582,11 @@ def _media_table(wandb, items, quality: tuple[str, ...]):
 
 
 def _medium(wandb, row: dict[str, Any]):
-    from experiments.media import FRAME_PATTERN
+    from experiments.media import read_frames
 
     if row.get("mp4"):
         return wandb.Video(row["mp4"], format="mp4")
-    return wandb.Image(str(Path(row["frames_dir"]) / FRAME_PATTERN.format(0)))
+    return wandb.Image(read_frames(row["frames_dir"])[0])  # the first frame, from any media format
 
 
 def _clean(v: Any) -> Any:

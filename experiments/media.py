@@ -163,6 +163,7 @@ def _read_video(path: Path) -> np.ndarray:
 
     out = []
     with av.open(str(path)) as container:
+        container.streams.video[0].thread_type = "AUTO"  # frame and slice threads; H.264 decoding stays exact
         for frame in container.decode(video=0):
             if frame.format.name != "gbrp":  # what lossless RGB H.264 decodes to; anything else was converted
                 raise MediaError(f"{path}: decodes to pixel format {frame.format.name}, not the lossless RGB "

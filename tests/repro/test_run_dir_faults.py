@@ -95,6 +95,44 @@ def test_deleted_media_is_not_trusted_and_is_regenerated(run_copy):
     assert "t=0.3" in invoke("pareto", run).stdout
 
 
+def test_run_dir_with_a_png_per_frame_is_read_as_before(run_copy):
+    """A run directory written before videos became one lossless file (frames.mkv): its folders of
+    frame_*.png are trusted as they are (nothing regenerated or rewritten), rescore to the same values."""
+    import numpy as np
+    from PIL import Image
+
+    from experiments.media import read_frames
+
+    run, spec = run_copy
+    store = Store(run)
+    before, gens = store.scores(), store.generations(status="ok")
+    store.close()
+    for g in gens:  # rewrite each folder as the PNG-per-frame code wrote it
+        folder = run / g["media_dir"]
+        frames = read_frames(folder)
+        for f in folder.iterdir():
+            f.unlink()
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(folder / f"frame_{i:05d}.png", compress_level=1)
+        assert np.array_equal(read_frames(folder), frames)
+    legacy = {g["key"]: sorted(os.listdir(run / g["media_dir"])) for g in gens}
+
+    again = invoke("sweep", spec)
+    assert again.exit_code == 0, again.output
+    rescored = invoke("score", run, "--force")
+    assert rescored.exit_code == 0, rescored.output
+    assert "lost their media" not in rescored.stderr
+    store = Store(run)
+    after, rows = store.scores(), store.generations()
+    store.close()
+    assert {g["key"]: g["attempts"] for g in rows} == {g["key"]: g["attempts"] for g in gens}  # none regenerated
+    assert {g["key"]: sorted(os.listdir(run / g["media_dir"])) for g in gens} == legacy  # none rewritten
+    assert after.keys() == before.keys() and after
+    for key, metrics in before.items():
+        for name, s in metrics.items():
+            assert after[key][name]["per_frame"] == s["per_frame"], (key, name)
+
+
 def test_media_symlink_out_of_the_run_dir_is_refused(run_copy, tmp_path):
     run, spec = run_copy
     outside = tmp_path / "elsewhere"

@@ -71,7 +71,7 @@ class _Worker:
     def load(self) -> dict[str, Any]:
         self.engine.pipe  # noqa: B018 - load now; raises ModelUnavailable here, before any job
         self.scoring.scorer  # noqa: B018 - raises WeightsMissing here too
-        return {"pid": os.getpid(), "device": self.engine.device}
+        return {"pid": os.getpid(), "device": self.engine.device, "node": ray.get_runtime_context().get_node_id()}
 
     def begin(self, unit: Any) -> None:
         from repro.executors.item import run_item
@@ -114,6 +114,7 @@ class _Slot:
     actor: Any
     ready: Any  # ObjectRef of load(), or None once loaded
     pending: deque = field(default_factory=deque)  # (ref of next(), job, item), in the actor's order
+    node: str | None = None  # the Ray node id it runs on (known once loaded)
 
     @property
     def busy(self) -> bool:
@@ -130,6 +131,7 @@ class RayExecutor:
         self.loads_per_worker: dict[str, int] = {}  # actor id -> pipeline loads (filled at close; stays 1)
         self.generations_per_worker: dict[str, int] = {}  # actor id -> generations served
         self.worker_stats: dict[str, dict[str, Any]] = {}  # actor id -> its counts(), the last ones read
+        self.nodes: dict[str, str] = {}  # job key -> Ray node id of the worker whose result was reported
         self.retries = 0  # items re-queued because their worker died
         self.replaced = 0  # replacement workers started
         self._started_ray = False
@@ -152,7 +154,7 @@ class RayExecutor:
         self._plan_workers()
         self.slots = [self._new_slot() for _ in range(self.workers)]
         for slot in self.slots:  # a missing model stops the sweep here, as itself
-            _get(slot.ready)
+            slot.node = _get(slot.ready)["node"]
             slot.ready = None
 
     def close(self) -> None:
@@ -265,7 +267,9 @@ class RayExecutor:
             dispatch()
             heads = {s.pending[0][0]: s for s in self.slots if s.pending}
             loading = {s.ready: s for s in self.slots if s.ready is not None}
-            if not heads and not loading:
+            # done when nothing is queued or running; a replacement still starting is not waited for (after a
+            # node loss it may never be placed: the surviving workers hold the cluster's resources)
+            if not heads and (not loading or not queue or stopping):
                 if not queue or stopping:
                     break
                 if self.slots:
@@ -291,6 +295,7 @@ class RayExecutor:
                 continue
             except Exception as exc:  # raised by Ray itself for this call (the job's own errors come as values)
                 result, scores = exc, []
+            self.nodes[job.key] = slot.node
             if hasattr(result, "frames"):
                 result.frames = _owned(result.frames)
             dispatch()  # keep the workers busy while the driver writes this result
@@ -344,7 +349,7 @@ class RayExecutor:
 
     def _loaded(self, slot: _Slot) -> None:
         try:
-            _get(slot.ready)
+            slot.node = _get(slot.ready)["node"]
             slot.ready = None
         except Exception:  # a replacement that cannot load: drop it; its jobs go to the others
             self.slots.remove(slot)

@@ -66,7 +66,7 @@ def _results(run_dir):
         store.close()
 
 
-@pytest.mark.timeout(600)  # a sweep that waits forever for a worker the lost node took with it fails, not hangs
+@pytest.mark.timeout(300)  # a sweep that waits forever for a worker the lost node took with it fails, not hangs
 def test_lost_node_items_are_redone_on_the_other_and_results_equal_one_node(tmp_path, two_nodes, made, monkeypatch):
     from repro.executors.ray import RayExecutor
 

@@ -40,7 +40,7 @@ VIDEO_FORMAT = "h264-lossless-rgb-mkv"
 IMAGE_FORMAT = "png"
 LEGACY_FORMAT = "png-frames"  # a folder from before media.json: one PNG per frame
 # x264's "medium" preset (bench_media.py --candidates, 2 shared cores): "slow" saved 3-4% more bytes
-# for 1.4-2x the encoding time, "veryfast" cost 9-13% more bytes; medium took 1.2-1.9x PNG's time.
+# for 1.4-2x the encoding time, "veryfast" cost 9-13% more bytes; medium took 1.2-2.8x PNG's time.
 X264_PRESET = "medium"
 
 

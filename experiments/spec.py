@@ -417,7 +417,7 @@ class OutputSpec(_Strict):
     """Where a sweep writes (docs/results.md)."""
 
     dir: str | None = Field(default=None, description="The run directory (default: runs/<name>; --out comes first).")
-    mp4: bool = Field(default=True, description="Also write a viewable MP4 of each video beside its lossless PNG "
+    mp4: bool = Field(default=True, description="Also write a viewable MP4 of each video beside its lossless "
                       "frames (metrics never read it).")
 
 

@@ -17,7 +17,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -419,6 +419,10 @@ class OutputSpec(_Strict):
     dir: str | None = Field(default=None, description="The run directory (default: runs/<name>; --out comes first).")
     mp4: bool = Field(default=True, description="Also write a viewable MP4 of each video beside its lossless "
                       "frames (metrics never read it).")
+    keep_media: Literal["all"] | Annotated[int, Field(ge=0)] = Field(
+        default="all", description="`all`, or N: keep the lossless media of the baselines and of the first N "
+        "items of each point only; the other cached generations are scored from memory and their frames dropped "
+        "(for the largest studies; they cannot be rescored later).")
 
 
 class Spec(_Strict):

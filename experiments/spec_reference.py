@@ -83,6 +83,11 @@ def _type(annotation: Any) -> str:
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is type(None):
         return "null"
+    if origin is typing.Annotated:  # a constrained type inside a union: its type and bounds
+        marks = [c for m in annotation.__metadata__ for c in getattr(m, "metadata", [m])]  # pydantic Field(ge=..)
+        bounds = [f"{sign} {getattr(m, attr)}" for m in marks for attr, sign in
+                  (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")) if getattr(m, attr, None) is not None]
+        return " ".join([_type(args[0]), *bounds])
     if origin is typing.Literal:
         return "one of " + ", ".join(f"`{json.dumps(a)[1:-1] if isinstance(a, str) else json.dumps(a)}`" for a in args)
     if origin in (typing.Union, types.UnionType):

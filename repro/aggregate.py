@@ -55,7 +55,7 @@ def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool 
     """
     meta = store.meta()
     planned = set(meta["plan_keys"]) if meta.get("plan_keys") is not None else None
-    from repro.run_dir import holds_media, media_present
+    from repro.run_dir import holds_media, media_lost
 
     if keys is None:
         gens = {g["key"]: g for g in store.generations() if planned is None or g["key"] in planned}
@@ -67,7 +67,7 @@ def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool 
     # built in a test) is a results-only copy, shown as recorded
     check = holds_media(store.run_dir)
     for g in gens.values():
-        if check and g["status"] == "ok" and not media_present(store.run_dir, g):
+        if check and media_lost(store.run_dir, g):
             gens[g["key"]] = {**g, "status": "missing",
                               "error": f"media missing ({g.get('media_dir')}); re-run the sweep to regenerate it"}
     columns = quality_columns(store)

@@ -268,11 +268,15 @@ def score(run_dir, force, overrides):
                                                                                       for c in networks)})
         n, failed = score_missing(store, Scoring(spec.metrics), force=force)
         gone = missing_media(store)
+        dropped = sum(1 for g in store.generation_states() if g["status"] == "ok" and not g["media_dir"])
         store.close()
     click.echo(f"scored {n} generation(s) in {run_dir}")
     if gone:
         click.echo(f"{len(gone)} generation(s) have lost their media (e.g. {gone[0]['media_dir']}) and were not "
                    f"scored; `repro sweep` on the same spec generates them again", err=True)
+    if dropped:
+        click.echo(f"{dropped} generation(s) kept no media (output.keep_media) and keep the scores made when they "
+                   f"were generated", err=True)
     if failed:
         click.echo(f"{len(failed)} generation(s) could not be scored (e.g. {failed[0].key}: {failed[0].error}); "
                    f"their errors are stored", err=True)

@@ -8,6 +8,8 @@
   outside, so such a run directory is refused.
 - A generation row is trusted only while its media exist: :func:`missing_media` lists the
   ``ok`` rows whose frames folder is gone, so a re-run regenerates them and readers skip them.
+  A row stored without media by design (``output.keep_media``: scored from memory, its frames
+  dropped) has no media folder to lose: it stays trusted, and cannot be rescored.
   A copy without ``media/`` at all (a pulled results artifact) is results-only: read as recorded.
 
 Example::
@@ -81,6 +83,12 @@ def media_present(run_dir: Path, generation: dict[str, Any]) -> bool:
     return bool(generation.get("media_dir")) and has_frames(Path(run_dir) / generation["media_dir"])
 
 
+def media_lost(run_dir: Path, generation: dict[str, Any]) -> bool:
+    """Whether an ok generation stored with media has lost them (a row kept without media never does)."""
+    return generation["status"] == "ok" and bool(generation.get("media_dir")) and not media_present(run_dir,
+                                                                                                   generation)
+
+
 def missing_media(store: Any) -> list[dict[str, Any]]:
     """The ok generations whose media are gone (deleted, moved): not trusted until regenerated."""
-    return [g for g in store.generations(status="ok") if not media_present(store.run_dir, g)]
+    return [g for g in store.generations(status="ok") if media_lost(store.run_dir, g)]

@@ -238,9 +238,10 @@ class Store:
         return [_decode_generation(r) for r in self._select(sql, args, "key", keys)]
 
     def generation_states(self) -> list[dict[str, Any]]:
-        """Every generation's key, point, status, quality baseline and scoring error (no summaries: cheap)."""
+        """Every generation's key, point, status, quality baseline, scoring error and media folder (cheap)."""
         return [dict(r) for r in self.db.execute(
-            "SELECT key, point_id, status, quality_baseline_key, score_error FROM generations ORDER BY rowid")]
+            "SELECT key, point_id, status, quality_baseline_key, score_error, media_dir FROM generations "
+            "ORDER BY rowid")]
 
     def statuses(self) -> dict[str, str]:
         return {r["key"]: r["status"] for r in self.db.execute("SELECT key, status FROM generations")}

@@ -231,7 +231,7 @@ def _generate(spec, plan, store, executor_kind, retry_failed, workers, ray_addre
         _ = scoring_.scorer  # build the metric networks now: missing weights stop us before hours of generation
 
     progress = Progress(len(todo), stream, items=len(items))
-    driver = _Driver(spec, store, todo, progress, events, outcome)
+    driver = _Driver(spec, store, items, progress, events, outcome)
     events.emit("sweep_started", SweepStarted(spec, spec.run_dir, store, plan, [j for it in items for j in it.jobs],
                                               len(items)))
     if todo:
@@ -337,13 +337,20 @@ class _Driver:
     """The executor's callbacks: writes each generation, then its item's scores, into the store, and tells
     progress and the listeners what finished."""
 
-    def __init__(self, spec, store, todo: list[Job], progress: Progress, events: Listeners, outcome: SweepOutcome):
+    def __init__(self, spec, store, items: list[ItemWork], progress: Progress, events: Listeners,
+                 outcome: SweepOutcome):
         self.spec, self.store, self.progress, self.events, self.outcome = spec, store, progress, events, outcome
+        todo = [j for it in items for j in it.jobs]
         self.total = len(todo)
         self.point_left: dict[str, set[str]] = {}  # this session's generations of each point not yet finished
         for j in todo:
             self.point_left.setdefault(j.point_id, set()).add(j.key)
         self.point_keys = {pid: sorted(keys) for pid, keys in self.point_left.items()}
+        keep = spec.output.keep_media
+        # cached generations whose frames are dropped once scored (output.keep_media): their rows wait for it
+        self.drop_media = set() if keep == "all" else {j.key for it in items if it.index >= keep for j in it.jobs
+                                                       if j.role == "cached"}
+        self.unrecorded: dict[str, Any] = {}  # job key -> its result, until its item is scored
         self.recorded: set[str] = set()
         self.finished = 0
 
@@ -352,11 +359,18 @@ class _Driver:
         self.progress.start(job.key, job.description, self.spec.generation.num_inference_steps)
 
     def generated(self, job: Job, result: Any) -> None:
-        note = _record(job, result, self.spec, self.store, self.outcome)
+        if job.key in self.drop_media and not isinstance(result, BaseException):
+            self.unrecorded[job.key] = result  # recorded with its scores: a crash before them regenerates it
+            note = _note(result.summary()) + ", media dropped once scored"
+        else:
+            note = _record(job, result, self.spec, self.store, self.outcome)
         self.recorded.add(job.key)
         self.progress.finish(job.key, note)
 
     def scored(self, item: ItemWork, results: list[ScoreResult]) -> None:
+        for job in item.jobs:
+            if job.key in self.unrecorded:
+                _record(job, self.unrecorded.pop(job.key), self.spec, self.store, self.outcome, media=False)
         for result in results:
             scoring.write(self.store, result)
             if result.error:
@@ -383,8 +397,8 @@ class _Driver:
                     self.events.emit("point_finished", PointFinished(job.point_id, self.point_keys[job.point_id]))
 
 
-def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutcome) -> str:
-    """Write one generation (media, then its row); returns a note for the progress line."""
+def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutcome, media: bool = True) -> str:
+    """Write one generation (media unless `media` is False, then its row); returns a note for the progress line."""
     row = {
         "key": job.key, "role": job.role, "point_id": job.point_id, "method": job.method, "params": job.params,
         "optimization": job.optimization, "prompt_index": job.prompt_index, "prompt": job.prompt, "seed": job.seed,
@@ -397,8 +411,10 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
         outcome.failed_keys.append(job.key)
         return f"FAILED ({error.splitlines()[0][:120]})"
     folder = spec.run_dir / "media" / job.key
+    paths = {"media_dir": None, "mp4": None}
     try:
-        paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video")
+        if media:
+            paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video")
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # nothing recorded: the next run generates it again
             raise DiskFull(folder, needed_bytes=int(result.frames.nbytes)) from None
@@ -406,7 +422,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
     summary = result.summary()
     store.put_generation({
         **row, "status": "ok", "error": None, "kind": result.kind,
-        "media_dir": str(Path(paths["media_dir"]).relative_to(spec.run_dir)),
+        "media_dir": str(Path(paths["media_dir"]).relative_to(spec.run_dir)) if paths["media_dir"] else None,
         "mp4": str(Path(paths["mp4"]).relative_to(spec.run_dir)) if paths["mp4"] else None,
         "num_frames": int(result.frames.shape[0]), "height": int(result.frames.shape[1]),
         "width": int(result.frames.shape[2]), "e2e_s": summary["e2e_s"], "denoise_s": summary["denoise_s"],
@@ -414,6 +430,10 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
         "peak_memory_bytes": summary["peak_memory_bytes"], "summary": summary, "device": result.device,
     })
     outcome.generated += 1
+    return _note(summary)
+
+
+def _note(summary: dict[str, Any]) -> str:
     return f"{summary['e2e_s']:.2f}s, compute {summary['compute_executed']}/{summary['compute_possible']}"
 
 
@@ -428,7 +448,7 @@ def _traceback(exc: BaseException) -> str:
 def _unscored(store: Store, spec: Spec) -> bool:
     have = store.score_keys()
     return any(scoring.needed(spec.metrics, g["quality_baseline_key"], have.get(g["key"], ()))
-               for g in store.generation_states() if g["status"] == "ok")
+               for g in store.generation_states() if g["status"] == "ok" and g["media_dir"])
 
 
 def _report(store: Store, stream: TextIO) -> None:

@@ -560,8 +560,9 @@ def _point_summary(points, pid: str) -> dict[str, Any]:
 
 
 def _media(wandb, row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:
-    out = {"media/output": _medium(wandb, row)}
-    if baseline is not None and baseline.get("status") == "ok":
+    """The output beside its baseline (what has media: a row kept without media by output.keep_media has none)."""
+    out = {"media/output": _medium(wandb, row)} if row.get("frames_dir") else {}
+    if baseline is not None and baseline.get("status") == "ok" and baseline.get("frames_dir"):
         out["media/baseline"] = _medium(wandb, baseline)
     return out
 
@@ -574,7 +575,7 @@ def _media_table(wandb, items, quality: tuple[str, ...]):
     base = {r["key"]: r for r in ok.to_dict("records")}
     for r in ok[ok["role"] == "cached"].to_dict("records"):
         ref = base.get(r["quality_baseline_key"])
-        if ref is None:
+        if ref is None or not r.get("frames_dir") or not ref.get("frames_dir"):
             continue
         table.add_data(r["point_id"], r["label"], r["prompt"], r["seed"], _clean(r["speedup"]),
                        *([_clean(r.get(first))] if first else []), _medium(wandb, ref), _medium(wandb, r))

@@ -284,3 +284,36 @@ def test_rescoring_adds_a_metric_later(finished):
     ok = Store(spec.run_dir).generations(status="ok")
     assert all("clip" in scores[g["key"]] for g in ok)
     assert all(scores[g["key"]]["clip"]["label"].endswith("[random weights]") for g in ok)
+
+
+def test_keep_media_n_keeps_baselines_and_the_first_items_and_scores_the_rest_from_memory(tmp_path):
+    """output.keep_media: 1: every baseline and the first item's cached outputs keep their lossless media; the
+    other cached generations are scored from memory, stored without media, trusted on re-runs (not
+    regenerated), shown in the tables, and named by `repro score` as not rescorable."""
+    from click.testing import CliRunner
+
+    from repro.aggregate import tables
+    from repro.cli import main
+
+    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", seeds=[0],
+                                              output={"dir": str(tmp_path / "run"), "mp4": False, "keep_media": 1}))
+    assert run_sweep(spec).exit_code == 0
+    store = Store(spec.run_dir)
+    gens = store.generations()
+    first = min(g["prompt_index"] for g in gens)
+    kept = {g["key"] for g in gens if g["media_dir"]}
+    assert kept == {g["key"] for g in gens if g["role"] == "baseline" or g["prompt_index"] == first}
+    dropped = [g for g in gens if g["key"] not in kept]
+    assert dropped and all(g["status"] == "ok" and g["mp4"] is None for g in dropped)
+    assert len(list((spec.run_dir / "media").iterdir())) == len(kept)
+    scores = store.scores()
+    assert all({"psnr", "ssim"} <= set(scores[g["key"]]) for g in dropped)  # scored from memory
+    zero = next(g for g in dropped if g["params"]["threshold"] == 0.0)
+    assert scores[zero["key"]]["psnr"]["value"] == float("inf")  # identical to its baseline: really scored
+    points, items = tables(store)
+    assert (items["status"] == "ok").all() and len(items) == len(gens)
+    store.close()
+    again = run_sweep(spec)
+    assert again.generated == 0 and again.exit_code == 0  # trusted: nothing regenerated
+    out = CliRunner().invoke(main, ["score", str(spec.run_dir), "--set", "metrics.names=[psnr]"])
+    assert out.exit_code == 0 and f"{len(dropped)} generation(s) kept no media" in out.output, out.output

@@ -186,7 +186,7 @@ def refuse_changed_spec(run_dir: Path, spec: Spec, store: Store | None = None) -
 def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream,
          metric_nets, events: Listeners, target) -> SweepOutcome:
     from repro.provenance import environment, write_run_files
-    from repro.tracking import LiveTracker
+    from repro.tracking import LiveTracker, up_to_date
 
     outcome = SweepOutcome(spec.run_dir)
     env = environment()
@@ -196,10 +196,11 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     write_run_files(spec.run_dir, spec, env)
     clean_partial(spec.run_dir / "media")
     store.put_points(point_records(plan, store))
-    tracker = LiveTracker.start(spec.run_dir, target)
+    todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
+    idle = not todo and not _unscored(store, spec) and up_to_date(store, target)
+    tracker = None if idle else LiveTracker.start(spec.run_dir, target)
     try:
-        _generate(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream, metric_nets,
-                  events, outcome)
+        _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, metric_nets, events, outcome)
     finally:
         aborted = not outcome.finished
         try:
@@ -216,10 +217,9 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     return outcome
 
 
-def _generate(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream, metric_nets,
+def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, metric_nets,
               events: Listeners, outcome: SweepOutcome) -> None:
-    """Generate and score what the store lacks; fills `outcome`."""
-    todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
+    """Generate and score `todo` (and what earlier sessions left unscored); fills `outcome`."""
     items = item_major(plan, todo)
     outcome.skipped = len(plan.jobs) - len(todo)
     print(plan.describe(), file=stream)

@@ -130,6 +130,7 @@ class Ledger:
         self.items: dict[str, list[str]] = {}
         self.segments: dict[str, int] = {}
         self.summaries: dict[str, str] = {}
+        self.final = False  # the last summary logged was a complete sweep's
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError:
@@ -148,13 +149,16 @@ class Ledger:
         self.items.setdefault(run, []).extend(k for k in entry.get("items") or [] if isinstance(k, str))
         if entry.get("summary"):
             self.summaries[run] = entry["summary"]
+            if "final" in entry:
+                self.final = bool(entry["final"])
 
     def logged(self) -> set[str]:
         return {k for keys in self.items.values() for k in keys}
 
-    def add(self, run: str, items: list[str] | None = None, summary: str | None = None) -> None:
+    def add(self, run: str, items: list[str] | None = None, summary: str | None = None,
+            final: bool | None = None) -> None:
         entry = {"target": self.target, "run": run, "items": list(items or []), "summary": summary,
-                 "at": round(time.time(), 3)}
+                 "at": round(time.time(), 3), **({} if final is None else {"final": final})}
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry) + "\n")
             fh.flush()
@@ -321,7 +325,7 @@ class Projection:
             run.summary.update({"n_points": int(len(ok)), "spec_hash": self.spec.spec_hash(), "final": final})
         finally:
             run.finish()
-        self.ledger.add(rid, summary=fingerprint)
+        self.ledger.add(rid, summary=fingerprint, final=final)
 
     def _artifact(self, wandb, stopped: bool) -> None:
         """The results as a new artifact version, unless this exact content was logged already."""
@@ -432,6 +436,16 @@ def _project(spec: Any, store: Any, target: Target, follow: bool, stream: TextIO
     except Exception as exc:
         warn(exc)
     return not warned
+
+
+def up_to_date(store: Any, target: Target) -> bool:
+    """Whether W&B already holds all a store holds, its complete sweep's summary included (read from the ledger
+    alone: a sweep with nothing to do starts no tracker)."""
+    if target.mode == "disabled":
+        return True
+    ledger = Ledger(Path(store.run_dir) / LEDGER, target.fingerprint())
+    planned = set(store.meta().get("plan_keys") or [])
+    return ledger.final and planned <= ledger.logged()
 
 
 def sweep_running(store: Any) -> bool:

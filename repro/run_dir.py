@@ -88,4 +88,4 @@ def media_present(run_dir: Path, generation: dict[str, Any]) -> bool:
 
 def missing_media(store: Any) -> list[dict[str, Any]]:
     """The ok generations whose media are gone (deleted, moved): not trusted until regenerated."""
-    return [g for g in store.generations(status="ok") if not media_present(store.run_dir, g)]
+    return [g for g in store.generation_states() if g["status"] == "ok" and not media_present(store.run_dir, g)]

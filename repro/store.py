@@ -227,9 +227,11 @@ class Store:
         return [{k: v for k, v in _decode_generation(r).items() if k != "stored_order"} for r in rows]
 
     def generation_states(self) -> list[dict[str, Any]]:
-        """Every generation's key, point, status, quality baseline and scoring error (no summaries: cheap)."""
+        """Every generation's key, point, status, quality baseline, media folder and scoring error (no summaries:
+        cheap)."""
         return [dict(r) for r in self.db.execute(
-            "SELECT key, point_id, status, quality_baseline_key, score_error FROM generations ORDER BY rowid")]
+            "SELECT key, point_id, status, quality_baseline_key, media_dir, score_error FROM generations "
+            "ORDER BY rowid")]
 
     def statuses(self) -> dict[str, str]:
         return {r["key"]: r["status"] for r in self.db.execute("SELECT key, status FROM generations")}

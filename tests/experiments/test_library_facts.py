@@ -262,10 +262,14 @@ def test_a_stale_entry_is_never_used_but_read_again_and_cached(fresh, stale):
 def test_the_shipped_snapshot_is_current_and_says_what_the_libraries_say():
     """On the pinned versions nothing is read again (else: python -m experiments.library_facts --ship)."""
     shipped = library_facts._load(library_facts.SHIPPED)
-    assert set(shipped) == set(library_facts.shipped_keys())
-    for key, entry in shipped.items():
-        assert library_facts._is_current(entry), f"{key} is stale: python -m experiments.library_facts --ship"
-        assert entry["facts"] == json.loads(json.dumps(library_facts.read(key)["facts"])), key
+    ship = "python -m experiments.library_facts --ship"
+    for key in library_facts.shipped_keys():
+        try:
+            now = library_facts.read(key)
+        except ImportError:  # an optional library that is not installed here
+            continue
+        assert key in shipped and library_facts._is_current(shipped[key]), f"{key} is missing or stale: {ship}"
+        assert shipped[key]["facts"] == json.loads(json.dumps(now["facts"])), f"{key}: {ship}"
 
 
 def test_torch_facts():

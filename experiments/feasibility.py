@@ -18,7 +18,6 @@ Example::
 from __future__ import annotations
 
 import difflib
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,10 @@ def check_feasible(spec: Any, where: str) -> None:
 
 def check_model_source(model: Any, where: str) -> None:
     if model.pipeline_class is not None:
-        from experiments.pipelines import pipeline_class
+        from experiments.pipelines import check_pipeline_class
 
         try:
-            pipeline_class(model.pipeline_class)
+            check_pipeline_class(model.pipeline_class)
         except SpecError as exc:
             raise SpecError(f"{where}: {exc}") from None
         if model.tiny:
@@ -92,22 +91,16 @@ def check_shapes(generation: Any, family: Any, where: str) -> None:
 
 def check_pipeline_arguments(spec: Any, family: Any, where: str) -> None:
     """Every generation key must be an argument of the pipeline's __call__ (when the class is known)."""
+    from experiments import library_facts
+
     name = family.pipeline_class if family is not None else spec.model.pipeline_class
     if name is None:
         return
-    import logging
-
-    import diffusers
-
-    logging.disable(logging.WARNING)  # importing a pipeline prints torch/torchao notices unrelated to the spec
-    try:
-        cls = getattr(diffusers, name, None)
-    finally:
-        logging.disable(logging.NOTSET)
-    if cls is None:
+    facts = library_facts.pipeline(name)  # read from diffusers once per installed version (no import here)
+    if not facts["exists"] or facts["params"] is None:
         return
-    params = inspect.signature(cls.__call__).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    params = facts["params"]
+    if facts["var_keyword"]:
         return
     for key in spec.generation.pipeline_kwargs():
         if key not in params:
@@ -121,14 +114,14 @@ def check_pipeline_arguments(spec: Any, family: Any, where: str) -> None:
 
 def check_device(name: str, field: str, where: str) -> str:
     """The concrete device `name` means here; a device this machine lacks is refused."""
-    import torch
+    from experiments.library_facts import cuda_available, mps_available, torch_version
 
-    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    has_mps = mps_available()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
+        return "cuda" if cuda_available() else "mps" if has_mps else "cpu"
+    if name == "cuda" and not cuda_available():
         raise SpecError(f"{where}: {field}: cuda, but this machine has no CUDA device (torch "
-                        f"{torch.__version__}); use auto or cpu")
+                        f"{torch_version()}); use auto or cpu")
     if name == "mps" and not has_mps:
         raise SpecError(f"{where}: {field}: mps, but MPS is not available here; use auto or cpu")
     return name

@@ -95,3 +95,75 @@ def range_problem(value: Any, low: float | None, high: float | None) -> str | No
             return f"<= {high}"
         return f"in [{low}, {high}]"
     return None
+
+
+# -- hints as JSON (experiments/library_facts.py keeps the types of diffusers' config fields this way) --------
+# The encoding keeps exactly what `_fits` and `describe` read, in their order: a union's members, a list's or
+# tuple's items, a callable, and for any other type its ``__name__`` (a stand-in class of that name is made
+# again). `encode_hint` returns None for a hint whose decoded form might not behave the same.
+
+
+def encode_hint(hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return "Any"
+    if hint is type(None):
+        return "None"
+    if origin in (typing.Union, types.UnionType):
+        parts = [encode_hint(a) for a in args]
+        return None if None in parts else {"union": parts}
+    if hint in (bool, int, float, str):
+        return hint.__name__
+    if origin in (tuple, list, typing.Sequence) or hint in (tuple, list):
+        kind = "tuple" if (origin or hint) is tuple else "list" if (origin or hint) is list else None
+        if kind is None:
+            return None
+        items = [Ellipsis if a is Ellipsis else encode_hint(a) for a in args]
+        if None in items:
+            return None
+        return {kind: [("..." if a is Ellipsis else a) for a in items]}
+    if origin is typing.Callable or hint is typing.Callable or getattr(origin, "__name__", "") == "Callable":
+        return "Callable"
+    if origin is not None:
+        return None  # another generic (dict[...], Literal[...]): its name alone may not say how it behaves
+    name = getattr(hint, "__name__", None)
+    return {"type": name} if isinstance(name, str) else None
+
+
+def decode_hint(data: Any) -> Any:
+    if data == "Any":
+        return Any
+    if data == "None":
+        return type(None)
+    if data in ("bool", "int", "float", "str"):
+        return {"bool": bool, "int": int, "float": float, "str": str}[data]
+    if data == "Callable":
+        return typing.Callable
+    if "union" in data:
+        return typing.Union[tuple(decode_hint(a) for a in data["union"])]
+    for kind, generic in (("tuple", tuple), ("list", list)):
+        if kind in data:
+            items = data[kind]
+            if not items:
+                return generic
+            return generic[tuple(Ellipsis if a == "..." else decode_hint(a) for a in items)]
+    return _stand_in(data["type"])
+
+
+_STAND_INS: dict[str, type] = {}
+
+
+def _stand_in(name: str) -> type:
+    """A class named like a library type (torch.dtype, torch.Tensor) that validation only knows by name."""
+    return _STAND_INS.setdefault(name, type(name, (), {"__module__": "experiments.param_types.library"}))
+
+
+#: values the snapshot's self-check tries on a decoded hint: it must accept and describe them as the original
+PROBES = (None, True, 0, 1, -1, 0.5, float("nan"), "x", "bfloat16", [], [1, 2], [0.5], ["a"], [1, "a"], [1, 2, 3],
+          [[1, 2]], {"a": 1})
+
+
+def same_behaviour(hint: Any, decoded: Any) -> bool:
+    """Whether `decoded` describes itself and accepts every probe exactly as `hint` does."""
+    return describe(hint) == describe(decoded) and all(_fits(v, hint) == _fits(v, decoded) for v in PROBES)

@@ -21,12 +21,12 @@ __all__ = ["ModelUnavailable", "load_pipeline", "resolve_device", "check_model_a
 
 def resolve_device(name: str) -> str:
     """`auto` = cuda > mps > cpu; an explicit device that is absent is an error, not a silent fallback."""
-    import torch
+    from experiments.library_facts import cuda_available, mps_available
 
-    has_mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    has_mps = mps_available()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
+        return "cuda" if cuda_available() else "mps" if has_mps else "cpu"
+    if name == "cuda" and not cuda_available():
         raise SpecError("model.device: cuda was requested but no CUDA device is available (use auto or cpu)")
     if name == "mps" and not has_mps:
         raise SpecError("model.device: mps was requested but is not available (use auto or cpu)")
@@ -79,6 +79,15 @@ def scheduler_with(scheduler: Any, overrides: dict[str, Any]) -> Any:
         raise SpecError(f"model.scheduler: {type(scheduler).__name__} has no setting {unknown[0]!r}{hint} "
                         f"Its settings: {', '.join(sorted(settings))}")
     return type(scheduler).from_config(scheduler.config, **overrides)
+
+
+def check_pipeline_class(name: str) -> None:
+    """What :func:`pipeline_class` refuses, known without importing diffusers (experiments/library_facts.py)."""
+    from experiments import library_facts
+
+    facts = library_facts.pipeline(name)
+    if not facts["loadable"]:
+        raise SpecError(f"model.pipeline_class: diffusers has no pipeline class {name!r} (e.g. WanPipeline, FluxPipeline)")
 
 
 def pipeline_class(name: str | None) -> Any:

@@ -91,4 +91,4 @@ def media_lost(run_dir: Path, generation: dict[str, Any]) -> bool:
 
 def missing_media(store: Any) -> list[dict[str, Any]]:
     """The ok generations whose media are gone (deleted, moved): not trusted until regenerated."""
-    return [g for g in store.generations(status="ok") if media_lost(store.run_dir, g)]
+    return [g for g in store.generation_states() if media_lost(store.run_dir, g)]

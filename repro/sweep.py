@@ -27,7 +27,6 @@ from typing import Any, Iterable, TextIO
 from experiments.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, DiskFull, SpecChanged, SpecError
 from experiments.media import clean_partial, read_frames, write_frames
 from experiments.pipelines import check_model_available
-from experiments.runner import GenerationRequest
 from experiments.spec import Spec
 from repro import scoring, stop
 from repro.events import (GenerationFinished, GenerationStarted, ItemFinished, Listeners, PointFinished,
@@ -147,13 +146,13 @@ def preflight(run_dir: Path) -> None:
     check_no_escaping_links(run_dir)
 
 
-def _trusted_statuses(store: Store, stream: TextIO) -> dict[str, str]:
-    """The store's statuses, minus the ok rows whose media are gone: those are generated again."""
+def _trusted_statuses(store: Store, stream: TextIO | None) -> dict[str, str]:
+    """The store's statuses, minus the ok rows whose media are gone: those are generated again (said on `stream`)."""
     from repro.run_dir import missing_media
 
     statuses = store.statuses()
     gone = missing_media(store)
-    if gone:
+    if gone and stream is not None:
         print(f"{len(gone)} finished generation(s) have lost their media (e.g. {gone[0]['media_dir']}); "
               f"generating them again", file=stream)
     for g in gone:
@@ -189,7 +188,11 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     from repro.tracking import LiveTracker, up_to_date
 
     outcome = SweepOutcome(spec.run_dir)
-    env = environment()
+    # A re-run with nothing to generate or score (a finished sweep) imports no torch and no scipy, so it takes a
+    # second or two: the environment the results were made in stays theirs (environment() asks torch about the
+    # GPUs), and the results table (its confidence intervals import scipy.stats) is left to `repro pareto`.
+    idle = _nothing_to_do(plan, store, spec, retry_failed)
+    env = idle and store.meta().get("environment") or environment()
     session = {"pid": os.getpid(), "state": "running"}  # a following W&B tracker logs while this one runs
     store.set_meta(spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), versions=versions(),
                    environment=env, session=session)
@@ -208,7 +211,10 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
         finally:
             if tracker is not None:
                 tracker.finish(stream, timeout=0 if aborted else None)  # stopped now: W&B ends on its own
-    _report(store, stream)
+    if idle:
+        print(f"nothing to generate or score; `repro pareto {spec.run_dir}` shows the results", file=stream)
+    else:
+        _report(store, stream)
     if outcome.interrupted:
         print("interrupted: finished generations are saved; run the same command again to resume", file=stream)
     elif outcome.failed:
@@ -308,7 +314,9 @@ def ensure_calibration(store: Store, cal: Any, executor, note=print) -> dict[str
     return store.calibration(cal.key)
 
 
-def _request(job: Job, calibrations: dict[str, dict]) -> GenerationRequest:
+def _request(job: Job, calibrations: dict[str, dict]):
+    from experiments.runner import GenerationRequest  # imports torch: only when there is work to do
+
     values = tuple(branch_ratios(calibrations[job.calibration_key], job.cfg_branch)[1]) if job.calibration_key \
         else None
     return GenerationRequest(prompt=job.prompt, seed=job.seed, method=job.method, params=job.params,
@@ -443,6 +451,11 @@ def _traceback(exc: BaseException) -> str:
 
     text = getattr(exc, "formatted", None) or "".join(traceback.format_exception(exc))
     return text[-20_000:]
+
+
+def _nothing_to_do(plan: Plan, store: Store, spec: Spec, retry_failed: bool) -> bool:
+    """No generation to run and none to score: a re-run of a finished sweep."""
+    return not pending(plan, _trusted_statuses(store, None), retry_failed) and not _unscored(store, spec)
 
 
 def _unscored(store: Store, spec: Spec) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from typing import Any
 
 from experiments.methods.registry import CacheMethod, register_method
@@ -107,6 +108,64 @@ def mag_cache_deviations(params: dict, official: dict) -> list[str]:
             "script (square roots of the ratios): magcache_official_eval runs that"]
 
 
+class _PostInit:
+    """Transcriptions of the ``__post_init__`` checks of diffusers 0.42.1's hook configs, so a spec is checked
+    without importing diffusers (experiments/library_facts.py). Each is used only while the installed method's
+    source hashes to the sha256 beside it; tests replay both on the same values (test_library_facts.py)."""
+
+    # diffusers 0.42.1 src/diffusers/hooks/mag_cache.py, MagCacheConfig.__post_init__ (lines 117-137)
+    MAG_CACHE = "f963f7ae718c0be92d8b96e6ae007589061a12c166ddfce3b6ef3cfbb6665c4e"
+    # diffusers 0.42.1 src/diffusers/hooks/sea_cache.py, SeaCacheConfig.__post_init__ (lines 91-113)
+    SEA_CACHE = "789026037598992d8b0a4e42f91ecacf5b5a242199f261779840f9e3f464be2b"
+
+    @staticmethod
+    def mag_cache(self: Any) -> None:
+        from experiments.library_facts import LibraryNeeded
+
+        if self.mag_ratios is None and not self.calibrate:
+            raise ValueError(
+                " `mag_ratios` must be provided for MagCache inference because these ratios are model-dependent.\n"
+                "To get them for your model:\n"
+                "1. Initialize `MagCacheConfig(calibrate=True, ...)`\n"
+                "2. Run inference on your model once.\n"
+                "3. Copy the printed ratios array and pass it to `mag_ratios` in the config.\n"
+                "For Flux models, you can import `FLUX_MAG_RATIOS` from `diffusers.hooks.mag_cache`."
+            )
+        if not self.calibrate and self.mag_ratios is not None:
+            # torch.tensor(list) then nearest_interp to num_inference_steps: a list of finite numbers (the
+            # field's type) converts, and interpolates unless it is empty (indexing an empty tensor raises) or
+            # holds an integer beyond int64 (torch's overflow error): those are the library's to word
+            ratios = self.mag_ratios
+            if len(ratios) == 0 and self.num_inference_steps != 1 or \
+                    any(isinstance(v, int) and not -2**63 <= v < 2**63 for v in ratios):
+                raise LibraryNeeded
+
+    @staticmethod
+    def sea_cache(self: Any) -> None:
+        if not math.isfinite(self.threshold) or self.threshold < 0:
+            raise ValueError(f"`threshold` must be non-negative, got {self.threshold}.")
+        if self.residual_order not in (0, 1):
+            raise ValueError(f"`residual_order` must be 0 or 1, got {self.residual_order}.")
+        if self.retention_steps < 0:
+            raise ValueError(f"`retention_steps` must be non-negative, got {self.retention_steps}.")
+        if self.cache_end_steps < 0:
+            raise ValueError(f"`cache_end_steps` must be non-negative, got {self.cache_end_steps}.")
+        if (
+            isinstance(self.max_consecutive_cached, bool)
+            or not isinstance(self.max_consecutive_cached, int)
+            or self.max_consecutive_cached < 0
+        ):
+            raise ValueError(
+                f"`max_consecutive_cached` must be a non-negative integer, got {self.max_consecutive_cached!r}."
+            )
+        if not math.isfinite(self.power_exp) or self.power_exp <= 0:
+            raise ValueError(f"`power_exp` must be positive, got {self.power_exp}.")
+        for name in ("raw_vision_callback",):
+            callback = getattr(self, name)
+            if callback is not None and not callable(callback):
+                raise TypeError(f"`{name}` must be callable or `None`.")
+
+
 def _diffusers(name: str, config: str, **options: Any) -> None:
     register_method(CacheMethod(name, f"diffusers.hooks:{config}", origin="diffusers", **options))
 
@@ -122,7 +181,7 @@ _diffusers("mag_cache", "MagCacheConfig",
            wired=("num_inference_steps", "calibrate"), no_op={"threshold": 0.0},
            calibrated_field="mag_ratios", calibrate=calibrate_mag_cache, ranges={"retention_ratio": (0, 1)},
            probe={"threshold": 10.0, "retention_ratio": 0.0, "max_skip_steps": 2}, deviations=mag_cache_deviations,
-           aggressiveness="threshold",
+           aggressiveness="threshold", post_init=(_PostInit.MAG_CACHE, _PostInit.mag_cache),
            doc="diffusers' MagCache. Differs from Zehong-Ma/MagCache: one ratio array for both CFG branches (original: "
                "interleaved per call), retention int(N*r+0.5) steps (original: int(2N*r) calls), skip on <= "
                "(magcache_generate.py: <); Table 1 used the evaluation script: see magcache_official_eval")
@@ -152,4 +211,5 @@ _diffusers("taylorseer_cache", "TaylorSeerCacheConfig",
 _diffusers("sea_cache", "SeaCacheConfig",
            key_params=("threshold", "max_consecutive_cached"),
            nonnegative=("threshold", "retention_steps", "cache_end_steps", "max_consecutive_cached"),
-           no_op={"threshold": 0.0}, probe={"threshold": 10.0}, aggressiveness="threshold")
+           no_op={"threshold": 0.0}, probe={"threshold": 10.0}, aggressiveness="threshold",
+           post_init=(_PostInit.SEA_CACHE, _PostInit.sea_cache))

@@ -24,6 +24,7 @@ import difflib
 import importlib
 import itertools
 import math
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -79,6 +80,10 @@ class CacheMethod:
     #: the param that makes the method skip more work, and lose quality, as it grows (monotone up to noise):
     #: `repro tune` bisects along it. None: no such structure is claimed, and tune samples with optuna instead
     aggressiveness: str | None = None
+    #: for a config named "module:Name" whose class has a ``__post_init__``: (sha256 of that method's source, a
+    #: transcription of it taking the field values as attributes), so a spec is checked without importing the
+    #: class's library (experiments/library_facts.py); another source version is checked by the class itself
+    post_init: tuple[str, Callable[[Any], None]] | None = None
 
     @property
     def config_class(self) -> type:
@@ -101,8 +106,22 @@ class CacheMethod:
     def needs_calibration(self) -> bool:
         return self.calibrate is not None
 
-    def fields(self) -> dict[str, dataclasses.Field]:
-        return {f.name: f for f in dataclasses.fields(self.config_class) if not f.name.startswith("_")}
+    def facts(self) -> Any:
+        """The config's fields as ``experiments.library_facts`` knows them without importing its library (a config
+        named "module:Name"); None where the class itself is read (a class, REPRO_LIBRARY_FACTS=import, or a type
+        the snapshot cannot stand in for)."""
+        from experiments import library_facts
+
+        if not isinstance(self.config, str) or library_facts.importing():
+            return None
+        facts = library_facts.config(self.config)
+        return facts if facts is not None and facts.exact else None
+
+    def fields(self) -> dict[str, Any]:
+        """Public fields by name (``dataclasses.Field``, or ``library_facts.ConfigField``: name, type, default)."""
+        facts = self.facts()
+        found = facts.fields.values() if facts is not None else dataclasses.fields(self.config_class)
+        return {f.name: f for f in found if not f.name.startswith("_")}
 
     def settable(self) -> list[str]:
         return sorted(n for n in self.fields() if n not in self.wired)
@@ -110,6 +129,9 @@ class CacheMethod:
     def field_types(self) -> dict[str, Any]:
         import typing
 
+        facts = self.facts()
+        if facts is not None:
+            return dict(facts.hints or {})
         try:
             return typing.get_type_hints(self.config_class)
         except Exception:  # a plugin's annotations that cannot be resolved: its own checks decide
@@ -155,6 +177,36 @@ class CacheMethod:
         # without values the config refuses (never a silent switch into calibration mode)
         return self.config_class(**kwargs)
 
+    def check_config(self, params: dict[str, Any], num_inference_steps: int | None = None,
+                     calibration: list[float] | None = None) -> None:
+        """Raise what :meth:`build_config` raises for `params`, without importing the config's library where the
+        snapshot knows its fields and its ``__post_init__`` is none or the one `post_init` transcribes."""
+        from experiments.library_facts import MISSING, LibraryNeeded
+
+        facts = self.facts()
+        rule = self.post_init
+        if facts is None or facts.post_init is not None and (rule is None or rule[0] != facts.post_init):
+            self.build_config(params, None, num_inference_steps, calibration)
+            return
+        fields = self.fields()
+        values = {name: f.default for name, f in facts.fields.items()}
+        values.update({k: _coerce(fields[k], v, stand_in=True) for k, v in params.items()})
+        for name in self.wired:
+            if name == "current_timestep_callback":
+                values[name] = _timestep_callback(None)
+            elif name == "num_inference_steps":
+                values[name] = num_inference_steps
+        target = self.calibrated_field
+        if target and target not in params and calibration is not None:
+            values[target] = _coerce(fields[target], list(calibration), stand_in=True)
+        try:
+            if any(v is MISSING for v in values.values()):
+                raise LibraryNeeded  # a required field left out: the class's own TypeError says which
+            if rule is not None:
+                rule[1](types.SimpleNamespace(**values))
+        except LibraryNeeded:
+            self.build_config(params, None, num_inference_steps, calibration)
+
     def python_call(self, params: dict[str, Any], num_inference_steps: int | None = None) -> str:
         """The lines a user pastes after building `pipe` to reproduce a point; they run as printed.
 
@@ -162,7 +214,8 @@ class CacheMethod:
         calibrated values (MagCache's ratios, TeaCache's coefficients) are in `params` once calibrated.
         """
         fields = self.fields()
-        items = [f"{k}={_coerce(fields[k], v)!r}" if k in fields else f"{k}={v!r}" for k, v in params.items()]
+        items = [f"{k}={_coerce(fields[k], v, stand_in=True)!r}" if k in fields else f"{k}={v!r}"
+                 for k, v in params.items()]
         for name in self.wired:
             if name in params:
                 continue
@@ -368,8 +421,7 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
     for point in expand_grid(method_spec.params, axes):
         try:
             # a stand-in calibration, long enough for per-call lists too (magcache_official_eval: 2 per step)
-            method.build_config(point, pipe=None, num_inference_steps=steps,
-                                calibration=[1.0] * (2 * steps) if target else None)
+            method.check_config(point, num_inference_steps=steps, calibration=[1.0] * (2 * steps) if target else None)
         except SpecError:
             raise
         except Exception as exc:  # the config's own __post_init__ checks, e.g. SeaCache's residual_order
@@ -394,12 +446,20 @@ def _is_instance(config: Any, method: CacheMethod) -> bool:
     return isinstance(config, method.config_class)
 
 
-def _coerce(f: dataclasses.Field, value: Any) -> Any:
-    """YAML has no tuples or dtypes: turn lists into tuples and dtype names into torch dtypes where the field wants them."""
+def _coerce(f: Any, value: Any, stand_in: bool = False) -> Any:
+    """YAML has no tuples or dtypes: turn lists into tuples and dtype names into torch dtypes where the field wants
+    them (`stand_in`: a dtype known by name, ``library_facts.DtypeName``, which checks and reprs the same)."""
     hint = str(f.type)
     if isinstance(value, list) and ("tuple" in hint or isinstance(f.default, tuple)):
         return tuple(value)
     if isinstance(value, str) and "dtype" in hint:
+        from experiments import library_facts
+
+        if stand_in and not library_facts.importing():
+            dtype = library_facts.torch_dtype(value)
+            if dtype is None:
+                raise SpecError(f"{f.name}={value!r} is not a torch dtype name (e.g. float32, bfloat16)")
+            return dtype
         import torch
 
         dtype = getattr(torch, value, None)

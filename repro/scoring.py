@@ -144,8 +144,8 @@ def score_missing(store: Any, scoring: Scoring, force: bool = False) -> tuple[in
 
     have = store.score_keys()
     if not force and not any(needed(scoring.spec, g["quality_baseline_key"], have.get(g["key"], ()))
-                             for g in store.generation_states() if g["status"] == "ok"):
-        return 0  # nothing missing (a finished re-run): no rows decoded, no frames read, no networks built
+                             for g in store.generation_states() if g["status"] == "ok" and g["media_dir"]):
+        return 0, []  # nothing missing (a finished re-run): no rows decoded, no frames read, no networks built
     gens = {g["key"]: g for g in store.generations(status="ok") if media_present(store.run_dir, g)}
 
     def reader(g: dict[str, Any]):

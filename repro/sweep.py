@@ -146,13 +146,13 @@ def preflight(run_dir: Path) -> None:
     check_no_escaping_links(run_dir)
 
 
-def _trusted_statuses(store: Store, stream: TextIO | None) -> dict[str, str]:
+def _trusted_statuses(store: Store, stream: TextIO) -> dict[str, str]:
     """The store's statuses, minus the ok rows whose media are gone: those are generated again (said on `stream`)."""
     from repro.run_dir import missing_media
 
     statuses = store.statuses()
     gone = missing_media(store)
-    if gone and stream is not None:
+    if gone:
         print(f"{len(gone)} finished generation(s) have lost their media (e.g. {gone[0]['media_dir']}); "
               f"generating them again", file=stream)
     for g in gone:
@@ -191,7 +191,8 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     # A re-run with nothing to generate or score (a finished sweep) imports no torch and no scipy, so it takes a
     # second or two: the environment the results were made in stays theirs (environment() asks torch about the
     # GPUs), and the results table (its confidence intervals import scipy.stats) is left to `repro pareto`.
-    idle = _nothing_to_do(plan, store, spec, retry_failed)
+    todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
+    idle = not todo and not _unscored(store, spec)
     env = idle and store.meta().get("environment") or environment()
     session = {"pid": os.getpid(), "state": "running"}  # a following W&B tracker logs while this one runs
     store.set_meta(spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), versions=versions(),
@@ -199,9 +200,7 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     write_run_files(spec.run_dir, spec, env)
     clean_partial(spec.run_dir / "media")
     store.put_points(point_records(plan, store))
-    todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
-    idle = not todo and not _unscored(store, spec) and up_to_date(store, target)
-    tracker = None if idle else LiveTracker.start(spec.run_dir, target)
+    tracker = None if idle and up_to_date(store, target) else LiveTracker.start(spec.run_dir, target)
     try:
         _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, metric_nets, events, outcome)
     finally:
@@ -451,11 +450,6 @@ def _traceback(exc: BaseException) -> str:
 
     text = getattr(exc, "formatted", None) or "".join(traceback.format_exception(exc))
     return text[-20_000:]
-
-
-def _nothing_to_do(plan: Plan, store: Store, spec: Spec, retry_failed: bool) -> bool:
-    """No generation to run and none to score: a re-run of a finished sweep."""
-    return not pending(plan, _trusted_statuses(store, None), retry_failed) and not _unscored(store, spec)
 
 
 def _unscored(store: Store, spec: Spec) -> bool:

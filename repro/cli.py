@@ -49,10 +49,12 @@ def _friendly_errors(fn):
 
         try:
             with stop.handled():  # SIGTERM interrupts like Ctrl-C: same clean stop, same exit code
-                return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            click.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+                try:
+                    return fn(*args, **kwargs)
+                except KeyboardInterrupt:  # still under our handler: a second signal cannot cut this short
+                    stop.exiting()
+                    click.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
+                    sys.exit(EXIT_INTERRUPTED)
         except OSError as exc:
             if exit_code_for(exc) is not None:  # e.g. RunDirMissing is a FileNotFoundError, DiskFull an OSError
                 _fail(exc)

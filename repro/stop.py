@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from typing import Callable, Iterator
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -20,17 +21,23 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class _Event:
     installed: set = set()  # the signals our handler holds (not one ignored at start)
+    interrupted = 0  # KeyboardInterrupts raised: clean-up under way, the next signal waits for it
     graceful = False  # inside the generation loop
     requested = False  # stop after the generation in flight
     aborted = False  # stop now
-    note: Callable[[str], None] = staticmethod(lambda text: None)
+    note: Callable[[str], None] = staticmethod(lambda text: print(text, file=sys.stderr, flush=True))
 
 
 _event = _Event()
 
 
 def _handle(signum, frame) -> None:
+    if _event.interrupted == 1:  # stopping already: let the clean-up finish (run files, W&B) unless asked again
+        _event.interrupted += 1
+        _event.note("stopping: cleaning up (once more to force)")
+        return
     if not _event.graceful or _event.aborted:
+        _event.interrupted += 1
         raise KeyboardInterrupt
     if _event.requested or signum == signal.SIGTERM:
         _event.requested = _event.aborted = True
@@ -44,6 +51,7 @@ def _handle(signum, frame) -> None:
 def handled() -> Iterator[None]:
     """The handler installed for SIGINT and SIGTERM (not for a signal ignored at start; main thread only)."""
     previous = {}
+    _event.interrupted = 0
     try:
         for s in _SIGNALS:
             if signal.getsignal(s) is not signal.SIG_IGN:
@@ -56,8 +64,9 @@ def handled() -> Iterator[None]:
         yield
     finally:
         _event.installed = outer
-        for s, h in previous.items():
-            signal.signal(s, h)
+        if not _event.interrupted:  # after an interrupt ours stays: a second signal must not cut the exit short
+            for s, h in previous.items():
+                signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -80,6 +89,7 @@ def requested() -> bool:
 def check() -> None:
     """Raise KeyboardInterrupt when a stop *now* was asked for (a second Ctrl-C or SIGTERM)."""
     if _event.aborted:
+        _event.interrupted = max(_event.interrupted, 1)
         raise KeyboardInterrupt
 
 
@@ -89,5 +99,16 @@ def reclaim() -> None:
     for s in _event.installed:
         try:
             signal.signal(s, _handle)
+        except ValueError:  # not the main thread
+            pass
+
+
+def exiting() -> None:
+    """The process ends now (interrupted): further Ctrl-C or SIGTERM are ignored, also while Python finalizes
+    (which would otherwise put the default handler back and die of the signal instead of exiting 130)."""
+    for s in _event.installed | set(_SIGNALS):
+        try:
+            if signal.getsignal(s) is not signal.SIG_IGN:
+                signal.signal(s, signal.SIG_IGN)
         except ValueError:  # not the main thread
             pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +17,7 @@ from repro.artifacts import safe_entry
 from repro.cli import main
 from repro.store import Store
 from repro.sweep import run_sweep
-from tests.conftest import tiny_spec_dict
+from tests.conftest import ROOT, tiny_spec_dict
 from tests.repro.wandb_records import materialize, read_runs
 
 FBC = [{"name": "first_block_cache", "sweep": {"threshold": [0.0, 0.3]}}]
@@ -45,7 +47,10 @@ def test_logged_offline_then_pulled_figures_best_and_pareto_work(tmp_path):
     assert run_sweep(spec).exit_code == 0
     cli = CliRunner()
     assert cli.invoke(main, ["figures", str(spec.run_dir), "--format", "png"]).exit_code == 0
-    assert run_sweep(spec).generated == 0  # the figures are new content: a second version is logged
+    # the figures are new content: `repro track` (W&B from the store, in its own process) logs a second version
+    tracked = subprocess.run([sys.executable, "-m", "repro.cli", "track", str(spec.run_dir)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert tracked.returncode == 0, tracked.stderr
     versions = _artifacts(spec.run_dir)
     assert len(versions) == 2
     first, second = versions

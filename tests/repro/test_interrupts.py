@@ -145,3 +145,16 @@ def test_sigterm_stops_a_ray_worker_mid_generation(tmp_path):
     assert "Traceback" not in err and "interrupted" in err
     assert recorded(run) == before
     assert took < 30, f"the sweep took {took:.0f} s to stop: it waited for the worker's generation"
+
+
+def test_a_second_ctrl_c_during_the_clean_up_of_the_first_still_exits_130(tmp_path):
+    # the first Ctrl-C lands while the pipeline loads (it interrupts at once); the second one, while the sweep
+    # cleans up, must not cut the clean-up short with a traceback (it did: exit -2)
+    proc, run = start_sweep(tmp_path, size=64, frames=5)
+    wait_for(proc, " to run, ")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    code, err, _ = finish(proc, timeout=120)
+    assert code == 130, err
+    assert "Traceback" not in err and "interrupted" in err

@@ -150,8 +150,10 @@ def test_changed_steps_into_the_same_run_dir_is_refused_and_writes_nothing(run, 
     run_dir = copy_of(run, tmp_path / "run")
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec_dict(run_dir)))
+    store = Store(run_dir)
+    meta = store.meta()
+    store.close()  # (an open connection keeps SQLite's -wal and -shm files beside the store)
     before = sorted(p.name for p in (tmp_path / "run").rglob("*"))
-    meta = Store(run_dir).meta()
     out = CliRunner().invoke(main, ["sweep", str(spec_path), "--set", "generation.num_inference_steps=8"])
     assert out.exit_code == 2, out.output
     line = out.stderr.strip()

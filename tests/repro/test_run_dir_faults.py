@@ -235,11 +235,12 @@ def test_disk_full_names_the_disk_and_a_rerun_recovers(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     spec = tmp_path / "spec.yaml"
-    gen = {"height": 128, "width": 128, "num_frames": 5, "num_inference_steps": 2, "guidance_scale": 5.0,
+    # about 300 KB of lossless media per generation: the disk holds the store and the first one, not the second
+    gen = {"height": 256, "width": 256, "num_frames": 9, "num_inference_steps": 2, "guidance_scale": 5.0,
            "max_sequence_length": 16}
     spec.write_text(yaml.safe_dump(small_spec(disk / "run", generation=gen)))
     py = f"{sys.executable} -m repro.cli"
-    script = (f"mount -t tmpfs -o size=320k tmpfs {disk}; {py} sweep {spec} 2>{tmp_path}/first.err; "
+    script = (f"mount -t tmpfs -o size=512k tmpfs {disk}; {py} sweep {spec} 2>{tmp_path}/first.err; "
               f"echo first=$?; mount -o remount,size=64m {disk}; {py} sweep {spec} 2>{tmp_path}/second.err; "
               f"echo second=$?; {py} pareto {disk}/run; ls {disk}/run/media")
     done = in_namespace(script)

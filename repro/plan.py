@@ -34,7 +34,10 @@ from experiments.spec import Spec, stable_hash
 CODE_VERSION = "2"
 
 _SHORT = {"threshold": "t", "retention_ratio": "r", "max_skip_steps": "k", "cache_interval": "n",
-          "spatial_attention_block_skip_range": "s", "max_consecutive_cached": "c"}
+          "spatial_attention_block_skip_range": "s", "max_consecutive_cached": "c",
+          # cache-dit's own abbreviations (its config strings read F1B0_W8..._R0.12)
+          "residual_diff_threshold": "R", "Fn_compute_blocks": "F", "Bn_compute_blocks": "B", "max_warmup_steps": "W",
+          "taylorseer_order": "O", "mask_policy": "SCM"}
 
 
 @dataclass(frozen=True)

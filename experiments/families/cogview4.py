@@ -5,7 +5,8 @@ CFG runs as two separate transformer calls per step (cache contexts "cond" and "
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported, unsupported
+from experiments.families.adapters import PipelineAdapter, image_raw_vision
 
 
 def build_tiny():
@@ -100,17 +101,20 @@ FAMILY = register_family(
                 "default cache identifiers match nothing in CogView4 (attn1, ff): pass cache_identifiers",
                 cache_identifiers=[r"^transformer_blocks\.\d+\.attn1$", r"^transformer_blocks\.\d+\.ff$"],
             ),
-            "sea_cache": unsupported(
-                "no-op: CogView4Pipeline enters cache_context('cond'/'uncond') without step_index/sigma/"
-                "num_inference_steps, so SeaCache runs in fail-open mode (never caches)"
+            "sea_cache": supported(
+                "step index, sigma and step count added to the pipeline's cache context by the family adapter (CogView4Pipeline passes none); raw vision = the latent image",
+                raw_vision_callback=image_raw_vision,
             ),
-            "teacache": unsupported(
-                "no timestep-modulated input rule: CogView4TransformerBlock's norm1 does not take the timestep embedding "
-                "(probe: 'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding'); "
-                "rules exist for wan (temb), flux and hunyuan_video (norm1)"
-            ),
+            # TeaCache publishes no rule for CogView4 (its norm1 takes hidden, text and temb together); the project
+            # uses the timestep projection each block receives, TeaCache4Wan2.1's use_ret_steps input, with
+            # coefficients from `repro calibrate` (a named choice, not an official rule)
+            "teacache": supported("modulated input: the blocks' timestep projection (temb), the Wan rule; "
+                                  "coefficients calibrated", modulated_input="temb"),
             "easycache": supported(),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("CogView4Pipeline"),
         },
+        adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,
     )
 )

@@ -6,7 +6,8 @@ runs when ``true_cfg_scale > 1`` with a negative prompt. Text encoders: Llama + 
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported
+from experiments.families.adapters import PipelineAdapter, video_raw_vision
 
 
 def build_tiny():
@@ -122,14 +123,17 @@ FAMILY = register_family(
                 tensor_format="BCFHW",
             ),
             "taylorseer_cache": supported(),
-            "sea_cache": unsupported(
-                "no-op: HunyuanVideoPipeline enters cache_context('cond') without step_index/sigma/"
-                "num_inference_steps, so SeaCache runs in fail-open mode (never caches)"
+            "sea_cache": supported(
+                "step index, sigma and step count added to the pipeline's cache context by the family adapter (HunyuanVideoPipeline passes none); raw vision = the latent video, as diffusers' Wan rule",
+                raw_vision_callback=video_raw_vision,
             ),
             "teacache": supported("modulated input: transformer_blocks[0].norm1(hidden_states, emb=temb)",
                                   modulated_input="norm1"),
             "easycache": supported(),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("HunyuanVideoPipeline"),
         },
+        adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,
     )
 )

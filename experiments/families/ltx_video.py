@@ -5,7 +5,8 @@ CFG is batched: one transformer call per step on [uncond, cond] (cache context "
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported, unsupported
+from experiments.families.adapters import PipelineAdapter, ltx_raw_vision
 
 
 def build_tiny():
@@ -115,17 +116,21 @@ FAMILY = register_family(
                     r"^transformer_blocks\.\d+\.ff$",
                 ],
             ),
-            "sea_cache": unsupported(
-                "no-op: LTXPipeline enters cache_context('cond_uncond') without step_index/sigma/"
-                "num_inference_steps, so SeaCache runs in fail-open mode (never caches)"
+            "sea_cache": supported(
+                "step index, sigma and step count added to the pipeline's cache context by the family adapter (LTXPipeline passes none); raw vision = the packed tokens unpacked as "
+                "LTXPipeline._unpack_latents does",
+                raw_vision_callback=ltx_raw_vision,
             ),
-            "teacache": unsupported(
-                "no timestep-modulated input rule: LTXVideoTransformerBlock's norm1 does not take the timestep embedding "
-                "(probe: 'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding'); "
-                "rules exist for wan (temb), flux and hunyuan_video (norm1)"
-            ),
+            # TeaCache4LTX-Video (ali-vilab/TeaCache) modulates norm1(hidden_states) by the block's scale/shift table,
+            # a rule this project does not implement; the project uses the timestep projection each block receives
+            # (temb), TeaCache4Wan2.1's use_ret_steps input, with coefficients from `repro calibrate` (a named choice)
+            "teacache": supported("modulated input: the blocks' timestep projection (temb), the Wan rule, not "
+                                  "TeaCache4LTX-Video's modulated norm1; coefficients calibrated", modulated_input="temb"),
             "easycache": supported(),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("LTXPipeline"),
         },
+        adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,
     )
 )

@@ -7,7 +7,8 @@ after upgrading diffusers (or to try a plugin) to see whether the recorded statu
     repro methods --probe --family wan          # one
     python -m experiments.families.matrix wan flux
 
-For each method the probe calibrates it if it needs calibration (``Engine.calibrate``, the path
+Every method the families state is probed: diffusers', the project's and cache-dit's (a family's
+adapter supplies what its pipeline lacks, as in a sweep). For each method the probe calibrates it if it needs calibration (``Engine.calibrate``, the path
 ``repro calibrate`` takes), generates with the method's registered ``probe`` setting through
 ``Engine.generate`` (the same enable / disable path and compute counting as a sweep), and reports
 whether it ran, whether it skipped work (compute below the baseline's), whether the output moved
@@ -23,7 +24,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from experiments.families import METHODS, Family, all_families, get_family
+from experiments.families import LIBRARY_METHODS, METHODS, Family, all_families, get_family
 
 PROMPT = "a cat riding a horse on mars"
 
@@ -137,7 +138,7 @@ def probe_family(family: Family | str, methods=None, plugins: tuple[str, ...] = 
 
     engine = probe_engine(family, plugins=plugins)
     baseline = engine.generate(GenerationRequest(PROMPT, 0))
-    return {m: probe_method(engine, m, baseline) for m in (methods or METHODS)}
+    return {m: probe_method(engine, m, baseline) for m in (methods or (*METHODS, *LIBRARY_METHODS))}
 
 
 def report(names: list[str], methods=None, plugins: tuple[str, ...] = (), echo=print) -> int:

@@ -6,7 +6,7 @@ MagCache calibration prints two ratio arrays. The VAE should stay in float32 on 
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported, unsupported
 
 
 def build_tiny():
@@ -114,6 +114,8 @@ FAMILY = register_family(
             # Modulated input: the timestep projection e0 each block receives (TeaCache4Wan2.1 use_ret_steps).
             "teacache": supported("modulated input: the blocks' timestep projection (temb)", modulated_input="temb"),
             "easycache": supported(),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("WanPipeline"),
         },
         build_tiny=build_tiny,
     )

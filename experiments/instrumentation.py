@@ -80,6 +80,11 @@ class CallRecord:
     #: time inside the call covered by none of text encode, denoise loop, VAE decode (measured from the
     #: union of those intervals, so the four parts add up to e2e_s only if the phases do not overlap)
     other_s: float = 0.0
+    #: sublayers executed by each transformer call, in call order (which CFG branch skipped which step)
+    call_units: list[int] = field(default_factory=list)
+    #: the enabled cache's own per-call decisions and statistics, when it keeps them (``_repro_cache_run``)
+    decisions: list[dict] = field(default_factory=list)
+    method_stats: dict = field(default_factory=dict)
 
     @property
     def loop_overhead_s(self) -> float:
@@ -96,6 +101,10 @@ class Instrumentation:
         self.transformer = pipe.transformer
         self.blocks = _transformer_blocks(self.transformer)
         self.units = _compute_units(self.blocks)
+        # a second expert the pipeline switches to (Wan 2.2's transformer_2): counted and timed like the first
+        expert = getattr(pipe, "transformer_2", None)
+        self.experts = [expert] if isinstance(expert, torch.nn.Module) else []
+        self._units_of: dict[int, int] = {}  # id(transformer) -> its sublayers (one call's possible work)
         self._active = False
         self._handles: list[Any] = []  # text encoders
         self._transformer_handles: list[Any] = []
@@ -119,12 +128,16 @@ class Instrumentation:
             vae.decode = self._timed_decode(vae.decode)
 
     def _install_transformer(self) -> None:
-        for module in self.units:
-            if not isinstance(module.__dict__.get("forward"), CountedForward):
-                module.forward = module._repro_counted = CountedForward(module.forward, self._count)
-                self._counted.append(module)
-        self._transformer_handles = [self.transformer.register_forward_pre_hook(self._transformer_start),
-                                     self.transformer.register_forward_hook(self._transformer_end)]
+        self._transformer_handles = []
+        for transformer, units in [(self.transformer, self.units),
+                                   *((e, _compute_units(_transformer_blocks(e))) for e in self.experts)]:
+            self._units_of[id(transformer)] = len(units)
+            for module in units:
+                if not isinstance(module.__dict__.get("forward"), CountedForward):
+                    module.forward = module._repro_counted = CountedForward(module.forward, self._count)
+                    self._counted.append(module)
+            self._transformer_handles += [transformer.register_forward_pre_hook(self._transformer_start),
+                                          transformer.register_forward_hook(self._transformer_end)]
 
     def use_transformer(self, transformer: torch.nn.Module) -> None:
         """Count and time `transformer` from now on (another copy swapped into the pipeline, e.g. quantized)."""
@@ -177,7 +190,7 @@ class Instrumentation:
 
     def _transformer_end(self, module, args, output):
         if self._active:
-            self._calls.append((self._call_start, self.clock.mark(), self._units_in_call))
+            self._calls.append((self._call_start, self.clock.mark(), self._units_in_call, self._units_of[id(module)]))
 
     def _text_start(self, module, args):
         if self._active:
@@ -201,9 +214,12 @@ class Instrumentation:
         self._text_spans: list[tuple] = []
         self._vae_spans: list[tuple] = []
         self._units_in_call = 0
+        self._trace_start = 0
 
     def start(self) -> Any:
         self._reset()
+        run = getattr(self.transformer, "_repro_cache_run", None)
+        self._trace_start = len(getattr(run, "trace", None) or ())
         self._active = True
         return self.clock.mark()
 
@@ -217,9 +233,14 @@ class Instrumentation:
         rec.vae_decode_s = sum(sec(a, b) for a, b in self._vae_spans)
         spans = [(sec(start_mark, a), sec(start_mark, b)) for a, b in (*self._text_spans, *self._vae_spans)]
         rec.transformer_calls = len(self._calls)
-        rec.transformer_s = sum(sec(a, b) for a, b, _ in self._calls)
-        rec.units_executed = sum(n for *_, n in self._calls)
-        rec.units_possible = len(self.units) * len(self._calls)
+        rec.transformer_s = sum(sec(a, b) for a, b, *_ in self._calls)
+        rec.units_executed = sum(c[2] for c in self._calls)
+        rec.units_possible = sum(c[3] for c in self._calls)
+        rec.call_units = [c[2] for c in self._calls]
+        run = getattr(self.transformer, "_repro_cache_run", None)
+        if run is not None:
+            rec.decisions = list(getattr(run, "trace", None) or ())[self._trace_start:]
+            rec.method_stats = run.stats() if hasattr(run, "stats") else {}
         if not self._calls:
             rec.other_s = rec.e2e_s - _union_length(spans)
             return rec
@@ -230,7 +251,7 @@ class Instrumentation:
         for end, calls_done in ends:
             calls = self._calls[first_call:calls_done]
             if calls:
-                possible = len(self.units) * len(calls)
+                possible = sum(c[3] for c in calls)
                 rec.step_computed.append(sum(c[2] for c in calls) / possible if possible else 1.0)
             rec.step_s.append(sec(step_start, end))
             if calls_done < len(self._calls):

@@ -104,6 +104,9 @@ class GenerationResult:
             "compute_possible": first.units_possible,
             "transformer_calls": first.transformer_calls,
             "step_computed": first.step_computed,
+            "call_units": first.call_units,
+            "decisions": first.decisions,
+            "method_stats": first.method_stats,
             "peak_memory_bytes": self.peak_memory_bytes,
             "repeats_identical": self.repeats_identical,
             "compile_s": self.compile_s,
@@ -232,9 +235,12 @@ class Engine:
             raise ValueError(f"{method_name} has no calibration")
         pipe = self.pipe
         passes = [lambda p=p, s=s: self._call(GenerationRequest(prompt=p, seed=s), "calibration") for p, s in items]
+        from experiments.families.adapters import adapted
+
         try:
-            values = method.calibrate(pipe.transformer, passes, self.spec.generation.num_inference_steps,
-                                      self._family_extra(method_name))
+            with adapted(pipe):  # what the family's pipeline does not give the hooks, as during generation
+                values = method.calibrate(pipe.transformer, passes, self.spec.generation.num_inference_steps,
+                                          self._family_extra(method_name))
         except ValueError as exc:
             raise GenerationFailed(f"{method_name} calibration failed: {exc}") from None
         if not values:
@@ -273,7 +279,7 @@ class Engine:
             params, pipe=self.pipe, num_inference_steps=self.spec.generation.num_inference_steps,
             calibration=list(request.calibration) if request.calibration else None,
         )
-        disable = enable_cache(self.pipe.transformer, config)
+        disable = enable_cache(self.pipe.transformer, config, pipe=self.pipe)
         try:
             yield
         finally:

@@ -56,6 +56,7 @@ class ThresholdParity:
     fbc_point: str
     dbcache_point: str
     dbcache_settings: str
+    warmup: int = 0
     rows: list[BranchParity] = field(default_factory=list)
     identical_outputs: int = 0
     items: int = 0
@@ -118,11 +119,12 @@ def parity(run_dir: str | Path) -> list[ThresholdParity]:
 
     store = Store.open_existing(run_dir, read_only=True)
     points = {p["point_id"]: p for p in store.points()}
+    generations = [g for g in store.generations(status="ok") if g["role"] == "cached"]
+    method = {g["point_id"]: g["method"] for g in generations}  # the registry's name (a point keeps its label)
     # paired at the same threshold and the same optimizations (attention backend, compile, ...)
     fbc = {(float(p["params"].get("threshold", 0.1)), _key(p["optimization"])): p for p in points.values()
-           if p["method"] == "first_block_cache"}
-    dbcache = [p for p in points.values() if p["method"] == "dbcache" and _f1b0(p["params"])]
-    generations = [g for g in store.generations(status="ok") if g["role"] == "cached"]
+           if method.get(p["point_id"]) == "first_block_cache"}
+    dbcache = [p for p in points.values() if method.get(p["point_id"]) == "dbcache" and _f1b0(p["params"])]
     by_point: dict[str, dict[tuple[int, int], dict]] = {}
     for g in generations:
         by_point.setdefault(g["point_id"], {})[(g["prompt_index"], g["seed"])] = g
@@ -135,7 +137,7 @@ def parity(run_dir: str | Path) -> list[ThresholdParity]:
             continue
         shown = {k: settings[k] for k in ("max_warmup_steps", "max_cached_steps", "max_continuous_cached_steps")}
         result = ThresholdParity(threshold, f["point_id"], d["point_id"],
-                                 "F1B0 " + " ".join(f"{k}={v}" for k, v in shown.items()))
+                                 "F1B0 " + " ".join(f"{k}={v}" for k, v in shown.items()), settings["max_warmup_steps"])
         for item, gd in sorted(by_point.get(d["point_id"], {}).items()):
             gf = by_point.get(f["point_id"], {}).get(item)
             if gf is None:
@@ -178,13 +180,13 @@ def _same_frames(run_dir: Path, a: dict, b: dict) -> bool:
 def format_parity(results: list[ThresholdParity], markdown: bool = False) -> str:
     """The parity table: per threshold and item, the steps each library skipped per branch."""
     lines = []
-    head = ["threshold", "item (prompt, seed)", "branch", "First Block Cache skipped", "DBCache F1B0 skipped",
+    head = ["threshold", "DBCache warm-up", "item (prompt, seed)", "branch", "First Block Cache skipped", "DBCache F1B0 skipped",
             "same", "first difference: why"]
     rows = []
     for r in results:
         for b in r.rows:
             why = "" if b.same else f"step {b.first_difference}: {b.why}"
-            rows.append([f"{r.threshold:g}", f"({b.prompt_index}, {b.seed})", b.branch,
+            rows.append([f"{r.threshold:g}", str(r.warmup), f"({b.prompt_index}, {b.seed})", b.branch,
                          _steps(b.fbc_skipped), _steps(b.dbcache_skipped), "yes" if b.same else "NO", why])
     if markdown:
         lines.append("| " + " | ".join(head) + " |")

@@ -169,11 +169,13 @@ FAMILY = register_family(
                 "no timestep-modulated input rule: Kandinsky5TransformerDecoderBlock modulates by a time_embed "
                 "input through visual_modulation, neither a norm1(hidden_states, emb=temb) nor a temb input "
                 "(rules exist for wan (temb), flux, hunyuan_video and sd35 (norm1)); TeaCache's rescaling is "
-                "fitted per model rule"
+                "fitted per model rule (probe: 'modulated_input=norm1 needs a first block whose norm1 takes the "
+                "timestep embedding')"
             ),
             "easycache": unsupported(
                 "EasyCache reuses the transformer's input-to-output residual; Kandinsky 5's input carries the "
-                "conditioning frames and mask beside the latents (9 -> 4 channels), so there is none to reuse"
+                "conditioning frames and mask beside the latents, so there is none to reuse (probe: "
+                "'Kandinsky5Transformer3DModel maps hidden_states (1, 2, 4, 4, 9) to (1, 2, 4, 4, 4)')"
             ),
             "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
             **cache_dit_methods("Kandinsky5T2VPipeline", dbprune=unsupported(

@@ -59,7 +59,8 @@ FAMILY = register_family(
             "teacache": unsupported(
                 "TeaCache's rescaling polynomial is fitted per model, and each expert is a model of its own running "
                 "part of the steps (the high-noise expert's share gives 2 input/residual pairs per branch, too few "
-                "for a degree-4 fit); TeaCache publishes no Wan 2.2 coefficients"
+                "for a degree-4 fit); TeaCache publishes no Wan 2.2 coefficients (probe: 'TeaCache calibration "
+                "needs more than 4 (input change, residual change) pairs per branch')"
             ),
             "easycache": supported("on both experts (the adapter enables it on transformer_2 as well)"),
         },

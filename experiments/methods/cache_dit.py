@@ -197,6 +197,7 @@ class CacheDiTRun:
     def __init__(self, pipe: Any, settings: Any):
         self.pipe = pipe
         self.settings = settings
+        self.own_forward = {id(t): "forward" in t.__dict__ for t in transformers_of(pipe)}
         self.trace: list[dict[str, Any]] = []
         self._handles: list[Any] = []
 
@@ -283,14 +284,14 @@ def apply(pipe: Any, settings: Any) -> None:
     cache, calibrator = settings.cache_dit_configs()
     if not cache_dit.BlockAdapterRegister.is_supported(pipe):
         raise ValueError(f"cache-dit {_version()} has no block adapter for {type(pipe).__name__}")
+    run = CacheDiTRun(pipe, settings)  # before enable_cache: it notes which transformer had a forward of its own
     with _quiet():
         _check_blocks(pipe, cache)
         try:
             cache_dit.enable_cache(pipe, cache_config=cache, calibrator_config=calibrator)
         except BaseException:
-            cache_dit.disable_cache(pipe)
+            _disable(pipe, run)
             raise
-    run = CacheDiTRun(pipe, settings)
     run.install(transformers_of(pipe))
     pipe.transformer._repro_cache_run = run
 
@@ -299,9 +300,17 @@ def remove(pipe: Any) -> None:
     run = getattr(pipe.transformer, "_repro_cache_run", None)
     if run is not None:
         run.uninstall()
+    _disable(pipe, run)
+    pipe.transformer._repro_cache_run = None
+
+
+def _disable(pipe: Any, run: CacheDiTRun | None) -> None:
     with _quiet():
         _cache_dit().disable_cache(pipe)
-    pipe.transformer._repro_cache_run = None
+    for transformer in transformers_of(pipe):
+        # cache-dit puts the original forward back as an instance attribute; where there was none, drop it
+        if run is not None and not run.own_forward.get(id(transformer), True):
+            transformer.__dict__.pop("forward", None)
 
 
 def call_text(name: str, params: dict, num_inference_steps: int | None) -> str:

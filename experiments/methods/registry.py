@@ -1,9 +1,10 @@
 """The cache-method registry: one :class:`CacheMethod` per method, whoever wrote it.
 
 A method is a config dataclass plus ``apply(transformer, config)`` / ``remove(transformer)``.
-The six ``diffusers.hooks`` caches use diffusers' own ``enable_cache`` / ``disable_cache``
+The ``diffusers.hooks`` caches use diffusers' own ``enable_cache`` / ``disable_cache``
 (``diffusers_caches.py``); the project's TeaCache and EasyCache (``teacache.py``,
-``easycache.py``) and any plugin register their own pair. The registry also says which
+``easycache.py``) and any plugin register their own pair; cache-dit's methods (``cache_dit.py``,
+an optional extra) act on the whole pipeline: ``apply(pipe, config)`` / ``remove(pipe)``. The registry also says which
 params label a point, which must be non-negative, which are filled from the pipeline, which
 setting is a no-op (for the bit-exactness test) and how the method calibrates, if it does.
 

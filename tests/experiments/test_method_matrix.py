@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from experiments.families import METHODS, all_families
+from experiments.families import LIBRARY_METHODS, METHODS, all_families
 from experiments.methods import get_method
 from experiments.runner import Engine, GenerationRequest
 from experiments.spec import Spec
 
 pytestmark = pytest.mark.slow
 
-PAIRS = [(f, m) for f, fam in sorted(all_families().items()) for m in METHODS
+PAIRS = [(f, m) for f, fam in sorted(all_families().items()) for m in (*METHODS, *LIBRARY_METHODS)
          if fam.methods.get(m) is not None and fam.methods[m].status == "supported"]
 
 
@@ -63,8 +63,13 @@ def test_supported_method_on_family(engines, family, method):
 def test_cli_matrix_matches_registry():
     from repro.cli import main
 
-    out = CliRunner().invoke(main, ["methods"]).output.splitlines()
-    rows = {line.split()[0]: line.split()[1:] for line in out[1:] if line and not line.startswith(("reasons", " "))}
-    for name, fam in all_families().items():
-        expected = [fam.methods[m].status if m in fam.methods else "untested" for m in METHODS]
-        assert rows[name] == expected
+    out = CliRunner().invoke(main, ["methods"]).output.split("\n\n")
+    tables = [block.splitlines() for block in out if block.startswith("family")]
+    assert [t[0].split()[1:] for t in tables] == [list(METHODS), list(LIBRARY_METHODS)]
+    for columns, table in zip((METHODS, LIBRARY_METHODS), tables):
+        rows = {line.split()[0]: line.split()[1:] for line in table[1:]}
+        for name, fam in all_families().items():
+            assert rows[name] == [fam.methods[m].status if m in fam.methods else "untested" for m in columns]
+    supported = sum(f.supports(m) for f in all_families().values() for m in METHODS)
+    assert f"supported cells: {supported} of {len(all_families()) * len(METHODS)}" in "\n\n".join(out)
+    assert supported >= 56  # issue 26: at least 56 cells over the families x diffusers and project methods

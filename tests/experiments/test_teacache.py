@@ -156,7 +156,7 @@ def test_published_coefficients_have_a_source_and_the_plan_uses_them():
 
 
 def test_a_family_without_a_rule_is_refused_clearly():
-    engine = tiny_engine("ltx_video", steps=4)
+    engine = tiny_engine("kandinsky5", steps=4)
     with pytest.raises(ValueError, match="teacache"):
         engine.generate(GenerationRequest(PROMPT, 0, "teacache", {"coefficients": [1.0], "threshold": 0.1}))
     # the engine is left clean
@@ -201,7 +201,7 @@ def test_a_generation_without_coefficients_refuses_instead_of_running_uncached()
         engine.generate(GenerationRequest(PROMPT, 0, "teacache", {"threshold": 0.1}))
 
 
-@pytest.mark.parametrize("family, method", [("sd35", "teacache"), ("cogview4", "teacache"), ("sd35", "easycache"),
+@pytest.mark.parametrize("family, method", [("kandinsky5", "teacache"), ("wan22", "teacache"),
                                             ("kandinsky5", "easycache")])
 def test_an_unsupported_family_is_refused_before_any_model_loads(family, method):
     from experiments.spec import Spec

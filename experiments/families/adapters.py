@@ -31,10 +31,11 @@ Importing this module is cheap (torch and diffusers are imported inside the func
 
 Example::
 
-    with adapted(pipe):            # what the engine does around a cached or calibrating call
-        disable = enable_cache(pipe.transformer, config)
-        pipe(prompt, ...)
-        disable()
+    disable = enable_cache(pipe.transformer, config, pipe=pipe)  # enters adapted(pipe) until disable()
+    pipe(prompt, ...)
+    disable()
+    with adapted(pipe):  # around a calibration, whose passes enable the cache themselves
+        values = method.calibrate(pipe.transformer, passes, num_inference_steps, params)
 """
 
 from __future__ import annotations

@@ -337,6 +337,11 @@ def call_text(name: str, params: dict, num_inference_steps: int | None) -> str:
     return "\n".join([*lines, call + ")"])
 
 
+#: the lossless setting: a threshold of 0 never reuses (cache_manager.py similarity: "0.0 means the threshold is
+#: disabled"); F1B0 so that it runs on models with fewer blocks than cache-dit's default Fn_compute_blocks=8
+_NO_OP = {"Fn_compute_blocks": 1, "Bn_compute_blocks": 0, "residual_diff_threshold": 0.0}
+
+
 def _register(name: str, key_params: tuple[str, ...], probe: dict, doc: str, no_op: dict | None = None,
               **options: Any) -> None:
     nonnegative = ("residual_diff_threshold", "Bn_compute_blocks", "max_warmup_steps", "taylorseer_order")
@@ -344,8 +349,7 @@ def _register(name: str, key_params: tuple[str, ...], probe: dict, doc: str, no_
               "max_cached_steps": (-1, None), "max_continuous_cached_steps": (-1, None)}
     register_method(CacheMethod(
         KINDS[name][0], f"{__name__}:{name}", apply, remove, key_params=key_params, nonnegative=nonnegative,
-        ranges=ranges, wired=("num_inference_steps",), no_op=no_op if no_op is not None else
-        {"residual_diff_threshold": 0.0}, probe=probe, origin="cache-dit", doc=doc, acts_on="pipeline",
+        ranges=ranges, wired=("num_inference_steps",), no_op=no_op if no_op is not None else dict(_NO_OP), probe=probe, origin="cache-dit", doc=doc, acts_on="pipeline",
         requires="cache_dit", install=INSTALL, call_text=lambda params, steps: call_text(name, params, steps), **options))
 
 
@@ -364,4 +368,4 @@ _register("DBCacheFoCa", ("residual_diff_threshold", "Fn_compute_blocks", "max_w
 _register("DBCacheSCM", ("mask_policy", "steps_computation_policy", "residual_diff_threshold"),
           {**_PROBE, "mask_policy": "fast", "steps_computation_policy": "static"},
           "cache-dit DBCache under a step computation mask (cache_dit.steps_mask)",
-          no_op={"residual_diff_threshold": 0.0, "steps_computation_policy": "dynamic"})
+          no_op={**_NO_OP, "steps_computation_policy": "dynamic"})

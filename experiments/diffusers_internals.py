@@ -81,9 +81,6 @@ def remove_hook(module: Any, name: str, undo_state: bool = True) -> None:
     hook_registry(module).remove_hook(name, recurse=False)
 
 
-def hooked_module_count(module: Any) -> int:
-    """Submodules carrying at least one diffusers hook."""
-    return sum(1 for sub in module.modules() if (r := hook_registry(sub)) is not None and r.hooks)
 
 
 # -- names of hooks and block kinds -------------------------------------------------------------------
@@ -193,3 +190,23 @@ def set_cache_context(module: Any, context: Any) -> None:
 def block_metadata(block_class: type) -> Any:
     """diffusers' TransformerBlockMetadata of a block class (raises ValueError if diffusers does not know it)."""
     return private("diffusers.hooks._helpers", "TransformerBlockRegistry").get(block_class)
+
+
+# -- reading the decisions of diffusers' caches ---------------------------------------------------------
+
+
+def cache_leader_hook(transformer: Any, method: str) -> Any:
+    """The leader (first block) hook of diffusers' First Block Cache or MagCache on `transformer`, or None.
+
+    Its ``state_manager`` holds the per-cache-context state (``should_compute``; MagCache also
+    ``accumulated_err``), which is how the decisions of these caches are read after each call."""
+    names = {"first_block_cache": ("diffusers.hooks.first_block_cache", "_FBC_LEADER_BLOCK_HOOK"),
+             "mag_cache": ("diffusers.hooks.mag_cache", "_MAG_CACHE_LEADER_BLOCK_HOOK")}
+    if method not in names:
+        return None
+    name = private(*names[method])
+    for module in transformer.modules():
+        h = hook(module, name)
+        if h is not None:
+            return h
+    return None

@@ -10,15 +10,78 @@
 * **Timing.** Marks at the text encoders, each transformer call, each step end and the VAE
   decode. On CUDA the marks are CUDA events read after one synchronize at the end of the
   call (no sync inside the loop); on CPU they are ``perf_counter`` readings.
+* **Decisions.** What a cache decided at each call: one :class:`Decision` per CFG branch and
+  step (computed or reused, the signal its rule measured, the value it compared with its
+  threshold). A cache reports them with :func:`record_decision` while a call is recorded; the
+  project's hooks and cache-dit's methods do so themselves, diffusers' caches are read from their
+  hook state (``experiments.methods.diffusers_caches.decision_reader``), on every expert the
+  cache runs on. One shape for every method; a library's own statistics (cache-dit's) are kept
+  beside it (``CallRecord.method_stats``), never as a second record of the decisions.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
 
 import torch
+
+
+# -- decisions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One cache decision: at `step` (the branch's own call count) of CFG branch `branch` the transformer
+    work was computed or reused.
+
+    ``signal``: the per-call quantity the method's rule measured (TeaCache: relative L1 change of the
+    modulated input; EasyCache: the predicted relative output change; MagCache: the step's magnitude
+    ratio); ``accumulated``: the value the rule compared with its threshold. Both are None where the
+    rule measured nothing (warm-up, forced steps, a follower branch) or the value is not observable
+    (diffusers' First Block Cache keeps its difference to itself).
+    """
+
+    branch: str
+    step: int
+    computed: bool
+    signal: float | None = None
+    accumulated: float | None = None
+
+
+DECISION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Decision))
+
+_active: list[Decision] | None = None  # the decisions of the call being recorded (one call at a time)
+
+
+def record_decision(branch: str, step: int | None, computed: bool, signal: float | None = None,
+                    accumulated: float | None = None) -> None:
+    """Report one decision of the call being recorded (a no-op outside recorded calls: calibration, warm-ups).
+
+    ``step`` None: the branch's decisions recorded so far in this call (for a cache whose own step count
+    restarts on each transformer, as on Wan 2.2's two experts, or that keeps none)."""
+    if _active is not None:
+        if step is None:
+            step = sum(d.branch == branch for d in _active)
+        _active.append(Decision(branch, int(step), bool(computed), _number(signal), _number(accumulated)))
+
+
+def decisions_table(decisions: list[Decision]) -> dict[str, list[Any]]:
+    """Decisions as columns (one list per field of :class:`Decision`): compact JSON for the store."""
+    rows = [asdict(d) for d in decisions]
+    return {name: [r[name] for r in rows] for name in DECISION_FIELDS}
+
+
+def decisions_from_table(table: dict[str, list[Any]] | None) -> list[Decision]:
+    if not table:
+        return []
+    return [Decision(*values) for values in zip(*(table[name] for name in DECISION_FIELDS))]
+
+
+def _number(value: Any) -> float | None:
+    """A plain float for JSON; None stays None, and a NaN or infinity is kept: it is what the rule saw."""
+    return None if value is None else float(value)
 
 
 
@@ -80,10 +143,9 @@ class CallRecord:
     #: time inside the call covered by none of text encode, denoise loop, VAE decode (measured from the
     #: union of those intervals, so the four parts add up to e2e_s only if the phases do not overlap)
     other_s: float = 0.0
-    #: sublayers executed by each transformer call, in call order (which CFG branch skipped which step)
-    call_units: list[int] = field(default_factory=list)
-    #: the enabled cache's own per-call decisions and statistics, when it keeps them (``_repro_cache_run``)
-    decisions: list[dict] = field(default_factory=list)
+    #: what the enabled cache decided, per CFG branch and step (:func:`decisions_table`); None without a cache
+    decisions: dict[str, list[Any]] | None = None
+    #: the enabled cache's own statistics, where its library keeps them (cache-dit's ``cache_dit.summary``)
     method_stats: dict = field(default_factory=dict)
 
     @property
@@ -190,7 +252,11 @@ class Instrumentation:
 
     def _transformer_end(self, module, args, output):
         if self._active:
-            self._calls.append((self._call_start, self.clock.mark(), self._units_in_call, self._units_of[id(module)]))
+            end = self.clock.mark()
+            self._calls.append((self._call_start, end, self._units_in_call, self._units_of[id(module)]))
+            read = self._read_decision.get(id(module))
+            if read is not None:
+                read()
 
     def _text_start(self, module, args):
         if self._active:
@@ -214,21 +280,33 @@ class Instrumentation:
         self._text_spans: list[tuple] = []
         self._vae_spans: list[tuple] = []
         self._units_in_call = 0
-        self._trace_start = 0
+        self._decisions: list[Decision] = []
+        self._read_decision: dict[int, Callable[[], None]] = {}  # id(transformer) -> its cache's decision reader
 
     def start(self) -> Any:
+        global _active
+        from experiments.methods.diffusers_caches import decision_reader
+
         self._reset()
-        run = getattr(self.transformer, "_repro_cache_run", None)
-        self._trace_start = len(getattr(run, "trace", None) or ())
+        method = getattr(self.transformer, "_repro_cache_method", None)
+        for transformer in (self.transformer, *self.experts):  # diffusers' caches: read after each call
+            read = decision_reader(transformer, method)
+            if read is not None:
+                self._read_decision[id(transformer)] = read
+        _active = self._decisions
         self._active = True
         return self.clock.mark()
 
     def stop(self, start_mark: Any) -> CallRecord:
+        global _active
         end_mark = self.clock.mark()
         self._active = False
+        _active = None
         self.clock.sync()
         sec = self.clock.seconds
         rec = CallRecord(e2e_s=sec(start_mark, end_mark))
+        if self._decisions:
+            rec.decisions = decisions_table(self._decisions)
         rec.text_encode_s = sum(sec(a, b) for a, b in self._text_spans)
         rec.vae_decode_s = sum(sec(a, b) for a, b in self._vae_spans)
         spans = [(sec(start_mark, a), sec(start_mark, b)) for a, b in (*self._text_spans, *self._vae_spans)]
@@ -236,11 +314,9 @@ class Instrumentation:
         rec.transformer_s = sum(sec(a, b) for a, b, *_ in self._calls)
         rec.units_executed = sum(c[2] for c in self._calls)
         rec.units_possible = sum(c[3] for c in self._calls)
-        rec.call_units = [c[2] for c in self._calls]
         run = getattr(self.transformer, "_repro_cache_run", None)
-        if run is not None:
-            rec.decisions = list(getattr(run, "trace", None) or ())[self._trace_start:]
-            rec.method_stats = run.stats() if hasattr(run, "stats") else {}
+        if run is not None and hasattr(run, "stats"):
+            rec.method_stats = run.stats()
         if not self._calls:
             rec.other_s = rec.e2e_s - _union_length(spans)
             return rec

@@ -1,33 +1,87 @@
-"""Lossless outputs on disk: PNG per frame, plus a viewable MP4 beside video frames.
+"""Lossless outputs on disk: one folder per generation, written atomically.
 
-A generation's folder is written under a temporary name and renamed into place, so a
-folder with the final name is always complete. Metrics read the PNGs, never the MP4.
+- A video (more than one frame) is one lossless H.264 file, ``frames.mkv``: ``libx264rgb`` at
+  qp 0 codes the RGB planes themselves (no colour conversion), so decoding gives back every
+  pixel bit for bit, and inter-frame prediction makes it smaller than a PNG per frame. Chosen by
+  measurement against FFV1, lossless H.265 and VP9 and PNG (``benchmarks/bench_media.py``).
+- An image (one frame) stays one PNG, ``frame_00000.png``: a single frame gains nothing from
+  inter-frame coding, and a PNG opens anywhere (reports, W&B, image viewers).
+- ``media.json`` records the format, the frame count and size, and the SHA-256 of the pixels,
+  so a reader knows what it reads and checks that it decoded what was written.
+- Folders written before this format (a ``frame_*.png`` per frame, no ``media.json``) are read
+  as before.
+
+A viewable MP4 (lossy) may sit beside a video's frames; metrics never read it. A folder with its
+final name is always complete: it is written under a temporary name and renamed into place.
+
+Example::
+
+    write_frames(frames, Path("runs/x/media/abc"), mp4=True)   # frames: uint8 [F, H, W, 3]
+    assert np.array_equal(read_frames("runs/x/media/abc"), frames)
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 FRAME_PATTERN = "frame_{:05d}.png"
 TMP_PREFIX = ".tmp-"
+RECORD = "media.json"
+VIDEO_FILE = "frames.mkv"
+#: The lossless video format: H.264 High 4:4:4 Predictive, qp 0 (lossless), RGB planes, in Matroska.
+VIDEO_FORMAT = "h264-lossless-rgb-mkv"
+IMAGE_FORMAT = "png"
+LEGACY_FORMAT = "png-frames"  # a folder from before media.json: one PNG per frame
+# x264's "medium" preset (bench_media.py --candidates, 2 shared cores): "slow" saved 3-4% more bytes
+# for 1.4-2x the encoding time, "veryfast" cost 9-13% more bytes; medium took 1.2-2.8x PNG's time.
+X264_PRESET = "medium"
+
+
+class MediaError(RuntimeError):
+    """A frames folder that cannot be read as what its record says (truncated, altered, unknown)."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a frames folder holds, read without decoding it."""
+
+    format: str  # VIDEO_FORMAT, IMAGE_FORMAT or LEGACY_FORMAT
+    frames: int
+    files: tuple[str, ...]  # the lossless files, relative to the folder
+    height: int | None = None  # None for a legacy folder (not recorded)
+    width: int | None = None
+    sha256: str | None = None  # of the uint8 pixels [F, H, W, 3], C order; None for a legacy folder
 
 
 def write_frames(frames: np.ndarray, folder: Path, mp4: bool, fps: int = 16) -> dict[str, str | None]:
     """Write uint8 frames [F,H,W,3] to `folder` atomically; returns the paths written."""
-    from PIL import Image
-
+    frames = np.ascontiguousarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not frames.shape[0]:
+        raise ValueError(f"frames must be uint8 [F, H, W, 3] with F >= 1, got {frames.dtype} {frames.shape}")
     folder = Path(folder)
     tmp = folder.with_name(TMP_PREFIX + folder.name)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     mp4_name = "video.mp4" if mp4 and len(frames) > 1 else None
     try:
-        for i, frame in enumerate(frames):
-            Image.fromarray(frame).save(tmp / FRAME_PATTERN.format(i), compress_level=1)
+        if len(frames) > 1:
+            _write_video(frames, tmp / VIDEO_FILE, fps)
+            fmt, files = VIDEO_FORMAT, (VIDEO_FILE,)
+        else:
+            from PIL import Image
+
+            Image.fromarray(frames[0]).save(tmp / FRAME_PATTERN.format(0), compress_level=1)
+            fmt, files = IMAGE_FORMAT, (FRAME_PATTERN.format(0),)
+        record = {"format": fmt, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
+                  "width": int(frames.shape[2]), "files": list(files), "sha256": _digest(frames)}
+        (tmp / RECORD).write_text(json.dumps(record, indent=1) + "\n")
         if mp4_name:
             write_mp4(frames, tmp / mp4_name, fps)
         _fsync_dir(tmp)
@@ -41,12 +95,87 @@ def write_frames(frames: np.ndarray, folder: Path, mp4: bool, fps: int = 16) -> 
 
 
 def read_frames(folder: str | Path) -> np.ndarray:
-    from PIL import Image
-
-    files = sorted(Path(folder).glob("frame_*.png"))
-    if not files:
+    """The uint8 frames [F,H,W,3] of a folder written by :func:`write_frames` (any version)."""
+    folder = Path(folder)
+    info = media_info(folder)
+    if info is None:
         raise FileNotFoundError(f"no frames in {folder}")
-    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    if info.format == VIDEO_FORMAT:
+        frames = _read_video(folder / info.files[0])
+    else:
+        from PIL import Image
+
+        frames = np.stack([np.asarray(Image.open(folder / f).convert("RGB")) for f in info.files])
+    if info.sha256 is not None:
+        expected = (info.frames, info.height, info.width, 3)
+        if frames.shape != expected or _digest(frames) != info.sha256:
+            raise MediaError(f"{folder}: decoded {frames.shape[0]} frame(s) of {frames.shape[1:3]} that differ from "
+                             f"the {info.frames} frame(s) of {expected[1:3]} its {RECORD} records (truncated or "
+                             f"altered); delete the folder and re-run the sweep to regenerate it")
+    return frames
+
+
+def media_info(folder: str | Path) -> MediaInfo | None:
+    """What `folder` holds (format, frame count, files), or None when it holds no frames. Never decodes."""
+    folder = Path(folder)
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except FileNotFoundError:
+        try:
+            files = sorted(e.name for e in os.scandir(folder) if e.name.startswith("frame_") and e.name.endswith(".png"))
+        except OSError:
+            return None
+        return MediaInfo(LEGACY_FORMAT, len(files), tuple(files)) if files else None
+    except (OSError, ValueError) as exc:
+        raise MediaError(f"{folder / RECORD}: unreadable ({exc}); delete the folder and re-run the sweep") from None
+    if record.get("format") not in (VIDEO_FORMAT, IMAGE_FORMAT):
+        raise MediaError(f"{folder / RECORD}: unknown media format {record.get('format')!r}; this version reads "
+                         f"{VIDEO_FORMAT!r}, {IMAGE_FORMAT!r} and folders of frame_*.png")
+    files = tuple(record["files"])
+    if not all((folder / f).is_file() for f in files):
+        return None
+    return MediaInfo(record["format"], int(record["frames"]), files, int(record["height"]), int(record["width"]),
+                     record["sha256"])
+
+
+def has_frames(folder: str | Path) -> bool:
+    """Whether `folder` holds a complete set of frames (what "the media are present" means everywhere)."""
+    try:
+        return media_info(folder) is not None
+    except MediaError:
+        return False
+
+
+def _write_video(frames: np.ndarray, path: Path, fps: int) -> None:
+    import av
+
+    # +bitexact: no random segment UID or version strings, so the same frames give the same bytes
+    with av.open(str(path), "w", format="matroska", container_options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264rgb", rate=fps, options={"qp": "0", "preset": X264_PRESET})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush the frames the encoder holds back
+
+
+def _read_video(path: Path) -> np.ndarray:
+    import av
+
+    out = []
+    with av.open(str(path)) as container:
+        container.streams.video[0].thread_type = "AUTO"  # frame and slice threads; H.264 decoding stays exact
+        for frame in container.decode(video=0):
+            if frame.format.name != "gbrp":  # what lossless RGB H.264 decodes to; anything else was converted
+                raise MediaError(f"{path}: decodes to pixel format {frame.format.name}, not the lossless RGB "
+                                 f"(gbrp) this format stores")
+            out.append(frame.to_ndarray())  # gbrp planes -> [H, W, 3] in R, G, B order, no conversion
+    if not out:
+        raise MediaError(f"{path}: holds no video frames")
+    return np.stack(out)
+
+
+def _digest(frames: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(frames, dtype=np.uint8).data).hexdigest()
 
 
 def write_mp4(frames: np.ndarray, path: Path, fps: int = 16) -> None:

@@ -58,11 +58,27 @@ def load_pipeline(model: Any) -> Any:
             names = sorted(k for k, v in pipe.components.items() if isinstance(v, torch.nn.Module))
             raise SpecError(f"model.component_dtypes: pipeline has no component {component!r}; components: {', '.join(names)}")
         module.to(getattr(torch, dtype))
+    if model.scheduler:
+        pipe.scheduler = scheduler_with(pipe.scheduler, model.scheduler)
     if model.vae_tiling and hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
         pipe.vae.enable_tiling()
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def scheduler_with(scheduler: Any, overrides: dict[str, Any]) -> Any:
+    """A new scheduler of the same class with `overrides` applied to its config (e.g. {"flow_shift": 5.0})."""
+    settings = {k for k in scheduler.config if not k.startswith("_")}
+    unknown = sorted(set(overrides) - settings)
+    if unknown:
+        import difflib
+
+        near = difflib.get_close_matches(unknown[0], sorted(settings), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else "."
+        raise SpecError(f"model.scheduler: {type(scheduler).__name__} has no setting {unknown[0]!r}{hint} "
+                        f"Its settings: {', '.join(sorted(settings))}")
+    return type(scheduler).from_config(scheduler.config, **overrides)
 
 
 def pipeline_class(name: str | None) -> Any:

@@ -27,14 +27,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import statistics
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from experiments import turns
 from experiments.instrumentation import CallRecord, Instrumentation
 from experiments.methods import enable_cache, get_method
 
@@ -104,8 +102,9 @@ class GenerationResult:
             "compute_possible": first.units_possible,
             "transformer_calls": first.transformer_calls,
             "step_computed": first.step_computed,
-            "call_units": first.call_units,
+            # per CFG branch and step: computed or reused, and the signal the cache's rule used (the first run's)
             "decisions": first.decisions,
+            # the cache's own statistics, where its library keeps them (cache-dit's), beside the project's counts
             "method_stats": first.method_stats,
             "peak_memory_bytes": self.peak_memory_bytes,
             "repeats_identical": self.repeats_identical,
@@ -120,6 +119,17 @@ def pair(baseline: CallRecord, cached: CallRecord) -> dict[str, float]:
     """One paired timing: a baseline run and a cached run, adjacent on one worker."""
     return {"baseline_e2e_s": baseline.e2e_s, "baseline_denoise_s": baseline.denoise_s,
             "baseline_transformer_s": baseline.transformer_s, "e2e_s": cached.e2e_s, "denoise_s": cached.denoise_s}
+
+
+def _no_progress_monitor() -> None:
+    """Stop tqdm's monitor thread (started by the loading bars; it wakes every 10 s) and keep it from
+    starting again: nothing beside a timed call, not even a progress bar's watchdog."""
+    from tqdm import tqdm
+
+    tqdm.monitor_interval = 0
+    if tqdm.monitor is not None:
+        tqdm.monitor.exit()
+        tqdm.monitor = None
 
 
 class Engine:
@@ -138,9 +148,6 @@ class Engine:
         # pipeline calls by purpose: warmup, generation, timing (re-times and repeats), compile_warmup, calibration
         self.calls: Counter[str] = Counter()
         self._warmed = False
-        # held for each timed call; a background scorer takes it around each chunk of its work
-        # (repro.scoring.BackgroundScorer), so timings never include scoring
-        self.timing_lock = threading.Lock()
         self.on_step: Callable[[int, int], None] | None = None
         self._kind = "image"
 
@@ -153,6 +160,7 @@ class Engine:
 
             self._pipe = load_pipeline(self.spec.model)
             self.loads += 1
+            _no_progress_monitor()
         if self._instr is None:
             import torch
 
@@ -227,9 +235,11 @@ class Engine:
             _, record, _ = self._timed_call(request, "timing")
         return record
 
-    def calibrate(self, method_name: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
+    def calibrate(self, method_name: str, items: list[tuple[str, int]],
+                  params: dict[str, Any] | None = None) -> dict[str, list[float]]:
         """Calibrate a method over uncached generations of `items` (prompt, seed), through the same calls that
-        generate; returns its values per CFG branch (MagCache ratios, TeaCache coefficients)."""
+        generate; returns its values per CFG branch (MagCache ratios, TeaCache coefficients). `params`: the
+        entry's calibration params (over the family's fixed params), e.g. TeaCache's mode and target."""
         method = get_method(method_name)
         if method.calibrate is None:
             raise ValueError(f"{method_name} has no calibration")
@@ -240,7 +250,7 @@ class Engine:
         try:
             with adapted(pipe):  # what the family's pipeline does not give the hooks, as during generation
                 values = method.calibrate(pipe.transformer, passes, self.spec.generation.num_inference_steps,
-                                          self._family_extra(method_name))
+                                          {**self._family_extra(method_name), **(params or {})})
         except ValueError as exc:
             raise GenerationFailed(f"{method_name} calibration failed: {exc}") from None
         if not values:
@@ -331,17 +341,16 @@ class Engine:
         import torch
 
         cuda = self.pipe.device.type == "cuda"
-        # W&B's thread takes its turns between timed calls; background scoring waits for the lock
-        with turns.timed(), self.timing_lock:
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            start = self._instr.start()
-            try:
-                result = self._call(request, purpose)
-            finally:
-                record = self._instr.stop(start)
-            peak = torch.cuda.max_memory_allocated() if cuda else None
+        # nothing else of ours runs meanwhile: scoring follows the item's timed calls, W&B is another process
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = self._instr.start()
+        try:
+            result = self._call(request, purpose)
+        finally:
+            record = self._instr.stop(start)
+        peak = torch.cuda.max_memory_allocated() if cuda else None
         return self._to_frames(result), record, peak
 
     def _to_frames(self, result: Any) -> np.ndarray:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from experiments.errors import SpecError
 from experiments.untrusted_text import MAX_PROMPTS_BYTES, MAX_SPEC_BYTES, load_yaml, read_text_file, shorten
-from metrics.registry import SCORED
+from metrics.registry import DEFAULT_NAMES, SCORED
 
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -63,17 +63,31 @@ class ModelSpec(_Strict):
     """Where the pipeline comes from: exactly one of `id` (hub id), `path` (local folder), `tiny` (built in
     code, random weights) or `reference` (the trained offline reference model shipped in experiments/reference)."""
 
-    id: str | None = None
-    path: str | None = None
-    tiny: str | None = None
-    reference: str | None = None
-    pipeline_class: str | None = None
-    revision: str | None = None
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    component_dtypes: dict[str, Literal["float32", "float16", "bfloat16"]] = Field(default_factory=dict)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    trust_remote_code: bool = False
-    vae_tiling: bool = False
+    id: str | None = Field(default=None, description="A Hugging Face hub id, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers "
+                           "(downloaded into the standard cache, HF_HOME; `repro fetch-weights` fetches it ahead).")
+    path: str | None = Field(default=None, description="A local diffusers pipeline folder (one with model_index.json).")
+    tiny: str | None = Field(default=None, description="A model family built in code with random weights (wan, flux, "
+                             "...): offline plumbing runs; its outputs are not images of anything.")
+    reference: str | None = Field(default=None, description="A trained offline reference model shipped in "
+                                  "experiments/reference/weights (wan): the toy world's text-to-video model.")
+    pipeline_class: str | None = Field(default=None, description="The diffusers pipeline class to load with (e.g. "
+                                       "WanPipeline); default: the one model_index.json names. With tiny it must be "
+                                       "the class that family is built as.")
+    revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) of model.id.")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(default="float32", description="The pipeline's dtype.")
+    component_dtypes: dict[str, Literal["float32", "float16", "bfloat16"]] = Field(
+        default_factory=dict, description="Per-component dtype overrides, e.g. {vae: float32}; each name must be a "
+                                          "component of the pipeline.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="Where generations run; auto: "
+                                                          "cuda, else mps, else cpu. It must exist on this machine.")
+    trust_remote_code: bool = Field(default=False, description="Let diffusers run code from the model's repository "
+                                    "(off unless set: remote code is never run silently).")
+    vae_tiling: bool = Field(default=False, description="Enable the VAE's tiled decoding for every generation "
+                             "(the optimizations.vae_tiling axis sweeps it instead).")
+    scheduler: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Overrides of the pipeline scheduler's config, e.g. {flow_shift: 5.0} (Wan: "
+        "the official scripts' shift; the hub config says 3.0). Checked against the scheduler's own settings when "
+        "the pipeline loads.")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -85,6 +99,21 @@ class ModelSpec(_Strict):
                 f"got {given or 'none'}"
             )
         return self
+
+    @field_validator("id")
+    @classmethod
+    def _hub_id(cls, v):
+        # the hub's own rule (huggingface_hub validate_repo_id): 'name' or 'namespace/name', no '..' or '--'
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        if v is not None:
+            try:
+                validate_repo_id(v)
+            except HFValidationError as exc:
+                raise ValueError(f"{v!r} is not a Hugging Face hub id ({str(exc).split('. ')[0].lower()}); "
+                                 f"give 'organization/name', or model.path for a local folder") from None
+        return v
 
     @field_validator("reference")
     @classmethod
@@ -107,12 +136,16 @@ class GenerationSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", **_STRICT)
 
-    height: int | None = Field(default=None, gt=0)
-    width: int | None = Field(default=None, gt=0)
-    num_frames: int | None = Field(default=None, gt=0)
-    num_inference_steps: int = Field(default=28, gt=0)
-    guidance_scale: float | None = Field(default=None, ge=0)
-    negative_prompt: str | None = None
+    height: int | None = Field(default=None, gt=0, description="Output height in pixels (default: the pipeline's); "
+                               "a multiple of the family's VAE x patch factor.")
+    width: int | None = Field(default=None, gt=0, description="Output width in pixels (default: the pipeline's); "
+                              "a multiple of the family's VAE x patch factor.")
+    num_frames: int | None = Field(default=None, gt=0, description="Frames of a video (video families only): k*4+1 "
+                                   "(LTX-Video: k*8+1).")
+    num_inference_steps: int = Field(default=28, gt=0, description="Denoising steps of every generation.")
+    guidance_scale: float | None = Field(default=None, ge=0, description="Classifier-free guidance scale (default: "
+                                         "the pipeline's).")
+    negative_prompt: str | None = Field(default=None, description="The negative prompt of every generation.")
 
     @field_validator("height", "width", "num_frames", "num_inference_steps")
     @classmethod
@@ -132,27 +165,118 @@ class GenerationSpec(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+#: Most values one range's grid may have (a grid beyond it is no resolution anyone can run or search).
+MAX_GRID_VALUES = 10_000
+#: Intervals of a float range without a step: min, min + (max - min) / 20, ..., max.
+DEFAULT_INTERVALS = 20
+
+
+class SweepRange(_Strict):
+    """A parameter's range instead of a list, for `repro tune` (``threshold: {min: 0.0, max: 0.5}``).
+
+    It stands for the grid ``min, min + step, ..., max``: `repro tune` searches that grid, a
+    sweep never runs it (``repro sweep`` and ``validate`` say so). ``step`` is the resolution:
+    1 for an integer parameter, ``(max - min) / 20`` for a float one unless given; it must divide
+    ``max - min`` so that the grid ends at ``max``.
+    """
+
+    min: int | float = Field(description="The smallest value of the grid.")
+    max: int | float = Field(description="The largest value of the grid (min < max).")
+    step: int | float | None = Field(default=None, description="The grid's resolution; must divide max - min "
+                                     "(default: 1 for an integer parameter, (max - min) / 20 for a float one).")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.min < self.max:
+            raise ValueError(f"a range needs min < max, got min {self.min}, max {self.max}")
+        if self.step is not None:
+            if self.step <= 0:
+                raise ValueError(f"step must be > 0, got {self.step}")
+            n = (self.max - self.min) / self.step
+            if n > MAX_GRID_VALUES:
+                raise ValueError(f"step {self.step} gives {n:,.0f} values over [{self.min}, {self.max}]; at most "
+                                 f"{MAX_GRID_VALUES:,} (a coarser step)")
+            if abs(n - round(n)) > 1e-6 or round(n) < 1:
+                raise ValueError(f"step {self.step} does not divide max - min = {_clean(self.max - self.min)}: "
+                                 f"the grid must end at max (e.g. step {_clean((self.max - self.min) / max(1, round(n)))})")
+        return self
+
+    def grid(self, integer: bool) -> list[int | float]:
+        """The values the range stands for, ascending (integers for an integer parameter)."""
+        if integer:
+            step = int(self.step) if self.step is not None else 1
+            return list(range(int(self.min), int(self.max) + 1, step))
+        step = self.step if self.step is not None else (self.max - self.min) / DEFAULT_INTERVALS
+        n = round((self.max - self.min) / step)
+        return [_clean(self.min + k * step) for k in range(n)] + [float(self.max)]
+
+    def describe(self) -> str:
+        return f"{{min: {self.min}, max: {self.max}{f', step: {self.step}' if self.step is not None else ''}}}"
+
+
+def _clean(value: float) -> float:
+    """min + k * step without the float noise (0.07500000000000001 -> 0.075): the same value every time."""
+    return float(round(value, 12)) + 0.0
+
+
 class MethodSpec(_Strict):
-    """One cache method: fixed `params` plus a `sweep` grid whose cartesian product gives the points."""
+    """One cache method: fixed `params` plus a `sweep` grid whose cartesian product gives the points.
 
-    name: str
-    label: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    sweep: dict[str, list[Any]] = Field(default_factory=dict)
-    # Calibrated methods (MagCache, TeaCache): "auto" uses published values where the method has them
-    # for the model, else calibrates once per (model, scheduler, steps, resolution) and reuses it;
-    # "always" calibrates even when published values exist; "never" needs the values in params.
-    calibrate: Literal["auto", "always", "never"] = "auto"
-    # Which calibration array to use when the pipeline runs CFG as two passes.
-    cfg_branch: Literal["cond", "uncond"] = "cond"
+    A sweep axis is a list of values, or (for `repro tune` only) a :class:`SweepRange`.
+    """
 
-    @field_validator("sweep")
+    name: str = Field(description="A registered cache method (`repro methods` lists them), e.g. first_block_cache.")
+    label: str | None = Field(default=None, description="The entry's name in tables and figures (default: name); "
+                              "needed to tell apart two entries of the same method.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Fixed parameters of the method's config, "
+                                   "checked against its fields, types and allowed ranges.")
+    sweep: dict[str, list[Any] | SweepRange] = Field(
+        default_factory=dict, description="Parameters to sweep: each a list of values (their cartesian product gives "
+        "the points), or a range {min, max, step} that only `repro tune` searches.")
+    calibrate: Literal["auto", "always", "never"] = Field(
+        default="auto", description="Calibrated methods (MagCache, TeaCache): auto uses published values where the "
+        "method has them for the model, else calibrates once per (model, scheduler, steps, resolution) and reuses it; "
+        "always calibrates even when published values exist; never needs the values in params.")
+    cfg_branch: Literal["cond", "uncond"] = Field(default="cond", description="Which calibration array to use when "
+                                                  "the pipeline runs CFG as two passes.")
+
+    @field_validator("sweep", mode="before")
     @classmethod
-    def _non_empty_axes(cls, sweep):
+    def _axes(cls, sweep):
+        """Each axis is a non-empty list or a range {min, max[, step]}; one message per mistake."""
+        if not isinstance(sweep, dict):
+            return sweep  # the type check says what a sweep is
+        out = {}
         for key, values in sweep.items():
-            if not values:
+            if isinstance(values, dict):
+                try:
+                    values = SweepRange.model_validate(values)
+                except ValidationError as exc:
+                    errors = exc.errors()
+                    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+                    loc = [str(p) for p in err["loc"] if p not in ("int", "float")]  # not the union's member tags
+                    where = f".{loc[0]}" if loc else ""
+                    shape = "a range is {min: A, max: B} or {min: A, max: B, step: S}"
+                    if err["type"] == "extra_forbidden":
+                        msg, where = f"unknown field {shorten(err['loc'][-1])}; {shape}", ""
+                    elif err["type"] == "missing":
+                        msg = f"required; {shape}"
+                    elif err["type"] == "value_error":
+                        msg = err["msg"].removeprefix("Value error, ")
+                    else:
+                        msg = f"must be a finite number (got {shorten(err.get('input'))})"
+                    raise ValueError(f"sweep axis {key!r}{where}: {msg}") from None
+            elif isinstance(values, list) and not values:
                 raise ValueError(f"sweep axis {key!r} is an empty list; give at least one value")
-        return sweep
+            elif not isinstance(values, list):
+                raise ValueError(f"sweep axis {key!r}: expected a list of values or a range {{min: A, max: B}} "
+                                 f"(for `repro tune`), got {shorten(values)}")
+            out[key] = values
+        return out
+
+    def ranges(self) -> dict[str, SweepRange]:
+        """The axes given as ranges (searched by `repro tune`, never run by a sweep)."""
+        return {k: v for k, v in self.sweep.items() if isinstance(v, SweepRange)}
 
     @property
     def display_name(self) -> str:
@@ -175,27 +299,41 @@ def _optimizations_spec() -> type[BaseModel]:
     for axis in AXES.values():
         kind = Literal[axis.choices] if axis.choices else type(axis.default)
         fields[axis.name] = (list[kind], Field(default_factory=lambda a=axis: [a.default], description=axis.doc))
-    return create_model("OptimizationsSpec", __base__=_OptimizationsBase, **fields)
+    return create_model("OptimizationsSpec", __base__=_OptimizationsBase, __doc__=_OPTIMIZATIONS_DOC, **fields)
+
+
+_OPTIMIZATIONS_DOC = """Optimization axes swept orthogonally to the cache grid (docs/optimizations.md).
+
+Each axis is a list of values; every combination is crossed with every cache point, and each
+combination gets its own uncached speed baseline, so a cache on top of an optimization is timed
+next to that optimization alone."""
 
 
 OptimizationsSpec = _optimizations_spec()
 
 
 class MetricsSpec(_Strict):
-    names: list[Literal[SCORED]] = Field(default_factory=lambda: list(SCORED))
-    lpips_net: Literal["alex", "vgg"] = "alex"
-    # An open_clip model name, "local-dir:FOLDER", or "reference": the reference CLIP trained on the
-    # reference world (experiments/reference; its scores are not comparable with published CLIP scores).
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str = "laion2b_s34b_b79k"
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    batch_size: int = Field(default=16, gt=0)
-    # How PSNR/SSIM/LPIPS are computed and averaged (metrics.protocol); only non-default choices are kept,
-    # so a spec that leaves it out keeps its hash. E.g. {psnr: pooled_video, ssim: uniform7, data_range: 1.0}.
-    protocol: dict[str, Any] = Field(default_factory=dict)
-    # Only for tests and smoke runs: build LPIPS/CLIP with random weights when pretrained ones are missing.
-    # Every score made that way is labelled "random-weights" in its name.
-    allow_random_weights: bool = False
+    """What is scored, with which networks, under which protocol (docs/metrics.md)."""
+
+    names: list[Literal[SCORED]] = Field(
+        default_factory=lambda: list(DEFAULT_NAMES), description="The metrics to score, any of metrics.registry "
+        "(left out: lpips, psnr, ssim, clip). A metric not listed appears nowhere.")
+    lpips_net: Literal["alex", "vgg"] = Field(default="alex", description="LPIPS's backbone network.")
+    clip_model: str = Field(default="ViT-B-32", description="An open_clip model name, local-dir:FOLDER, or reference: "
+                            "the reference CLIP trained on the reference world (experiments/reference; its scores are "
+                            "not comparable with published CLIP scores).")
+    clip_pretrained: str = Field(default="laion2b_s34b_b79k", description="The open_clip weights of clip_model.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="Where metrics run; auto: cuda, "
+                                                          "else mps, else cpu.")
+    batch_size: int = Field(default=16, gt=0, description="Frames per batch of the metric "
+                            "networks (fewer for very large frames, to bound memory).")
+    protocol: dict[str, Any] = Field(
+        default_factory=dict, description="How PSNR/SSIM/LPIPS are computed and averaged (metrics.protocol), e.g. "
+        "{psnr: pooled_video, ssim: uniform7, data_range: 1.0}; only non-default choices are kept, so a spec that "
+        "leaves it out keeps its hash.")
+    allow_random_weights: bool = Field(
+        default=False, description="Only for tests and smoke runs: build the metric networks with random weights when "
+        "pretrained ones are missing. Every score made that way is labelled [random weights].")
 
     @field_validator("batch_size")
     @classmethod
@@ -231,7 +369,7 @@ class MetricsSpec(_Strict):
 
 
 class TimingSpec(_Strict):
-    """How generations are timed (see README, "Timing protocol").
+    """How generations are timed (docs/timing.md).
 
     Every generation runs once: its quality run is its timed run, paired with the adjacent
     baseline run of the same item on the same worker. ``warmup`` uncached calls run once per
@@ -241,9 +379,12 @@ class TimingSpec(_Strict):
     item's speedup is the median of those paired ratios.
     """
 
-    warmup: int = Field(default=1, ge=0)
-    repeats: int = Field(default=1, ge=1)
-    items: int | Literal["all"] = 2
+    warmup: int = Field(default=1, ge=0, description="Uncached pipeline calls once per worker, before its first "
+                        "generation (not per generation).")
+    repeats: int = Field(default=1, ge=1, description="Timed baseline/cached pairs per cached generation of a "
+                         "targeted item (1: the quality run is the timed run).")
+    items: int | Literal["all"] = Field(default=2, description="How many items (prompt, seed) of the plan, from the "
+                                        "first, are targeted when repeats > 1; or all.")
 
     @field_validator("items")
     @classmethod
@@ -259,36 +400,52 @@ class TimingSpec(_Strict):
 
 
 class WandbSpec(_Strict):
-    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    project: str = "diffusion-cache-repro"
-    entity: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    artifact: bool = True  # log the results (store, exports, figures) as a versioned artifact at the end
-    artifact_media: bool = False  # include media/ in it (large)
+    """Weights & Biases, a projection of the results store made by `repro track` (docs/wandb.md)."""
+
+    mode: Literal["auto", "online", "offline", "disabled"] = Field(
+        default="auto", description="auto: online with credentials, offline without. --wandb-mode and W&B's own "
+        "WANDB_MODE come first.")
+    project: str = Field(default="diffusion-cache-repro", description="The W&B project (WANDB_PROJECT comes first).")
+    entity: str | None = Field(default=None, description="The W&B entity (WANDB_ENTITY comes first).")
+    tags: list[str] = Field(default_factory=list, description="Tags of every W&B run of the sweep.")
+    artifact: bool = Field(default=True, description="Log the results (store, exports, figures) as a versioned "
+                           "artifact at the end.")
+    artifact_media: bool = Field(default=False, description="Include media/ in that artifact (large).")
 
 
 class OutputSpec(_Strict):
-    dir: str | None = None  # default: runs/<name>
-    mp4: bool = True
+    """Where a sweep writes (docs/results.md)."""
+
+    dir: str | None = Field(default=None, description="The run directory (default: runs/<name>; --out comes first).")
+    mp4: bool = Field(default=True, description="Also write a viewable MP4 of each video beside its lossless "
+                      "frames (metrics never read it).")
 
 
 class Spec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str | None = None
-    model: ModelSpec
-    generation: GenerationSpec = Field(default_factory=GenerationSpec)
-    prompts: list[str]
-    # Provenance of a prompt-set preset (experiments.prompt_sets): source, revision, sha256, sampling.
-    prompt_set: dict[str, Any] | None = None
-    seeds: list[int]
-    methods: list[MethodSpec]
-    # Modules of the user's own code that register cache methods (imported only because they are named here).
-    plugins: list[str] = Field(default_factory=list)
-    optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec)
-    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
-    timing: TimingSpec = Field(default_factory=TimingSpec)
-    wandb: WandbSpec = Field(default_factory=WandbSpec)
-    output: OutputSpec = Field(default_factory=OutputSpec)
+    """An experiment: one model, its generation settings, prompts x seeds, and the cache methods to sweep."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="The experiment's name: the default "
+                      "run directory runs/<name> and the W&B group.")
+    description: str | None = Field(default=None, description="Free text, kept with the results.")
+    model: ModelSpec = Field(description="Where the pipeline comes from, and its dtypes and device.")
+    generation: GenerationSpec = Field(default_factory=GenerationSpec, description="Pipeline arguments shared by "
+                                       "every generation.")
+    prompts: list[str] = Field(description="A list of prompts, {file: prompts.txt} (one prompt per line, # starts a "
+                               "comment), or {preset: vbench | partiprompts | drawbench, limit: N, sample_seed: S, "
+                               "revision: REV}.")
+    prompt_set: dict[str, Any] | None = Field(default=None, description="Filled in from a prompts preset (source, "
+                                              "revision, sha256, sampling); never set by hand.")
+    seeds: list[int] = Field(description="Generator seeds (distinct integers >= 0); every prompt runs with each.")
+    methods: list[MethodSpec] = Field(description="The cache methods and their grids: at least one entry.")
+    plugins: list[str] = Field(default_factory=list, description="Modules of your own code that register cache "
+                               "methods (imported only because they are named here).")
+    optimizations: OptimizationsSpec = Field(default_factory=OptimizationsSpec, description="Optimization axes, "
+                                             "crossed with the cache grid (each defaults to its unoptimized value).")
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="What is scored, with which networks, "
+                                 "under which protocol.")
+    timing: TimingSpec = Field(default_factory=TimingSpec, description="Warm-up and timing repeats.")
+    wandb: WandbSpec = Field(default_factory=WandbSpec, description="Weights & Biases tracking.")
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Where results are written.")
 
     @field_validator("prompts")
     @classmethod
@@ -337,6 +494,15 @@ class Spec(_Strict):
         """The experiment's hash: every field that determines results, none that only says where they go
         (``output``), how they are tracked (``wandb``) or what the experiment is called (name, description)."""
         return stable_hash(result_fields(self.model_dump(mode="json")))
+
+
+def refuse_ranges(spec: Spec) -> None:
+    """SpecError when a method entry gives a range: a sweep runs lists of values; ranges are `repro tune`'s."""
+    for i, m in enumerate(spec.methods):
+        for key, axis in m.ranges().items():
+            raise SpecError(f"methods[{i}] ({m.display_name}): sweep.{key} is a range {axis.describe()}: ranges are "
+                            f"searched by `repro tune SPEC --max METRIC=VALUE` (docs/tune.md); a sweep runs lists of "
+                            f"values, e.g. {key}: [{axis.min}, {axis.max}]")
 
 
 #: Fields that do not change any result: where it is written, how it is tracked, what it is called.

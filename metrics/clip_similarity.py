@@ -109,6 +109,8 @@ def _build(model: str, pretrained: str, device: str, path: str | None) -> ClipNe
     # The tag's preprocessing (mean/std/interpolation/resize) is forced explicitly because
     # open_clip only applies it automatically when given the tag, and we give it a path.
     force_pp = {k: src.cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if src.cfg and k in src.cfg}
+    # OpenAI's CLIPs use QuickGELU; open_clip only switches it on from the tag, never for a path.
+    quick_gelu = bool(src.cfg and src.cfg.get("quick_gelu"))
     if path is None:
         log.warning(
             "CLIP %s/%s: pretrained weights not available; using RANDOM weights (seed %d). "
@@ -119,10 +121,11 @@ def _build(model: str, pretrained: str, device: str, path: str | None) -> ClipNe
             torch.manual_seed(RANDOM_SEED)
             net = open_clip.create_model(
                 model, pretrained=None, pretrained_image=False, pretrained_text=False,
-                force_preprocess_cfg=force_pp or None,
+                force_preprocess_cfg=force_pp or None, force_quick_gelu=quick_gelu,
             )
     else:
-        net = open_clip.create_model(model, pretrained=path, force_preprocess_cfg=force_pp or None)
+        net = open_clip.create_model(model, pretrained=path, force_preprocess_cfg=force_pp or None,
+                                     force_quick_gelu=quick_gelu)
     try:
         tokenizer = open_clip.get_tokenizer(model)
     except Exception as err:  # noqa: BLE001 - HF tokenizers download on first use
@@ -208,28 +211,35 @@ def _resized_size(h: int, w: int, target: int) -> tuple[int, int]:
 
 def preprocess(net: ClipNet, x: "torch.Tensor") -> "torch.Tensor":
     """``[n, 3, H, W]`` pixels (uint8, or floats on [0, 1]) -> normalised ``[n, 3, S, S]`` model input on ``x``'s device."""
+    return resize_crop_normalize(x, net.size, net.mean, net.std, net.interpolation, net.resize_mode)
+
+
+def resize_crop_normalize(x: "torch.Tensor", size: tuple[int, int], mean: Sequence[float], std: Sequence[float],
+                          interpolation: str = "bicubic", resize_mode: str = "shortest") -> "torch.Tensor":
+    """The tensor path of torchvision's ``Resize(S)`` (antialiased), ``CenterCrop(S)``, ``Normalize(mean, std)``
+    on pixels brought to [0, 1]; ``squash`` resizes straight to ``size``. Shared by CLIP and ImageReward."""
     import torch
     import torch.nn.functional as F
 
     from .inputs import as_unit
 
-    mode = "bilinear" if net.interpolation == "bilinear" else "bicubic"
-    sh, sw = net.size
+    mode = "bilinear" if interpolation == "bilinear" else "bicubic"
+    sh, sw = size
     x = as_unit(x, torch.float32)
     h, w = x.shape[-2:]
-    if net.resize_mode == "squash":
+    if resize_mode == "squash":
         x = F.interpolate(x, size=(sh, sw), mode=mode, align_corners=False, antialias=True)
-    elif net.resize_mode == "shortest" and sh == sw:
+    elif resize_mode == "shortest" and sh == sw:
         nh, nw = _resized_size(h, w, sh)
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode=mode, align_corners=False, antialias=True)
         top, left = int(round((nh - sh) / 2.0)), int(round((nw - sw) / 2.0))
         x = x[..., top : top + sh, left : left + sw]
     else:
-        raise ValueError(f"CLIP preprocessing mode {net.resize_mode!r} with size {net.size} is not supported")
-    mean = torch.tensor(net.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(net.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+        raise ValueError(f"preprocessing mode {resize_mode!r} with size {size} is not supported")
+    mean_t = torch.tensor(tuple(mean), device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(tuple(std), device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean_t) / std_t
 
 
 def encode_texts(net: ClipNet, prompts: Sequence[str], batch_size: int = 64) -> "torch.Tensor":

@@ -21,6 +21,8 @@ class InputError(ValueError):
     a
     """
 
+    exit_code = 2  # bad input, as for a bad spec (repro's CLI reads it from the type)
+
 
 class WeightsMissing(RuntimeError):
     """Pretrained network weights are neither cached nor downloadable.
@@ -28,3 +30,5 @@ class WeightsMissing(RuntimeError):
     The message names the file or model, the cache directory searched and the
     command that fetches the weights.
     """
+
+    exit_code = 3  # missing weights, as for a missing model (repro's CLI reads it from the type)

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
-from .registry import SCORED
+from .registry import DEFAULT_NAMES
 
 __all__ = ["score_folders", "list_pairs", "load_item"]
 
@@ -84,7 +84,7 @@ def load_item(path: str | Path) -> np.ndarray:
 def score_folders(
     dir_a: str | Path,
     dir_b: str | Path,
-    names: Sequence[str] = SCORED,
+    names: Sequence[str] = DEFAULT_NAMES,
     prompts: Mapping[str, str] | None = None,
     allow_unmatched: bool = False,
     **scorer_kwargs: Any,
@@ -140,7 +140,7 @@ def score_folders(
             raise InputError(f"{err} (files: {', '.join(batch)})") from err
         for f, (ca, _, _), res in zip(batch, pairs, scored):
             row: dict[str, Any] = {"file": f, "frames": int(ca.shape[0]) if ca.ndim == 4 else 1}
-            row.update({k: v["value"] for k, v in res.items()})
+            row.update({k: v["value"] for k, v in res.items() if v["value"] is not None})  # None: not applicable
             rows.append(row)
 
     # Load batch_size files at a time (a video alone fills chunks), never the whole folder.
@@ -152,7 +152,7 @@ def score_folders(
             batch, files_in_batch = [], 0
     if batch:
         flush()
-    order = ["psnr", "ssim", "lpips", "clip_cached", "clip_baseline", "clip_delta"]
+    order = ["psnr", "ssim", "lpips", "psnr_tdiff", "mae_tdiff", "clip_cached", "clip_baseline", "clip_delta"]
     keys = [k for k in order if any(k in r for r in rows)]
     agg = {k: aggregate([r[k] for r in rows if k in r], k) for k in keys}
     return {

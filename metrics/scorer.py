@@ -22,19 +22,25 @@ Per item and metric the result is ``{"value", "per_frame", "label"}``:
   ``"note"`` saying so;
 * CLIP (only when "clip" is requested and the item has a prompt):
   ``clip_cached``, ``clip_baseline`` and ``clip_delta`` (= cached - baseline,
-  per frame and in ``value``).
+  per frame and in ``value``);
+* the temporal metrics ``psnr_tdiff`` / ``mae_tdiff`` (:mod:`metrics.temporal`): ``per_frame``
+  holds one value per transition (frame t -> t+1); an item of one frame (an image) gets
+  ``value`` None, an empty ``per_frame`` and a ``note`` saying they do not apply.
+
+Metrics of each output alone (CLIP, VBench's dimensions, ImageReward: ``metrics.registry.ALONE``)
+come from :meth:`Scorer.score_alone`, once per output: a sweep stores the baseline's own value
+with the baseline. (:meth:`Scorer.score_pair` keeps giving CLIP of both sides when given a prompt.)
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from .protocol import psnr_item
 from .psnr_db import PSNR_CAP_DB
-from .registry import SCORED
+from .registry import ALONE, DEFAULT_NAMES, METRICS as REGISTRY, SCORED
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +55,8 @@ METRICS = SCORED  # the metric names a Scorer computes (metrics.registry)
 # Upper bound on pixels per chunk (frames x H x W): keeps the float64 copies of a
 # chunk around 0.4 GB each even for large frames, whatever batch_size says.
 _CHUNK_PIXELS = 1 << 24
+#: reference metrics computed chunk by chunk on aligned frames (the temporal ones need neighbours)
+_FRAMEWISE = ("psnr", "ssim", "lpips")
 
 
 class Scorer:
@@ -69,7 +77,7 @@ class Scorer:
 
     def __init__(
         self,
-        names: Sequence[str] = METRICS,
+        names: Sequence[str] = DEFAULT_NAMES,
         device: Any = "auto",
         batch_size: int = 16,
         lpips_net: str = "alex",
@@ -96,6 +104,8 @@ class Scorer:
         self.device = resolve_device(device)
         self._lpips = None
         self._clip = None
+        self._vbench: dict[str, Any] = {}
+        self._image_reward = None
         if "lpips" in names:
             from .lpips_distance import load_lpips
 
@@ -104,10 +114,16 @@ class Scorer:
             from .clip_similarity import load_clip
 
             self._clip = load_clip(clip_model, clip_pretrained, self.device, allow_random_weights)
+        for n in names:
+            if n.startswith("vbench_") and REGISTRY[n].needs_weights:
+                from .vbench import load_dimension
+
+                self._vbench[n] = load_dimension(n, self.device, allow_random_weights)
+        if "image_reward" in names:
+            from .image_reward import load_image_reward
+
+            self._image_reward = load_image_reward(self.device, allow_random_weights)
         self._text_cache: dict[str, "torch.Tensor"] = {}
-        #: entered around each chunk of network or metric work: a caller scoring in the background
-        #: sets it to a lock its timed work holds, so scoring never runs inside a timed region
-        self.chunk_guard: Any = contextlib.nullcontext
 
     @property
     def labels(self) -> dict[str, str]:
@@ -118,6 +134,10 @@ class Scorer:
                 out[n] = self._lpips.label
             elif n == "clip":
                 out[n] = self._clip.label
+            elif n in self._vbench:
+                out[n] = self._vbench[n].label
+            elif n == "image_reward":
+                out[n] = self._image_reward.label
             else:
                 out[n] = n
         return out
@@ -130,6 +150,9 @@ class Scorer:
             out["lpips"] = self._lpips.random_weights
         if self._clip is not None:
             out["clip"] = self._clip.random_weights
+        out.update({n: net.random_weights for n, net in self._vbench.items()})
+        if self._image_reward is not None:
+            out["image_reward"] = self._image_reward.random_weights
         return out
 
     # ------------------------------------------------------------------ public
@@ -190,10 +213,56 @@ class Scorer:
             stop = min(fr.n, start + chunk)
             x = fr.pixels(start, stop, device=self.device)
             text = self._text_cache[prompt].unsqueeze(0).expand(stop - start, -1)
-            with self.chunk_guard():
-                values.append(clip_frames(self._clip, x, text, self.batch_size).numpy())
+            values.append(clip_frames(self._clip, x, text, self.batch_size).numpy())
         per_frame = np.concatenate(values)
         return {"value": float(per_frame.mean()), "per_frame": per_frame.tolist(), "label": self.labels["clip"]}
+
+    def score_alone(self, frames: Any, prompt: str | None = None) -> dict:
+        """Every requested metric of one output alone (``metrics.registry.ALONE``): ``{name: entry}``.
+
+        CLIP and ImageReward need ``prompt`` (without one they are left out); VBench's video
+        dimensions on a 1-frame output give ``value`` None and a note (not applicable).
+
+        >>> import numpy as np, metrics
+        >>> s = metrics.Scorer(names=("vbench_temporal_flickering",), device="cpu")
+        >>> v = np.zeros((3, 8, 8, 3), np.uint8); v[1] = 51
+        >>> round(s.score_alone(v)["vbench_temporal_flickering"]["value"], 6)
+        0.8
+        """
+        from .inputs import to_frames
+        from .temporal import not_applicable
+
+        fr = to_frames(frames, "output")
+        labels = self.labels
+        h, w = fr.size
+        chunk = max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w)))
+        out: dict[str, dict] = {}
+        for n in self.names:
+            if n not in ALONE or (n in ("clip", "image_reward") and not prompt):
+                continue
+            if fr.n < REGISTRY[n].min_frames:
+                out[n] = not_applicable(fr.n, labels[n])
+                continue
+            if n == "clip":
+                out[n] = self.score_prompt(frames, prompt)
+                continue
+            if n == "vbench_temporal_flickering":
+                from .vbench import item_flickering
+
+                v = item_flickering(fr, chunk, _cpu_or(self.device))
+            elif n == "image_reward":
+                from .image_reward import image_reward_frames
+
+                v = np.concatenate([image_reward_frames(self._image_reward,
+                                                        fr.pixels(s, s + chunk, device=self.device), prompt,
+                                                        self.batch_size) for s in range(0, fr.n, chunk)])
+            else:
+                from .vbench import score_dimension
+
+                v = score_dimension(self._vbench[n], fr, self.batch_size)
+            out[n] = {"value": float(v.mean()), "per_frame": v.tolist(), "label": labels[n],
+                      "protocol": REGISTRY[n].protocol.get("definition", "")}
+        return out
 
     # --------------------------------------------------------------- internals
 
@@ -237,8 +306,7 @@ class Scorer:
 
         todo = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if todo:
-            with self.chunk_guard():
-                emb = encode_texts(self._clip, todo, batch_size=max(self.batch_size, 32))
+            emb = encode_texts(self._clip, todo, batch_size=max(self.batch_size, 32))
             self._text_cache.update(zip(todo, emb))
 
     def _score(self, pairs: list, single: bool) -> list[dict]:
@@ -261,6 +329,8 @@ class Scorer:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (fc, _, _) in enumerate(items):
             groups.setdefault(fc.size, []).append(i)
+        if not any(per_frame):  # only temporal metrics requested: no frame-by-frame pass
+            groups = {}
         for (h, w), idx in groups.items():
             exact = all_uint8(*(f for i in idx for f in items[i][:2]))
             chunk = max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w)))
@@ -271,14 +341,17 @@ class Scorer:
                     for side in (0, 1)
                 )
                 prompts = [items[i][2] for i, s, e in segs for _ in range(e - s)]
-                vals = self._score_chunk(x, y, prompts)
+                vals = self._compute_chunk(x, y, prompts)
                 o = 0  # scatter the chunk's per-frame values back to their items
                 for i, s, e in segs:
                     for k, v in vals.items():
                         if k in per_frame[i]:
                             per_frame[i][k][s:e] = v[o : o + e - s]
                     o += e - s
-        return [self._entries(r) for r in per_frame]
+        out = [self._entries(r) for r in per_frame]
+        for i, (fc, fb, _) in enumerate(items):
+            out[i].update(self._temporal(fc, fb))
+        return out
 
     def _score_reference(self, cached: Any, ref: "Reference", prompt: str | None) -> dict:
         """One item against a prepared baseline: the same chunks as :meth:`_score`, baseline LPIPS features cached."""
@@ -298,24 +371,47 @@ class Scorer:
         h, w = fc.size
         chunk = max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w)))
         per_frame = {k: np.full(fc.n, np.nan) for k in self._keys(prompt)}
-        for start in range(0, fc.n, chunk):
+        for start in range(0, fc.n if per_frame else 0, chunk):
             stop = min(fc.n, start + chunk)
             x = metric_pixels(fc, start, stop, exact=exact, dtype=dtype, device=data_device)
             y = metric_pixels(fb, start, stop, exact=exact, dtype=dtype, device=data_device)
             feats = None
             if self._lpips is not None:
-                with self.chunk_guard():
-                    feats = ref.lpips_features(self, (start, stop, exact), y)
-            vals = self._score_chunk(x, y, [prompt] * (stop - start), y_lpips=feats)
+                feats = ref.lpips_features(self, (start, stop, exact), y)
+            vals = self._compute_chunk(x, y, [prompt] * (stop - start), y_lpips=feats)
             for k, v in vals.items():
                 if k in per_frame:
                     per_frame[k][start:stop] = v
-        return self._entries(per_frame)
+        out = self._entries(per_frame)
+        out.update(self._temporal(fc, fb))
+        return out
 
-    def _score_chunk(self, x: "torch.Tensor", y: "torch.Tensor", prompts: list[str | None],
-                     y_lpips: list["torch.Tensor"] | None = None) -> dict[str, np.ndarray]:
-        with self.chunk_guard():
-            return self._compute_chunk(x, y, prompts, y_lpips)
+    def _temporal(self, fc: "Frames", fb: "Frames") -> dict:
+        """Entries of the temporal reference metrics for one checked pair (metrics.temporal)."""
+        from .psnr_db import video_psnr
+        from .temporal import NAMES, item_errors, not_applicable
+
+        wanted = [n for n in NAMES if n in self.names]
+        if not wanted:
+            return {}
+        if fc.n < 2:
+            return {n: not_applicable(fc.n, n) for n in wanted}
+        h, w = fc.size
+        vals = item_errors(fc, fb, max(1, min(self.batch_size, _CHUNK_PIXELS // (h * w))), _cpu_or(self.device))
+        out = {}
+        for n in wanted:
+            v = vals[n]
+            entry = {"value": float(v.mean()), "per_frame": v.tolist(), "label": n,
+                     "protocol": REGISTRY[n].protocol["definition"] + "; per transition, mean over transitions"}
+            if n == "psnr_tdiff":
+                entry["value"], n_inf = video_psnr(v)
+                if n_inf:
+                    entry["n_inf"] = n_inf
+                    entry["note"] = (f"{n_inf} of {v.size} transitions change exactly as the baseline's (inf dB); "
+                                     + ("the item is identical in its changes" if n_inf == v.size else
+                                        f"value averages them as {PSNR_CAP_DB:g} dB"))
+            out[n] = entry
+        return out
 
     def _compute_chunk(self, x: "torch.Tensor", y: "torch.Tensor", prompts: list[str | None],
                        y_lpips: list["torch.Tensor"] | None = None) -> dict[str, np.ndarray]:
@@ -355,7 +451,7 @@ class Scorer:
         return vals
 
     def _keys(self, prompt: str | None) -> list[str]:
-        keys = [n for n in self.names if n != "clip"]
+        keys = [n for n in self.names if n in _FRAMEWISE]
         if "clip" in self.names and prompt is not None:
             keys += ["clip_cached", "clip_baseline"]
         return keys
@@ -406,6 +502,13 @@ class Reference:
             self._lpips[chunk] = lpips_features(scorer._lpips, pixels, scorer.batch_size)
             self.feature_computations += 1
         return self._lpips[chunk]
+
+
+def _cpu_or(device: Any) -> Any:
+    """Where the model-free float64 pixel work runs: the device, except MPS (no float64)."""
+    from .device import pixel_device
+
+    return pixel_device(device)
 
 
 def _chunks(items: list[tuple[int, int]], size: int) -> Iterable[list[tuple[int, int, int]]]:

@@ -55,9 +55,11 @@ def bootstrap_ci(
 def aggregate(values: Iterable[float], metric: str, confidence: float = 0.95) -> dict:
     """Mean, bootstrap CI, count and notes for one metric's per-item values.
 
-    For PSNR (``metric`` starting with "psnr") inf values (identical items) are
-    replaced by ``PSNR_CAP_DB`` = 100 dB before averaging; ``n_inf`` counts them
-    and ``note`` says so. Other metrics must be finite.
+    For the PSNRs (``psnr``, ``psnr_tdiff``, any "psnr..." key: metrics.registry.capped) inf values
+    (identical items) are replaced by ``PSNR_CAP_DB`` = 100 dB before averaging; ``n_inf`` counts
+    them and ``note`` says so. Other metrics must be finite. A set-level metric averaged over fewer
+    samples than its source asks for (VBench's dimensions) gets a ``warning`` saying so
+    (metrics.registry.sample_size_warning); ``n`` is always the number of samples.
 
     >>> r = aggregate([30.0, float("inf")], "psnr")
     >>> r["mean"], r["n_inf"]
@@ -68,7 +70,9 @@ def aggregate(values: Iterable[float], metric: str, confidence: float = 0.95) ->
         raise ValueError(f"aggregate({metric!r}) needs at least one value")
     if np.isnan(x).any():
         raise ValueError(f"aggregate({metric!r}): NaN among the values")
-    is_psnr = metric.lower().startswith("psnr")
+    from .registry import capped, sample_size_warning
+
+    is_psnr = capped(metric) or metric.lower().startswith("psnr")
     n_inf = int(np.isposinf(x).sum()) if is_psnr else 0
     if is_psnr:
         x = np.minimum(x, PSNR_CAP_DB)
@@ -78,7 +82,7 @@ def aggregate(values: Iterable[float], metric: str, confidence: float = 0.95) ->
     note = f"{confidence:.0%} {CI_METHOD} bootstrap CI of the mean"
     if n_inf:
         note += f"; {n_inf} of {x.size} values were inf (identical) and count as {PSNR_CAP_DB:g} dB"
-    return {
+    out = {
         "mean": float(x.mean()),
         "ci_low": lo,
         "ci_high": hi,
@@ -86,3 +90,7 @@ def aggregate(values: Iterable[float], metric: str, confidence: float = 0.95) ->
         "n_inf": n_inf,
         "note": note,
     }
+    warning = sample_size_warning(metric, int(x.size))
+    if warning:
+        out["warning"] = warning
+    return out

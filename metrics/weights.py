@@ -7,6 +7,11 @@
 * CLIP weights are open_clip checkpoints in the Hugging Face cache
   (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``),
   or for the few tags without a hub copy, ``~/.cache/clip``.
+* VBench's networks: DINO ViT-B/16 (hub ``timm/vit_base_patch16_224.dino``), CLIP ViT-B-32 and
+  ViT-L-14 (OpenAI, as CLIP above), LAION's aesthetic head (``sa_0_4_vit_l_14_linear.pth`` from
+  github.com/LAION-AI/aesthetic-predictor, kept in the torch checkpoint folder).
+* ImageReward: ``ImageReward.pt`` of hub ``THUDM/ImageReward`` and the BERT vocabulary of hub
+  ``google-bert/bert-base-uncased`` (the tokenizer ImageReward's BLIP builds on).
 
 The cache is always checked first. A download is only attempted when the file
 is missing, ``HF_HUB_OFFLINE`` is not set, and a quick probe of the host
@@ -37,7 +42,9 @@ __all__ = [
     "hf_cache_dir",
     "lpips_backbone_file",
     "offline",
+    "resolve_aesthetic_head",
     "resolve_clip_checkpoint",
+    "resolve_hub_file",
     "resolve_lpips_backbone",
     "torch_checkpoint_dir",
 ]
@@ -314,6 +321,93 @@ def resolve_clip_checkpoint(
         raise
 
 
+# ------------------------------------------------------------------- single files (VBench, ImageReward)
+
+#: LAION's aesthetic predictor head, as VBench's vbench/aesthetic_quality.py downloads it
+AESTHETIC_URL = "https://github.com/LAION-AI/aesthetic-predictor/raw/main/sa_0_4_vit_l_14_linear.pth"
+
+
+def _metric_command(metric: str) -> str:
+    return f"python -m metrics fetch --metrics {metric}"
+
+
+def resolve_hub_file(repo_id: str, filename: str, what: str, metric: str,
+                     allow_random_weights: bool = False) -> Path | None:
+    """A file of a Hugging Face hub repo from the cache (downloading it if possible).
+
+    None only when ``allow_random_weights`` and the file is unavailable; otherwise
+    :class:`WeightsMissing` names the file, the cache and the fetch commands.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_cache_dir()))
+    if isinstance(hit, str) and os.path.isfile(hit):
+        return Path(hit)
+    where, full = hf_cache_dir(), f"{what} (hub repo {repo_id}, file {filename})"
+    try:
+        if offline():
+            raise _missing(full, where, "HF_HUB_OFFLINE is set, no download attempted", _metric_command(metric))
+        probe = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + f"/{repo_id}"
+        why = _reachable(probe)
+        if why is not None:
+            raise _missing(full, where, f"download failed: {why}", _metric_command(metric))
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return Path(hf_hub_download(repo_id, filename, cache_dir=str(where)))
+        except Exception as err:  # noqa: BLE001
+            raise _missing(full, where, f"download failed: {err}", _metric_command(metric)) from err
+    except WeightsMissing:
+        if allow_random_weights:
+            return None
+        raise
+
+
+def resolve_aesthetic_head(allow_random_weights: bool = False) -> Path | None:
+    """LAION's aesthetic linear head (VBench aesthetic quality) in the torch checkpoint folder."""
+    import torch
+
+    target = torch_checkpoint_dir() / os.path.basename(AESTHETIC_URL)
+    if target.is_file():
+        return target
+    try:
+        cmd, what = _metric_command("vbench_aesthetic_quality"), f"LAION aesthetic head {target.name}"
+        if offline():
+            raise _missing(what, target.parent, "HF_HUB_OFFLINE is set, no download attempted", cmd)
+        why = _reachable(AESTHETIC_URL)
+        if why is not None:
+            raise _missing(what, target.parent, f"download failed: {why}", cmd)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(AESTHETIC_URL, str(target), progress=True)
+        except Exception as err:  # noqa: BLE001
+            raise _missing(what, target.parent, f"download failed: {err}", cmd) from err
+        return target
+    except WeightsMissing:
+        if allow_random_weights:
+            return None
+        raise
+
+
+def _fetch_metric_files(name: str) -> list[str]:
+    """Fetch what a VBench dimension or ImageReward needs (raises WeightsMissing when impossible)."""
+    if name == "vbench_subject_consistency":
+        from .vbench import DINO_FILE, DINO_REPO
+
+        return [str(resolve_hub_file(DINO_REPO, DINO_FILE, "DINO ViT-B/16", name))]
+    if name == "vbench_background_consistency":
+        return fetch_weights(clip_model="ViT-B-32", clip_pretrained="openai", metrics=("clip",))
+    if name == "vbench_aesthetic_quality":
+        return [*fetch_weights(clip_model="ViT-L-14", clip_pretrained="openai", metrics=("clip",)),
+                str(resolve_aesthetic_head())]
+    if name == "image_reward":
+        from .image_reward import BERT_REPO, BERT_FILES, CHECKPOINT, REPO
+
+        return [str(resolve_hub_file(REPO, CHECKPOINT, "ImageReward checkpoint", name))] + \
+            [str(resolve_hub_file(BERT_REPO, f, "ImageReward's BERT tokenizer", name)) for f in BERT_FILES]
+    return []
+
+
 # ---------------------------------------------------------------------------- fetch
 
 
@@ -324,6 +418,8 @@ def fetch_weights(
     metrics: tuple[str, ...] | list[str] = ("lpips", "clip"),
 ) -> list[str]:
     """Download (or find already cached) the weights the given metrics need; returns the paths.
+
+    Model-free metrics need nothing; VBench's network dimensions and ImageReward fetch their own files.
 
     Files land in the standard caches (``torch.hub.get_dir()/checkpoints`` and the
     Hugging Face cache), where :class:`~metrics.Scorer` looks for them.
@@ -363,4 +459,6 @@ def fetch_weights(
                 f"download failed: {err}",
                 fetch_command(lpips_net, clip_model, clip_pretrained),
             ) from err
+    for name in metrics:
+        got += _fetch_metric_files(name)
     return got

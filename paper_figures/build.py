@@ -10,6 +10,7 @@ import pandas as pd
 
 from paper_figures import contract as c
 from paper_figures.figure import DEFAULT_FORMATS, Figure
+from paper_figures.frame_curves import frame_curves
 from paper_figures.grid_selection import PromptChoice
 from paper_figures.grid_video import grid_videos
 from paper_figures.grids import comparison_grids
@@ -29,11 +30,13 @@ def make_all(
     out_dir: Path | str,
     formats: Sequence[str] = DEFAULT_FORMATS,
     grid_prompts: Sequence[PromptChoice] | None = None,
+    frames: pd.DataFrame | None = None,
 ) -> list[Figure]:
     """Write all outputs to `out_dir`, `out_dir/index.md` and `out_dir/index.html`; returns the figures in index order.
 
-    Builders that have nothing to draw (no calibrations, no video items, an
-    all-NaN metric, ...) are skipped rather than producing empty plots.
+    `frames` is the per-frame quality table (``frame_curves.frame_table``) for the quality-over-the-clip
+    figure. Builders that have nothing to draw (no calibrations, no video items, an all-NaN metric, one-frame
+    outputs, ...) are skipped rather than producing empty plots.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,6 +47,8 @@ def make_all(
     figures += pareto_plots(points, out, formats)
     figures.append(time_breakdown(points, out, formats))
     figures.append(skip_heatmap(points, out, formats))
+    if frames is not None and not frames.empty and frames["frame"].max() > 0:  # videos: where in the clip
+        figures.append(frame_curves(frames, out, points, formats=formats))
     figures.append(mag_ratio_plot(calibrations or [], out, formats))
     if not items.empty:
         figures += comparison_grids(points, items, out, formats, grid_prompts)

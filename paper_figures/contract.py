@@ -19,6 +19,8 @@ from metrics.registry import RANDOM_WEIGHTS_TAG
 
 #: The quality axes figures and tables show (each compares a point with its baseline).
 METRICS: tuple[str, ...] = registry.FRONT
+# every quality column a run may have (metrics.registry order); a run has those it requested
+QUALITY: tuple[str, ...] = registry.QUALITY
 # True when larger is better.
 HIGHER_IS_BETTER: dict[str, bool] = {n: m.higher_is_better for n, m in registry.METRICS.items()}
 DEFAULT_METRIC_LABELS: dict[str, str] = registry.default_labels()
@@ -68,6 +70,26 @@ def text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value)
+
+
+def tune_role(frame: pd.DataFrame) -> pd.Series:
+    """`repro tune`'s mark per row: "chosen", "explored" or "" (no tune column: "")."""
+    if "tune" not in frame.columns:
+        return pd.Series("", index=frame.index, dtype=object)
+    return frame["tune"].map(text)
+
+
+def tune_note(points: pd.DataFrame) -> str:
+    """Caption sentence for a run `repro tune` searched: what the ring means, under which gates."""
+    roles = tune_role(points)
+    if not (roles == "chosen").any():
+        return ""
+    methods = ((points.attrs.get("tune") or {}).get("methods") or {}).values()
+    gates = {", ".join(f"{n} {'<=' if k == 'max' else '>='} {v:g}" for n, k, v in m.get("gates") or [])
+             for m in methods} - {""}
+    return ("Ringed: the setting `repro tune` chose per method" + (f" ({'; '.join(sorted(gates))}, holding for "
+            f"the 95% bound over items)" if gates else "") + "; the other points are settings its search "
+            "explored, some on a subset of the items (n in the table).")
 
 
 def sort_points(points: pd.DataFrame) -> pd.DataFrame:
@@ -185,6 +207,21 @@ def parse_float_list(value: Any) -> list[float]:
         except (TypeError, ValueError):
             out.append(float("nan"))
     return out
+
+
+def parse_branch_lists(value: Any) -> dict[str, list[float]]:
+    """A JSON mapping of CFG branch -> list of floats (e.g. `computed_by_branch`); anything unparsable gives {}."""
+    if isinstance(value, dict):
+        raw = value
+    else:
+        s = text(value).strip()
+        try:
+            raw = json.loads(s) if s else {}
+        except json.JSONDecodeError:
+            return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): parse_float_list(v) for k, v in raw.items() if parse_float_list(v)}
 
 
 def available_metrics(points: pd.DataFrame) -> list[str]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from paper_figures import contract as c
-from paper_figures.frames import frame_paths
+from paper_figures.frames import Frame, output_frames
 
 # `grid_prompts` entries: a prompt index (first seed of it) or an explicit (prompt_index, seed).
 PromptChoice = int | tuple[int, int]
@@ -36,9 +35,9 @@ class GridEntry:
         return c.text(self.item.get("kind")) if self.item is not None else ""
 
     @property
-    def frames(self) -> list[Path]:
-        """Frame files on disk ([] when the output is missing)."""
-        return frame_paths(self.item.get("frames_dir")) if self.item is not None else []
+    def frames(self) -> list[Frame]:
+        """The output's frames on disk ([] when the output is missing)."""
+        return output_frames(self.item.get("frames_dir")) if self.item is not None else []
 
 
 def select_prompts(items: pd.DataFrame, grid_prompts: Sequence[PromptChoice] | None = None) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from paper_figures import contract as c
 from paper_figures.figure import Figure, atomic_path
-from paper_figures.frames import evenly_spaced
+from paper_figures.frames import Frame, evenly_spaced, image_size
 from paper_figures.grid_selection import GridEntry, PromptChoice, entry_stats, grid_entries, select_prompts
 
 MAX_TILE_HEIGHT = 360
@@ -65,10 +65,9 @@ def grid_video(
 
     lpips_random = c.is_random_weights(points, "lpips")
     lpips_name = "LPIPS*" if lpips_random else "LPIPS"
-    paths = [e.frames for e in tiles]
-    n = max(len(p) for p in paths)
-    with Image.open(paths[0][0]) as first:
-        height = _even(max(MIN_TILE_HEIGHT, min(MAX_TILE_HEIGHT, first.height)))
+    frames = [e.frames for e in tiles]
+    n = max(len(f) for f in frames)
+    height = _even(max(MIN_TILE_HEIGHT, min(MAX_TILE_HEIGHT, image_size(frames[0][0])[1])))
     font = ImageFont.truetype(str(_FONT_PATH), 14)
     labels = [("baseline" if e.is_baseline else f"{e.method} {e.label}", entry_stats(e, lpips_name)) for e in tiles]
 
@@ -76,7 +75,7 @@ def grid_video(
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"grid_video_p{prompt_index}_s{seed}.mp4"
     with atomic_path(path) as tmp:
-        _write_video(tmp, paths, labels, height, font, n, fps)
+        _write_video(tmp, frames, labels, height, font, n, fps)
 
     caption = (
         f"Side-by-side video, prompt {prompt_index}, seed {seed}, left to right: "
@@ -88,7 +87,7 @@ def grid_video(
     return Figure(path_stem=path.stem, files=[path], caption=caption, kind="video")
 
 
-def _write_video(path: Path, paths, labels, height: int, font, n: int, fps: int) -> None:
+def _write_video(path: Path, frames: list[list[Frame]], labels, height: int, font, n: int, fps: int) -> None:
     writer = imageio.get_writer(
         path, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=2,
         ffmpeg_log_level="error",
@@ -98,7 +97,7 @@ def _write_video(path: Path, paths, labels, height: int, font, n: int, fps: int)
     try:
         for k in range(n):
             row = []
-            for p, label in zip(paths, labels):
+            for p, label in zip(frames, labels):
                 # Shorter outputs hold their last frame so all tiles stay in sync.
                 row.append(_tile(p[min(k * len(p) // n, len(p) - 1)], height, label, font))
             writer.append_data(np.concatenate(row, axis=1))
@@ -131,11 +130,10 @@ def _even(v: int) -> int:
     return max(2, v - v % 2)
 
 
-def _tile(path: Path, height: int, label: tuple[str, str], font: ImageFont.FreeTypeFont) -> np.ndarray:
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        width = _even(round(im.width * height / im.height))
-        im = im.resize((width, height), Image.Resampling.LANCZOS) if im.size != (width, height) else im.copy()
+def _tile(frame: Frame, height: int, label: tuple[str, str], font: ImageFont.FreeTypeFont) -> np.ndarray:
+    im = frame.image()
+    width = _even(round(im.width * height / im.height))
+    im = im.resize((width, height), Image.Resampling.LANCZOS) if im.size != (width, height) else im
     canvas = Image.new("RGB", (width, height + _BAND), "white")
     canvas.paste(im, (0, _BAND))
     draw = ImageDraw.Draw(canvas)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from paper_figures import contract as c
 from paper_figures.figure import DEFAULT_FORMATS, Figure, save_figure
-from paper_figures.frames import evenly_spaced, image_size, load_rgb
+from paper_figures.frames import Frame, evenly_spaced, image_size, load_rgb
 from paper_figures.grid_selection import GridEntry, PromptChoice, entry_stats, grid_entries, prompt_text, select_prompts
 from paper_figures.style import COLUMN_WIDTH_IN, DPI, PAGE_WIDTH_IN, figure_style, plain_text
 
@@ -94,7 +94,7 @@ def _name(e: GridEntry) -> str:
     return "baseline" if e.is_baseline else f"{e.method} {e.label}".strip()
 
 
-_Frames = dict[int, list[Path]]
+_Frames = dict[int, list[Frame]]
 
 
 def _image_grid(entries: list[GridEntry], frames: _Frames, aspect: float, lpips_name: str, title: str, prompt: str,
@@ -166,8 +166,7 @@ def _video_grid(entries: list[GridEntry], frames: _Frames, aspect: float, n_fram
         for col in range(ncols):
             x0 = left + col * (tile_w + _GAP)
             ax = fig.add_axes(_rect(x0, top - tile_h, tile_w, tile_h, width, height))
-            path = frames[r][picks[col]] if col < len(picks) else None
-            _tile(ax, path)
+            _tile(ax, frames[r][picks[col]] if col < len(picks) else None)
         name = "baseline" if e.is_baseline else f"{e.method}\n{e.label}"
         stats = entry_stats(e, lpips_name)
         fig.text((left - 0.05) / width, (top - tile_h / 2) / height, plain_text(f"{name}\n{stats}"),
@@ -180,11 +179,11 @@ def _rect(x0: float, y0: float, w: float, h: float, width: float, height: float)
     return [x0 / width, y0 / height, w / width, h / height]
 
 
-def _tile(ax: plt.Axes, path: Path | None) -> None:
+def _tile(ax: plt.Axes, frame: Frame | None) -> None:
     ax.set_axis_off()
     bbox = ax.get_position()
     fig_w, fig_h = ax.figure.get_size_inches()
-    if path is None:
+    if frame is None:
         # Keep the grid rectangular; say why the cell is empty.
         ax.add_patch(plt.Rectangle((0, 0), 1, 1, transform=ax.transAxes, color="#E6E6E6"))
         ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=_TEXT, color="#555555", transform=ax.transAxes)
@@ -192,7 +191,7 @@ def _tile(ax: plt.Axes, path: Path | None) -> None:
     # Resample once with Lanczos to the tile's pixel size at the output dpi, then draw 1:1:
     # sharp in the PNG, and PDF/SVG embed exactly that resolution instead of the full frame.
     size = (max(1, round(bbox.width * fig_w * DPI)), max(1, round(bbox.height * fig_h * DPI)))
-    ax.imshow(load_rgb(path, size=size), interpolation="none", aspect="auto")
+    ax.imshow(load_rgb(frame, size=size), interpolation="none", aspect="auto")
 
 
 def _header_lines(title: str, prompt: str, width: float) -> list[tuple[str, float, dict]]:

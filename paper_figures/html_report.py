@@ -2,7 +2,8 @@
 
 Everything the page needs is inside it (data as inline JSON, CSS, script, the figures as data
 URIs) except the outputs themselves: videos and frames are referenced by relative paths, so the
-page works where the run directory is copied or pulled and stays small. Sections: provenance,
+page works where the run directory is copied or pulled and stays small (frames shown from a
+lossless video file, which browsers cannot play, are written as PNGs under ``frames/`` beside it). Sections: provenance,
 the sortable points table (labels for random-weight metrics and suspect timings), the Pareto
 plots, baseline-vs-cached players (videos played in step; images with a slider and a flicker
 view) and the skip heat map, then every other figure.
@@ -22,21 +23,27 @@ from typing import Any
 import pandas as pd
 
 from paper_figures import contract as c
-from paper_figures.figure import Figure
-from paper_figures.frames import frame_paths
+from experiments.media import FRAME_PATTERN
+from paper_figures.figure import Figure, atomic_path
+from paper_figures.frames import Frame, output_frames
 
 HTML_NAME = "index.html"
 PAIRS_PER_POINT = 2  # baseline-vs-cached pairs shown per point
 MAX_PAIRS = 24
-REFERENCE_COLUMNS = ("speedup", "compute_fraction", "lpips", "psnr", "ssim", "clip_delta")
 EMBED_LIMIT = 2_000_000  # bytes: a figure larger than this is linked, not embedded
 
-COLUMNS = (  # (column, title, kind) of the points table
-    ("point", "point", "text"), ("method", "method", "text"), ("speedup", "speedup", "num"),
-    ("compute_fraction", "compute fraction", "num"), ("lpips", "lpips", "num"), ("psnr", "psnr", "num"),
-    ("ssim", "ssim", "num"), ("clip_delta", "clip_delta", "num"), ("latency_s", "latency (s)", "num"),
-    ("peak_memory_mb", "peak memory (MB)", "num"), ("n_items", "items", "num"), ("status", "status", "text"),
-)
+
+def _columns(points: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(column, title, kind) of the points table: the run's quality columns only (metrics.registry order)."""
+    quality = [(m, m, "num") for m in c.QUALITY if m in points.columns]
+    return [("point", "point", "text"), ("method", "method", "text"), ("speedup", "speedup", "num"),
+            ("compute_fraction", "compute fraction", "num"), *quality, ("latency_s", "latency (s)", "num"),
+            ("peak_memory_mb", "peak memory (MB)", "num"), ("n_items", "items", "num"), ("status", "status", "text")]
+
+
+def _is_reference_value(col: str) -> bool:
+    """The baseline's own value of this column is a reference by definition, not a measurement."""
+    return col in ("speedup", "compute_fraction") or col in c.METRICS
 
 
 def write_html_report(points: pd.DataFrame, items: pd.DataFrame | None, figures: Sequence[Figure],
@@ -50,7 +57,8 @@ def write_html_report(points: pd.DataFrame, items: pd.DataFrame | None, figures:
     by_stem = {f.path_stem: f for f in figures}
     pareto = [f for f in figures if f.path_stem.startswith("pareto_")]
     heatmap = [by_stem["skip_heatmap"]] if "skip_heatmap" in by_stem else []
-    others = [f for f in figures if f not in pareto and f not in heatmap and f.kind == "figure"]
+    curves = [by_stem["frame_curves"]] if "frame_curves" in by_stem else []
+    others = [f for f in figures if f not in pareto and f not in heatmap and f not in curves and f.kind == "figure"]
     body = [
         f"<h1>{_e(title)}</h1>",
         _provenance(provenance, items),
@@ -59,6 +67,8 @@ def write_html_report(points: pd.DataFrame, items: pd.DataFrame | None, figures:
         "<h2 id='compare'>Baseline vs cached</h2>", _pairs(points, items, out),
         "<h2 id='skips'>Skip heat map</h2>", _figures(heatmap, out) or "<p>No per-step data.</p>",
     ]
+    if curves:  # videos: where in the clip each point loses quality, beside its skip pattern over the steps
+        body += ["<h2 id='frames'>Quality over the clip</h2>", _figures(curves, out)]
     if others:
         body += ["<h2 id='more'>More figures</h2>", _figures(others, out)]
     page = _PAGE.format(title=_e(title), css=_CSS, body="\n".join(body), script=_SCRIPT,
@@ -89,46 +99,71 @@ def _provenance(prov: dict[str, Any], items: pd.DataFrame) -> str:
 
 def _notes(points: pd.DataFrame) -> str:
     notes = []
-    random = [m for m in (*c.METRICS, "clip") if c.is_random_weights(points, m)]
+    random = [m for m in c.QUALITY if m in points.columns and c.is_random_weights(points, m)]
     if random:
         notes.append(f"<p class='warn'><span class='badge rw'>random weights</span> {_e(', '.join(random))} were "
                      f"computed with random-weight networks: not comparable to published scores.</p>")
     suspect = c.flag(points, "timing_suspect")
-    if suspect.any():
-        notes.append("<p class='warn'><span class='badge ts'>timing suspect</span> speedup beyond what the "
-                     "compute fraction allows: not to be trusted as measured.</p>")
-    notes.append("<p class='note'>PSNR of outputs identical to their baseline is infinite per item; means cap it "
-                 "at 100 dB. Click a column title to sort.</p>")
+    if suspect.any():  # each point's own reasons (beyond its Amdahl bound, items spread ...) are on its badge
+        reasons = [c.text(r) for r in points.loc[suspect, "timing_suspect_reason"]] \
+            if "timing_suspect_reason" in points.columns else []
+        kinds = sorted({_reason_kind(r) for r in reasons if r})
+        notes.append(f"<p class='warn'><span class='badge ts'>timing suspect</span> {int(suspect.sum())} point(s) "
+                     f"whose speedup is not to be trusted as measured ({_e('; '.join(kinds) or 'see each badge')}); "
+                     f"hover a badge for the point's reason.</p>")
+    if "psnr" in points.columns:
+        notes.append("<p class='note'>PSNR of outputs identical to their baseline is infinite per item; means cap "
+                     "it at 100 dB.</p>")
+    notes.append("<p class='note'>Click a column title to sort.</p>")
     return "".join(notes)
+
+
+def _reason_kind(reason: str) -> str:
+    """A timing-suspect reason in a few words (repro.aggregate.timing_suspect_reasons says the rest)."""
+    kinds = []
+    if "Amdahl bound" in reason:
+        kinds.append("beyond what its compute fraction allows")
+    if "spread" in reason:
+        kinds.append("per-item speedups spread widely")
+    return ", ".join(kinds) or reason
 
 
 def _points_table(points: pd.DataFrame) -> str:
     frame = c.sort_points(points)
-    random = {m for m in (*c.METRICS, "clip") if c.is_random_weights(points, m)}
-    suspect, front = c.flag(frame, "timing_suspect"), c.flag(frame, "on_front_lpips")
+    columns = _columns(points)
+    random = {m for m in c.QUALITY if m in points.columns and c.is_random_weights(points, m)}
+    front_metric = next((m for m in c.METRICS if f"on_front_{m}" in frame.columns), None)
+    suspect = c.flag(frame, "timing_suspect")
+    front = c.flag(frame, f"on_front_{front_metric}") if front_metric else c.flag(frame, "")
+    tuned = c.tune_role(frame)
     badge = " <span class='badge rw'>random weights</span>"
 
     def title_of(col: str, title: str) -> str:
-        return c.metric_label(points, col).replace(c.RANDOM_WEIGHTS_TAG, "").strip() if col in c.METRICS else title
+        return c.metric_label(points, col).replace(c.RANDOM_WEIGHTS_TAG, "").strip() if col in c.QUALITY else title
 
     head = "".join(f"<th data-kind='{kind}' tabindex='0'>{_e(title_of(col, title))}{badge if col in random else ''}"
-                   f"</th>" for col, title, kind in COLUMNS)
+                   f"</th>" for col, title, kind in columns)
     rows = []
-    for (_, r), is_suspect, on_front in zip(frame.iterrows(), suspect, front):
+    for (_, r), is_suspect, on_front, role in zip(frame.iterrows(), suspect, front, tuned):
         cells = []
-        for col, _, kind in COLUMNS:
+        for col, _, kind in columns:
             if col == "point":
                 value = c.text(r.get("label")) or c.text(r.get("point_id"))
                 extra = " <span class='badge ts' title='{}'>timing suspect</span>".format(
                     _e(c.text(r.get("timing_suspect_reason")))) if is_suspect else ""
                 if on_front:
-                    extra += " <span class='badge front' title='on the LPIPS Pareto front'>front</span>"
+                    extra += (f" <span class='badge front' title='on the {_e(front_metric)} Pareto front'>"
+                              f"front</span>")
+                if role == "chosen":
+                    extra += " <span class='badge tune' title='the setting repro tune chose'>chosen by tune</span>"
+                elif role == "explored":
+                    extra += " <span class='badge explored' title='a setting repro tune explored'>explored</span>"
                 cells.append(f"<td data-v='{_e(value)}'>{_e(value)}{extra}</td>")
             elif kind == "num":
                 v = pd.to_numeric(pd.Series([r.get(col)]), errors="coerce").iloc[0]
                 sort_v = "" if pd.isna(v) else ("1e308" if v == math.inf else repr(float(v)))
                 # the baseline's own speedup and quality are the reference values, not measurements
-                shown = "reference" if c.text(r.get("method")) == c.BASELINE and col in REFERENCE_COLUMNS \
+                shown = "reference" if c.text(r.get("method")) == c.BASELINE and _is_reference_value(col) \
                     else _fmt(col, v, r)
                 cells.append(f"<td class='num' data-v='{sort_v}'>{_e(shown)}</td>")
             else:
@@ -214,11 +249,12 @@ def _pair(i: int, name: str, cached: dict[str, Any], baseline: dict[str, Any], o
                 f"<div class='controls'><button class='play'>play both</button> "
                 f"<input class='seek' type='range' min='0' max='1000' value='0' aria-label='position'> "
                 f"<label><input class='loop' type='checkbox' checked> loop</label></div></div>")
-    frames_c, frames_b = frame_paths(cached.get("frames_dir")), frame_paths(baseline.get("frames_dir"))
+    frames_c, frames_b = output_frames(cached.get("frames_dir")), output_frames(baseline.get("frames_dir"))
     if not frames_c or not frames_b:
         return f"<div class='pair missing'>{caption}<p>outputs missing on disk</p></div>"
     n = min(len(frames_c), len(frames_b))
-    srcs = _json_attr({"b": [_rel(p, out) for p in frames_b[:n]], "c": [_rel(p, out) for p in frames_c[:n]]})
+    frames_c, frames_b = [_frame_file(f, out) for f in frames_c[:n]], [_frame_file(f, out) for f in frames_b[:n]]
+    srcs = _json_attr({"b": [_rel(p, out) for p in frames_b], "c": [_rel(p, out) for p in frames_c]})
     frame_picker = (f" <label>frame <input class='frame' type='range' min='0' max='{n - 1}' value='0'></label>"
                     if n > 1 else "")
     return (f"<div class='pair image-pair' id='pair-{i}' data-frames='{srcs}'>{caption}"
@@ -229,6 +265,18 @@ def _pair(i: int, name: str, cached: dict[str, Any], baseline: dict[str, Any], o
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+def _frame_file(frame: Frame, out: Path) -> Path:
+    """A PNG of the frame for an <img>: its own file, or one written under out/frames/ from a video file."""
+    if frame.file is not None:
+        return frame.file
+    path = out / "frames" / frame.folder.name / FRAME_PATTERN.format(frame.index)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            frame.image().save(tmp, format="PNG", compress_level=1)
+    return path
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -271,6 +319,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}table.sortable th{curs
 th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
 table.kv th{background:none;font-weight:600}.badge{font-size:11px;padding:1px 5px;border-radius:3px;white-space:nowrap}
 .badge.rw{background:#fde2b8;color:#7a4500}.badge.ts{background:#f8c9c9;color:#8a0000}.badge.front{background:#d3ecd5;color:#1d5b22}
+.badge.tune{background:#1f3b73;color:#fff}.badge.explored{background:#e4e8f0;color:#39445a}
 p.warn{background:#fff6e5;padding:4px 8px;border-left:3px solid #e0a030}p.note{color:#666;font-size:12px}
 figure{margin:.5em 0}figure img{max-width:min(100%,760px)}figcaption{font-size:12px;color:#555}
 .pair{border:1px solid #e4e4e4;padding:8px;margin:10px 0;border-radius:4px}.pair-title{margin:0 0 6px}

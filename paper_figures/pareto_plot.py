@@ -79,6 +79,8 @@ def pareto_plot(
             ax.plot(x[on_front], y[on_front], ls="none", marker=st.marker, color=st.color, mew=0.8, zorder=4)
             ax.plot(x[~on_front], y[~on_front], ls="none", marker=st.marker, mfc="white", mec=st.color, mew=0.8,
                     zorder=4)
+            chosen = (c.tune_role(group) == "chosen").to_numpy()  # `repro tune`'s choice: ringed
+            ax.plot(x[chosen], y[chosen], ls="none", marker="o", ms=11, mfc="none", mec="black", mew=1.0, zorder=5)
             suspect = c.flag(group, "timing_suspect").to_numpy()
             for k, (xi, yi, lab, fr) in enumerate(zip(x, y, group["label"].map(c.text), on_front)):
                 lab = f"{lab} ?" if suspect[k] else lab  # its speedup is flagged: see the caption
@@ -126,6 +128,9 @@ def pareto_plot(
             handles.append(Line2D([], [], color=FRONT_COLOR, lw=2.4, alpha=0.45, label="Pareto front"))
         if published:
             handles.append(Line2D([], [], color=PUBLISHED_COLOR, marker="D", mfc="none", ls="none", label="published"))
+        if (c.tune_role(shown) == "chosen").any():
+            handles.append(Line2D([], [], color="black", marker="o", ms=9, mfc="none", ls="none",
+                                  label="chosen by repro tune"))
         fig.legend(handles=handles, loc="outside lower center", ncols=min(3, len(handles)),
                    handlelength=2.2, columnspacing=1.0)
 
@@ -147,7 +152,8 @@ def pareto_plot(
     if not identical.empty:
         names = ", ".join(c.point_name(r) for _, r in identical.iterrows())
         caption += f" Identical to baseline (∞, not drawn): {names}."
-    caption = _join(caption, c.partial_note(points), c.failure_note(points), c.timing_suspect_note(shown))
+    caption = _join(caption, c.tune_note(points), c.partial_note(points),
+                    c.failure_note(points), c.timing_suspect_note(shown))
     if c.is_random_weights(points, metric):
         caption += f" {label}: computed with random-weight networks, not a real score."
     return Figure(path_stem=f"pareto_{metric}", files=fig_path, caption=caption, kind="figure")

@@ -1,4 +1,10 @@
-"""Heat map of which denoising steps each point computed vs served from cache."""
+"""Heat map of which denoising steps each point computed vs served from cache, per CFG branch.
+
+A point whose cache recorded its decisions (``computed_by_branch``: per branch, the fraction of
+items whose cache computed each step) gets one row per CFG branch, so a published skip pattern
+(e.g. EasyCache's uncond branch following the cond call) can be checked; other points one row
+from the compute counters (``step_computed``: the fraction of blocks computed in each step).
+"""
 
 from __future__ import annotations
 
@@ -22,10 +28,15 @@ _ROW_IN = 0.14
 def skip_heatmap(
     points: pd.DataFrame, out_dir: Path | str, formats: Sequence[str] = DEFAULT_FORMATS
 ) -> Figure | None:
-    """Step (x) vs point (y), colour = fraction of blocks computed; None without step data."""
+    """Step (x) vs point and CFG branch (y), colour = fraction computed; None without step data."""
     cached = c.cached_points(points)
-    rows = [(c.point_name(r), c.text(r.get("method")), c.parse_float_list(r.get("step_computed")))
-            for _, r in cached.iterrows()]
+    rows = []
+    for _, r in cached.iterrows():
+        branches = c.parse_branch_lists(r.get("computed_by_branch"))
+        if len(branches) > 1:
+            rows += [(f"{c.point_name(r)} · {b}", c.text(r.get("method")), v) for b, v in branches.items()]
+        else:  # one branch: the compute counters say the same per step, with partial-skip caches too
+            rows.append((c.point_name(r), c.text(r.get("method")), c.parse_float_list(r.get("step_computed"))))
     rows = [r for r in rows if r[2]]
     if not rows:
         return None
@@ -60,7 +71,7 @@ def skip_heatmap(
             ax.spines[side].set_visible(False)
         right.spines["right"].set_visible(False)
         cb = fig.colorbar(im, ax=ax, orientation="horizontal", location="bottom", shrink=0.7, aspect=30, pad=0.02)
-        cb.set_label("blocks computed")
+        cb.set_label("blocks computed (per-branch rows: share of items)")
         cb.set_ticks([0.0, 0.5, 1.0], labels=["0 (from cache)", "0.5", "1 (computed)"])
         cb.ax.tick_params(labelsize=SMALL_PT)
         ax.set_title(c.sweep_title(points), loc="left")
@@ -68,7 +79,9 @@ def skip_heatmap(
 
     caption = (
         "Fraction of transformer blocks computed at each denoising step "
-        f"(1 = computed, 0 = served from cache) for {c.sweep_title(points)}; right: mean over steps."
+        f"(1 = computed, 0 = served from cache) for {c.sweep_title(points)}; a point that runs CFG as two calls "
+        "has one row per branch (· cond, · uncond: the fraction of items whose cache computed that step, from its "
+        "recorded decisions); right: mean over steps."
     )
     caption = " ".join(p for p in (caption, c.failure_note(points)) if p)
     return Figure(path_stem="skip_heatmap", files=files, caption=caption, kind="figure")

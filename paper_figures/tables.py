@@ -356,7 +356,7 @@ def threshold_table(points: pd.DataFrame, out_dir: Path | str) -> Figure:
         "best non-baseline value per column in bold; speedup with 95% CI, latency with IQR."
     )
     computed = computed_metrics(points)
-    missing = [c.metric_label(points, m) for m in c.METRICS if m not in computed]
+    missing = [c.metric_label(points, m) for m in c.METRICS if m in points.columns and m not in computed]
     if missing:
         caption += " Not computed: " + ", ".join(missing) + "."
     caption = " ".join(p for p in (caption, c.failure_note(points, prefix="Failed (rows marked failed)")) if p)

@@ -15,8 +15,9 @@ point: the mean over items with a 95% bootstrap interval (PSNR: infinite values 
 the reason in ``timing_suspect_reason``, when even its speedup interval's lower end lies more
 than ``BOUND_MARGIN`` beyond its bound (a measurement fault, e.g. a baseline timed while the
 machine was slower), or when its per-item speedups spread more than ``SPREAD_LIMIT`` x the
-median (drift or interference during some items). These tables feed the Pareto front, `repro
-best`, W&B, exports and `paper_figures`.
+median (drift or interference during some items). When `repro tune` wrote into the run, a `tune`
+column marks the points its search explored and the ones it chose (from its meta entry). These
+tables feed the Pareto front, `repro best`, W&B, exports and `paper_figures`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from metrics import registry
-from metrics.registry import FRONT, QUALITY, REFERENCE
+from metrics.registry import ALONE, FRONT, QUALITY, REFERENCE
 from repro.pareto import pareto_mask
 from repro.store import Store
 
@@ -38,13 +39,15 @@ SPREAD_LIMIT = 0.5  # per-item speedups spanning more than half the median: timi
 
 def quality_columns(store: Store) -> tuple[str, ...]:
     """The quality columns of this run: the metrics its spec requests (clip also gives clip_delta), nothing else."""
-    names = ((store.meta().get("spec") or {}).get("metrics") or {}).get("names", registry.SCORED)
+    names = ((store.meta().get("spec") or {}).get("metrics") or {}).get("names", registry.DEFAULT_NAMES)
     return registry.requested_columns(names)
 
 
-def item_rows(store: Store) -> list[dict[str, Any]]:
+def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool = False) -> list[dict[str, Any]]:
     """One row per generation of the current plan (the keys the last sweep planned; older keys stay stored
-    but are not aggregated, so a point never mixes items of two specs).
+    but are not aggregated, so a point never mixes items of two specs); only those of `keys` when given
+    (reading just them and their baselines: the cost does not grow with the run), and the rows of their
+    baselines too with `with_baselines`.
 
     Quality columns are only those requested. The unoptimized baseline is the quality reference: its
     reference metrics (and clip_delta) are NaN with ``reference`` True, never its identity value shown
@@ -54,7 +57,12 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
     planned = set(meta["plan_keys"]) if meta.get("plan_keys") is not None else None
     from repro.run_dir import holds_media, media_present
 
-    gens = {g["key"]: g for g in store.generations() if planned is None or g["key"] in planned}
+    if keys is None:
+        gens = {g["key"]: g for g in store.generations() if planned is None or g["key"] in planned}
+    else:
+        gens = {g["key"]: g for g in store.generations(keys=keys)}
+        refs = {g.get(k) for g in gens.values() for k in ("speed_baseline_key", "quality_baseline_key")} - {None}
+        gens.update({g["key"]: g for g in store.generations(keys=refs - set(gens))})
     # a row is trusted only while its media exist; a copy without media/ (a pulled artifact, a store
     # built in a test) is a results-only copy, shown as recorded
     check = holds_media(store.run_dir)
@@ -63,12 +71,15 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             gens[g["key"]] = {**g, "status": "missing",
                               "error": f"media missing ({g.get('media_dir')}); re-run the sweep to regenerate it"}
     columns = quality_columns(store)
-    scores = store.scores()
+    scores = store.scores() if keys is None else store.scores(keys=list(gens))
     protocol = run_protocol(store.meta().get("spec") or {})
     labels = {p["point_id"]: p["label"] for p in store.points()}
     methods = {p["point_id"]: p["method"] for p in store.points()}
     rows = []
+    wanted = None if keys is None or with_baselines else set(keys)
     for g in gens.values():
+        if wanted is not None and g["key"] not in wanted:
+            continue  # a baseline read for its variants' speedups and references
         s = g.get("summary") or {}
         speed_ref = gens.get(g.get("speed_baseline_key") or g["key"])
         quality_ref_key = g.get("quality_baseline_key")
@@ -105,6 +116,9 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             if ok and ref_ok else NAN
         row["timing_pairs"] = len(s.get("pairs") or []) if ok else 0
         row["step_computed"] = json.dumps(s.get("step_computed", []))
+        # per CFG branch and step: computed or reused, and the signal the cache's rule used
+        # (experiments.instrumentation.Decision as columns; "" for a baseline or a row stored before decisions)
+        row["decisions"] = json.dumps(s["decisions"]) if s.get("decisions") else ""
         row["reference"] = g["role"] == "baseline" and not quality_ref_key
         for m in REFERENCE:
             if m in columns:
@@ -116,6 +130,10 @@ def item_rows(store: Store) -> list[dict[str, Any]]:
             if base in REFERENCE and base in columns and k != protocol.key(base):
                 row[f"{base}@{variant or 'default'}"] = NAN if sk["value"] is None or row["reference"] \
                     else sk["value"]
+        for m in ALONE:  # each output's own value, the baseline's too (measured, not an identity)
+            if m in columns and m != "clip":
+                value = sc.get(m, {}).get("value")
+                row[m] = NAN if value is None else float(value)
         if "clip" in columns:
             row["clip"] = sc["clip"]["value"] if sc.get("clip", {}).get("value") is not None else NAN
             base_clip = ref_sc.get("clip", {}).get("value") if quality_ref_key else None
@@ -197,7 +215,11 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = NAN, NAN, NAN
             else:
                 row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = agg["mean"], agg["ci_low"], agg["ci_high"]
+            if col in registry.METRICS and registry.METRICS[col].recommended_samples:  # a set-level score
+                row[f"{col}_n"] = len(values)
+                row[f"{col}_sample_warning"] = registry.sample_size_warning(col, len(values)) or ""
         row["step_computed"] = json.dumps(_mean_lists([json.loads(i["step_computed"]) for i in ok]))
+        row["computed_by_branch"] = json.dumps(computed_by_branch([i.get("decisions") for i in ok]))
         reasons = timing_suspect_reasons(row, [i["speedup"] for i in ok]) if first["role"] == "cached" else []
         row["timing_suspect"] = bool(reasons)
         row["timing_suspect_reason"] = "; ".join(reasons)
@@ -207,7 +229,34 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         rows.append(row)
     _mark_fronts(rows)
     _mark_significance(rows, items)
+    _mark_tune(rows, store.meta().get("tune"))
     return rows
+
+
+def computed_by_branch(decisions: list[str | None]) -> dict[str, list[float]]:
+    """Per CFG branch, the fraction of items whose cache computed each step (from the items' decision records)."""
+    counts: dict[str, dict[int, list[int]]] = {}
+    for text in decisions:
+        table = json.loads(text) if text else None
+        if not table:
+            continue
+        for branch, step, computed in zip(table["branch"], table["step"], table["computed"]):
+            cell = counts.setdefault(branch, {}).setdefault(int(step), [0, 0])
+            cell[0] += bool(computed)
+            cell[1] += 1
+    return {branch: [steps[k][0] / steps[k][1] if k in steps else NAN for k in range(max(steps) + 1)]
+            for branch, steps in counts.items()}
+
+
+def _mark_tune(rows: list[dict[str, Any]], tune: dict[str, Any] | None) -> None:
+    """`repro tune`'s marks (its meta entry): the `tune` column is "chosen", "explored" or "" (no tune: no column)."""
+    if not tune:
+        return
+    methods = (tune.get("methods") or {}).values()
+    chosen = {m.get("chosen") for m in methods} - {None}
+    explored = {p for m in methods for p in m.get("explored") or []}
+    for r in rows:
+        r["tune"] = "chosen" if r["point_id"] in chosen else ("explored" if r["point_id"] in explored else "")
 
 
 def _mark_significance(rows: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
@@ -266,6 +315,8 @@ def tables(store: Store):
     points.attrs["metric_labels"] = metric_labels(store)
     points.attrs["metrics"] = {n: registry.get(n).record() for n in quality_columns(store)}  # what each column is
     points.attrs["title"] = f"{spec.get('name', store.run_dir.name)} ({spec.get('model', {}).get('tiny') and 'tiny ' or ''}{_model_name(spec)})"
+    if meta.get("tune"):  # the gates `repro tune` chose its settings with, for the figures' captions
+        points.attrs["tune"] = meta["tune"]
     subset = not_reportable(spec)
     if subset:
         points.attrs["not_reportable"] = subset

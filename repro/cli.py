@@ -13,96 +13,72 @@ stage; re-run to resume).
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from pathlib import Path
 
 import click
 
-EXIT_NOTHING_TO_SHOW, EXIT_BAD_INPUT, EXIT_MISSING_WEIGHTS, EXIT_NOT_A_RUN, EXIT_RUN_BUSY = 1, 2, 3, 4, 5
-EXIT_DISK_FULL, EXIT_INTERRUPTED = 6, 130
 #: Every message is one line shorter than this (values quoted in it are cut first, this is the backstop).
 MAX_MESSAGE = 990
 
 
 def exit_code_for(exc: BaseException) -> int | None:
-    """The one mapping from user-error types to exit codes (None: not a user error, let it raise)."""
-    from experiments import errors
+    """The exit code an error the user can fix carries (its type's ``exit_code``); None: not such an error."""
+    from experiments.errors import UserError
     from metrics.errors import InputError, WeightsMissing
 
-    for kind, code in ((errors.SpecError, EXIT_BAD_INPUT), (errors.ModelUnavailable, EXIT_MISSING_WEIGHTS),
-                       (WeightsMissing, EXIT_MISSING_WEIGHTS), (errors.RunDirMissing, EXIT_NOT_A_RUN),
-                       (errors.RunLocked, EXIT_RUN_BUSY), (errors.DiskFull, EXIT_DISK_FULL),
-                       (errors.NoResults, EXIT_NOTHING_TO_SHOW),
-                       (errors.UserError, EXIT_BAD_INPUT), (InputError, EXIT_BAD_INPUT)):
-        if isinstance(exc, kind):
-            return code
-    return None
+    return exc.exit_code if isinstance(exc, (UserError, InputError, WeightsMissing)) else None
 
 
-def _fail(message: object, code: int) -> None:
-    line = " ".join(str(message).split())
+def _fail(exc: BaseException) -> None:
+    line = " ".join(str(exc).split())
     click.echo(f"error: {line[:MAX_MESSAGE - 10] + ' [...]' if len(line) > MAX_MESSAGE else line}", err=True)
-    sys.exit(code)
+    sys.exit(exit_code_for(exc))
 
 
 def _friendly_errors(fn):
-    """Turn the errors a user can fix into one line on stderr and a distinct exit code (see the module doc)."""
+    """Turn the errors a user can fix into one line on stderr and the exit code their type carries."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         import errno
-        import signal
         import sqlite3
 
-        from experiments.errors import DiskFull
+        from experiments.errors import EXIT_INTERRUPTED, DiskFull, SpecError
+        from repro import stop
 
-        def terminate(signum, frame):
-            raise KeyboardInterrupt
-        # SIGTERM (a scheduler or `kill`) interrupts like Ctrl-C: same clean stop, same exit code
-        previous = signal.signal(signal.SIGTERM, terminate) if _main_thread() else None
         try:
-            return fn(*args, **kwargs)
+            with stop.handled():  # SIGTERM interrupts like Ctrl-C: same clean stop, same exit code
+                return fn(*args, **kwargs)
         except KeyboardInterrupt:
             click.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
             sys.exit(EXIT_INTERRUPTED)
-        except DiskFull as exc:
-            _fail(exc.strerror, EXIT_DISK_FULL)
         except OSError as exc:
-            if exit_code_for(exc) is not None:  # e.g. RunDirMissing is a FileNotFoundError
-                _fail(exc, exit_code_for(exc))
+            if exit_code_for(exc) is not None:  # e.g. RunDirMissing is a FileNotFoundError, DiskFull an OSError
+                _fail(exc)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                _fail(DiskFull(exc.filename or Path.cwd()).strerror, EXIT_DISK_FULL)
+                _fail(DiskFull(exc.filename or Path.cwd()))
             if exc.errno in (errno.EROFS, errno.EACCES) and exc.filename:
-                _fail(f"cannot write {exc.filename} ({exc.strerror}): the run directory or output is read-only; "
-                      f"pareto, best, export --out and figures --out read it as it is, write elsewhere with --out DIR",
-                      EXIT_BAD_INPUT)
+                _fail(SpecError(f"cannot write {exc.filename} ({exc.strerror}): the run directory or output is "
+                                f"read-only; pareto, best, export --out and figures --out read it as it is, write "
+                                f"elsewhere with --out DIR"))
             raise
         except sqlite3.DatabaseError as exc:  # a store damaged after it was opened
-            _fail(f"the results store cannot be read ({exc}); it was left untouched: restore it from a backup "
-                  f"or move it away and re-run", EXIT_BAD_INPUT)
+            _fail(SpecError(f"the results store cannot be read ({exc}); it was left untouched: restore it from a "
+                            f"backup or move it away and re-run"))
         except Exception as exc:
-            code = exit_code_for(exc)
-            if code is None:
+            if exit_code_for(exc) is None:
                 raise
-            _fail(exc, code)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            _fail(exc)
     return wrapper
 
 
-def _main_thread() -> bool:
-    import threading
+def _require_results(points, run_dir) -> None:
+    """NoResults (exit 1) when a run has no finished generation to show yet."""
+    from experiments.errors import NoResults
 
-    return threading.current_thread() is threading.main_thread()
-
-
-def _no_results_yet(points, run_dir) -> bool:
-    """True (and says so) when a run has no finished generation to show yet."""
     if len(points) == 0 or "method" not in points or not (points["status"] != "failed").any():
-        click.echo(f"no results yet in {run_dir}: no generation has finished; run or resume `repro sweep` first",
-                   err=True)
-        return True
-    return False
+        raise NoResults(f"no results yet in {run_dir}: no generation has finished; run or resume `repro sweep` first")
 
 
 def _load(spec_path: str, overrides: tuple[str, ...], out: str | None = None, plan_only: bool = False):
@@ -164,16 +140,46 @@ def sweep(spec, out, overrides, executor, workers, ray_address, wandb_mode, only
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--follow", is_flag=True, help="Keep logging while the sweep writing RUN_DIR runs, then finish.")
+@click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
+              help="Override the spec's wandb.mode (auto: online with credentials, else offline).")
+@_friendly_errors
+def track(run_dir, follow, wandb_mode):
+    """Log to W&B what RUN_DIR's store holds and W&B lacks (a sweep runs this itself, in the background)."""
+    from repro.tracking import lowest_priority, track as project
+
+    if follow:
+        lowest_priority()  # it follows a sweep: never beside a timed call
+    if not project(run_dir, mode=wandb_mode, follow=follow):
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @set_option
 @_friendly_errors
 def validate(spec, overrides):
     """Check SPEC and print the plan without loading any model."""
     from repro.plan import build_plan
+    from repro.sweep import preflight
 
     loaded = _load(spec, overrides, plan_only=True)
-    plan = build_plan(loaded)
+    preflight(loaded.run_dir)  # the run directory rules `repro sweep` applies
+    ranged = [(i, m) for i, m in enumerate(loaded.methods) if m.ranges()]
+    plan = None if ranged else build_plan(loaded)
     click.echo(f"{spec}: valid ({loaded.name}, model {loaded.model.source}, spec hash {loaded.spec_hash()})")
+    if ranged:  # a range is a grid `repro tune` searches; no sweep runs it, so there is no plan to show
+        from experiments.methods import get_method
+
+        for i, m in ranged:
+            method = get_method(m.name)
+            n = math.prod(len(method.axis_values(k, v)) for k, v in m.sweep.items())
+            axes = ", ".join(f"{k} {v.describe()}" for k, v in m.ranges().items())
+            click.echo(f"methods[{i}] ({m.display_name}): {axes}: ranges, for `repro tune {spec} --max METRIC=VALUE` "
+                       f"(a grid at that resolution: {n} point(s) x {len(loaded.prompts) * len(loaded.seeds)} item(s))")
+        click.echo("`repro sweep` runs lists of values and refuses ranges; see docs/tune.md")
+        return
     ps = loaded.prompt_set
     if ps and ps.get("fetched") is False:
         click.echo(f"prompts: preset {ps['preset']!r} is not fetched yet; the plan below counts "
@@ -217,8 +223,9 @@ def calibrate(spec, out, overrides):
         store.close()
 
 
-#: Spec fields that name the network a score was made with (`repro score` changes them only with --force).
-SCORING_NETWORKS = ("metrics.lpips_net", "metrics.clip_model", "metrics.clip_pretrained")
+#: Spec fields that name the network a score was made with (`repro score` changes them only with --force), and
+#: the metric whose scores that network made.
+SCORING_NETWORKS = {"metrics.lpips_net": "lpips", "metrics.clip_model": "clip", "metrics.clip_pretrained": "clip"}
 
 
 @main.command()
@@ -233,7 +240,7 @@ def score(run_dir, force, overrides):
     from experiments.spec import apply_override, fixed_changes, shorten, validate_spec_data
     from repro.lock import RunLock
     from repro.run_dir import missing_media
-    from repro.scoring import RunScorer
+    from repro.scoring import Scoring, score_missing
     from repro.store import Store
 
     made_with = _run_spec(run_dir)
@@ -247,21 +254,29 @@ def score(run_dir, force, overrides):
         apply_override(raw, item)
     spec = validate_spec_data(raw, where=f"{run_dir} with --set")
     networks = [c for c in fixed_changes(made_with.model_dump(mode="json"), spec)
-                if c.startswith(SCORING_NETWORKS)]
+                if c.startswith(tuple(SCORING_NETWORKS))]
     if networks and not force:  # scores of two networks would be mixed in one run
         raise SpecError(f"repro score --set: {'; '.join(networks)}: the scores in {run_dir} were made with the old "
                         f"network; add --force to rescore every generation with the new one")
     check_device(spec.metrics.device, "metrics.device", where=f"{run_dir} with --set")
     with RunLock(Path(run_dir)):
         store = Store(run_dir)
-        n = RunScorer(spec.metrics, store).score_missing(force=force)
-        store.set_meta(spec=spec.model_dump(mode="json"))
+        # first the new settings, without the replaced network's scores: an interrupted rescore leaves gaps
+        # that the next `repro score` fills, never scores of two networks side by side
+        store.replace_scoring(spec.model_dump(mode="json"),
+                              drop={m for field, m in SCORING_NETWORKS.items() if any(c.startswith(field)
+                                                                                      for c in networks)})
+        n, failed = score_missing(store, Scoring(spec.metrics), force=force)
         gone = missing_media(store)
         store.close()
     click.echo(f"scored {n} generation(s) in {run_dir}")
     if gone:
         click.echo(f"{len(gone)} generation(s) have lost their media (e.g. {gone[0]['media_dir']}) and were not "
                    f"scored; `repro sweep` on the same spec generates them again", err=True)
+    if failed:
+        click.echo(f"{len(failed)} generation(s) could not be scored (e.g. {failed[0].key}: {failed[0].error}); "
+                   f"their errors are stored", err=True)
+        sys.exit(1)
 
 
 @main.command("score-folders")
@@ -301,8 +316,7 @@ def pareto(run_dir, metric):
     from repro.store import Store
 
     points, _ = tables(Store.open_existing(run_dir, read_only=True))
-    if _no_results_yet(points, run_dir):
-        sys.exit(EXIT_NOTHING_TO_SHOW)
+    _require_results(points, run_dir)
     cached = points[points["method"] != "baseline"]
     from experiments.errors import SpecError
     from metrics.registry import FRONT
@@ -319,8 +333,10 @@ def pareto(run_dir, metric):
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--max", "maxima", multiple=True, metavar="METRIC=VALUE", help="Upper bound, e.g. lpips=0.1.")
 @click.option("--min", "minima", multiple=True, metavar="METRIC=VALUE", help="Lower bound, e.g. psnr=30.")
+@click.option("--confident", is_flag=True, help="A gate must hold for the 95% bound over items (as `repro tune` "
+              "checks), not only for the mean.")
 @_friendly_errors
-def best(run_dir, maxima, minima):
+def best(run_dir, maxima, minima, confident):
     """Print the fastest point meeting every quality gate, as a spec snippet and a Python call."""
     from repro.aggregate import tables
     from repro.pareto import check_gates_scored, parse_gates, ranked_points
@@ -331,17 +347,55 @@ def best(run_dir, maxima, minima):
     gates = parse_gates(maxima, minima)
     store = Store.open_existing(run_dir, read_only=True)
     points, items = tables(store)
-    if _no_results_yet(points, run_dir):
-        sys.exit(EXIT_NOTHING_TO_SHOW)
+    _require_results(points, run_dir)
     check_gates_scored(points, gates, points.attrs.get("metric_labels", {}))
-    ranked = ranked_points(points.to_dict("records"), gates)
+    ranked = ranked_points(points.to_dict("records"), gates, confident)
     if not ranked:
-        click.echo("no point meets every gate", err=True)
-        sys.exit(1)
+        from experiments.errors import NoResults
+
+        raise NoResults("no point meets every gate")
     choice = ranked[0]
     click.echo(format_best(choice, gates))  # its own call and snippet: its calibration, branch and steps
     if len(ranked) > 1:
         click.echo(runner_up_note(items, choice, ranked[1]))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--max", "maxima", multiple=True, metavar="METRIC=VALUE", help="Upper bound, e.g. lpips=0.1.")
+@click.option("--min", "minima", multiple=True, metavar="METRIC=VALUE", help="Lower bound, e.g. psnr=30.")
+@click.option("--method", "methods", multiple=True, metavar="NAME",
+              help="Tune only this method entry (its name or label; repeatable). Default: every entry.")
+@click.option("--budget", type=click.IntRange(min=1), help="Most settings the search evaluates per method "
+              "(default: bisection runs to the end; optuna stops at 30).")
+@click.option("--search-items", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Items (prompt x seed) the search runs on before the choice is confirmed on every item.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<spec name>).")
+@set_option
+@click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
+              help="Override the spec's wandb.mode.")
+@_friendly_errors
+def tune(spec, maxima, minima, methods, budget, search_items, out, overrides, wandb_mode):
+    """The fastest setting of each method in SPEC whose quality meets every gate (at 95% confidence),
+    searched over the ranges of its sweep with a fraction of a grid's generations (docs/tune.md)."""
+    from repro.pareto import parse_gates
+    from repro.tune import format_result, search_subset, tune as run_tune
+
+    gates = parse_gates(maxima, minima)
+    loaded = _load(spec, overrides, out)
+    results = run_tune(loaded, gates, methods=methods, budget=budget, search_items=search_items,
+                       wandb_mode=wandb_mode)
+    n_items = len(loaded.prompts) * len(loaded.seeds)
+    n_search = len(search_subset(loaded, search_items))
+    for r in results:
+        click.echo(format_result(r, gates, n_search, n_items) + "\n")
+    click.echo(f"every setting tried is a point of {loaded.run_dir}: `repro figures {loaded.run_dir}` shows them "
+               f"(the chosen ones ringed), `repro best {loaded.run_dir} --confident ...` checks the same gates")
+    if any(r.chosen is None for r in results):
+        from experiments.errors import NoResults
+
+        raise NoResults("no setting of " + ", ".join(r.space.label for r in results if r.chosen is None)
+                        + " meets every gate")
 
 
 @main.command()
@@ -364,13 +418,15 @@ def figures(run_dir, out, formats):
 
     store = Store.open_existing(run_dir, read_only=True)
     points, items = tables(store)
-    if _no_results_yet(points, run_dir):
-        sys.exit(EXIT_NOTHING_TO_SHOW)
+    _require_results(points, run_dir)
     meta = store.meta()
     points.attrs["provenance"] = {"spec_name": (meta.get("spec") or {}).get("name"), "spec_hash": meta.get("spec_hash"),
                                   "versions": meta.get("versions"), "environment": meta.get("environment")}
     out_dir = Path(out) if out else Path(run_dir) / "figures"
-    written = paper_figures.make_all(points, items, store.calibrations(), out_dir, formats=fmts)
+    from paper_figures.frame_curves import frame_table
+
+    frames = frame_table(items, store.scores(keys=list(items["key"])) if len(items) else {})
+    written = paper_figures.make_all(points, items, store.calibrations(), out_dir, formats=fmts, frames=frames)
     click.echo(f"wrote {len(written)} figures and tables to {out_dir} (browse {out_dir / 'index.html'} "
                f"or {out_dir / 'index.md'})")
 
@@ -481,10 +537,12 @@ def fetch_weights(spec, overrides):
         folder = prompt_sets.fetch(ps["preset"], ps.get("requested_revision"))
         click.echo(f"prompts: {ps['preset']} in {folder}")
     click.echo(f"model: {fetch_model(loaded.model)}")
+    from metrics import registry
+
     m = loaded.metrics
     for line in metrics.fetch_weights(lpips_net=m.lpips_net, clip_model=m.clip_model_id,
                                       clip_pretrained=m.clip_pretrained,
-                                      metrics=tuple(n for n in m.names if n in ("lpips", "clip"))):
+                                      metrics=tuple(n for n in m.names if registry.METRICS[n].needs_weights)):
         click.echo(f"metrics: {line}")
 
 
@@ -540,9 +598,13 @@ def methods(family, plugins, probe):
     load_plugins(plugins, where="--plugin")
     fams = [get_family(family)] if family else list(all_families().values())
     registered = all_methods()
+    import textwrap
+
     click.echo("method".ljust(30) + "origin".ljust(34) + "config")
     for name, m in registered.items():
         click.echo(name.ljust(30) + m.origin.ljust(34) + (m.missing() or _config_label(m)))
+        if m.doc:  # what it is and how it differs from the original code (docs/fidelity.md has the sources)
+            click.echo(textwrap.fill(m.doc, width=110, initial_indent="    ", subsequent_indent="    "))
     for ep in entry_points():
         if ep["name"] not in registered:
             click.echo(ep["name"].ljust(30) + f"entry point {ep['dist']}".ljust(34)
@@ -555,18 +617,21 @@ def methods(family, plugins, probe):
         width = max(len(m) for m in columns) + 2
         click.echo("")
         click.echo("family".ljust(16) + "".join(m.ljust(width) for m in columns))
-        supported = 0
+        supported = not_applicable = 0
         for fam in fams:
             cells = []
             for m in columns:
                 support = fam.methods.get(m)
                 status = support.status if support else "untested"
                 supported += status == "supported"
+                not_applicable += support is not None and not support.applicable
                 cells.append(status.ljust(width))
                 if support and support.status != "supported":
                     reasons.append(f"  {fam.name} / {m}: {support.reason}")
             click.echo(fam.name.ljust(16) + "".join(cells))
-        counts.append(f"{supported} of {len(fams) * len(columns)} {title}")
+        # a method defined for another model (n/a) is not a cell it could support here
+        counts.append(f"{supported} of {len(fams) * len(columns) - not_applicable} {title}"
+                      + (f" ({not_applicable} n/a: defined for another model)" if not_applicable else ""))
     click.echo("\nsupported cells: " + "; ".join(counts))
     if reasons:
         click.echo("\nreasons:")

@@ -1,16 +1,17 @@
-"""What a running sweep tells its listeners (live tracking attaches here).
+"""What a running sweep tells its listeners (your own code: progress hooks, notifications).
 
 Pass listeners to ``repro.sweep.run_sweep(spec, listeners=[...])``. Each is called in the
-sweep driver's main thread, right after the store holds what the event describes, so a
-listener may read the store it gets in :class:`SweepStarted`. A listener should return
-quickly (hand slow work such as uploads to its own thread or queue); an exception it raises
-is printed once as a warning and the listener is dropped: tracking never stops a sweep.
+sweep driver, between timed calls, right after the store holds what the event describes, so a
+listener may read the store it gets in :class:`SweepStarted`. A listener runs beside no timed
+call but delays the next one: return quickly (W&B, for one, reads the store from its own
+process: ``repro.tracking``); an exception it raises is printed once as a warning and the
+listener is dropped: a listener never stops a sweep.
 
 Events, in order:
 
 * ``sweep_started``: once, after the plan is known and before the first generation.
-* ``generation_started``: a generation is about to run (a point's first one starts its W&B run).
-* ``generation_finished``: each generation run in this session, once it is complete: its row
+* ``generation_started``: a generation is about to run.
+* ``generation_finished``: each generation run in this session, once its item is scored: its row
   is committed and, when the spec asks for scores, its scores too (or scoring failed, and
   ``repro score`` will retry it). Failed generations come too (``row["status"] == "failed"``).
 * ``item_finished``: an item (prompt, seed) whose jobs of this session are all finished.

@@ -79,18 +79,40 @@ def best_point(points: list[dict[str, Any]], gates: list[tuple[str, str, float]]
     return ranked[0] if ranked else None
 
 
-def ranked_points(points: list[dict[str, Any]], gates: list[tuple[str, str, float]]) -> list[dict[str, Any]]:
-    """Every ok cached point meeting every gate, fastest first (the order `best_point` picks from)."""
-    def meets(p: dict[str, Any]) -> bool:
-        for name, kind, limit in gates:
-            v = p.get(name)
-            if v is None or _nan(v):
-                return False
-            if (kind == "max" and v > limit) or (kind == "min" and v < limit):
-                return False
-        return True
+def gate_value(point: dict[str, Any], gate: tuple[str, str, float], confident: bool = False) -> Any:
+    """The value a gate is checked on: the point's mean, or with `confident` the end of its 95% interval
+    on the gate's side (``<metric>_ci_high`` for --max, ``_ci_low`` for --min; a column without an
+    interval, e.g. the deterministic compute fraction, is its value)."""
+    name, kind, _ = gate
+    if confident:
+        bound = point.get(f"{name}_ci_{'high' if kind == 'max' else 'low'}")
+        if bound is not None or f"{name}_ci_low" in point:
+            return bound
+    return point.get(name)
 
-    ok = [p for p in points if p.get("status") == "ok" and p.get("method") != "baseline" and meets(p)]
+
+def meets_gates(point: dict[str, Any], gates: list[tuple[str, str, float]], confident: bool = False) -> bool:
+    """Whether every gate holds: on the mean, or with `confident` on the 95% bootstrap bound over items
+    (the gate holds with 95% confidence, not only on average). A missing value meets no gate.
+
+    >>> p = {"lpips": 0.08, "lpips_ci_low": 0.05, "lpips_ci_high": 0.12}
+    >>> meets_gates(p, [("lpips", "max", 0.1)]), meets_gates(p, [("lpips", "max", 0.1)], confident=True)
+    (True, False)
+    """
+    for gate in gates:
+        v = gate_value(point, gate, confident)
+        _, kind, limit = gate
+        if v is None or _nan(v) or (kind == "max" and v > limit) or (kind == "min" and v < limit):
+            return False
+    return True
+
+
+def ranked_points(points: list[dict[str, Any]], gates: list[tuple[str, str, float]],
+                  confident: bool = False) -> list[dict[str, Any]]:
+    """Every ok cached point meeting every gate (see :func:`meets_gates`), fastest first (the order
+    `best_point` picks from)."""
+    ok = [p for p in points if p.get("status") == "ok" and p.get("method") != "baseline"
+          and meets_gates(p, gates, confident)]
     first = gates[0][0] if gates else None
 
     def rank(p):

@@ -5,12 +5,12 @@ CFG branch (relative L1) and, under the threshold, skip every other block and ad
 residual. This module reads a run directory and answers, item by item and branch by branch,
 whether the two skipped the same steps at the same threshold, and where they did not, why.
 
-Decisions are read from the project's own counters (``call_units`` of each generation: the
-sublayers each transformer call executed), never from either library's statistics: a call that
-ran every sublayer computed, one that ran fewer reused the cache. With CFG as two calls per step
-the first call of a step is the conditional one (every separate-CFG pipeline of the families here
-calls cond first). cache-dit's own per-call record (``decisions``: its residual difference, the
-signal it compared) explains a difference: warm-up (``max_warmup_steps``: no signal), the
+Decisions are read from each generation's decision record (``decisions`` in its summary: the
+project's one record for every method, :class:`experiments.instrumentation.Decision` as columns),
+filled after each transformer call from diffusers' First Block Cache hook state and from cache-dit's
+context; never from either library's end-of-run statistics. A branch that runs one call per step
+(CFG batched or distilled) is named ``all`` on both sides. cache-dit's record also holds the signal it
+compared (its residual difference), which explains a difference: warm-up (``max_warmup_steps``: no signal), the
 threshold test (cache-dit caches when ``diff < threshold``, diffusers when ``diff <= threshold``,
 and cache-dit caches unconditionally at a threshold >= 1), its step limits
 (``max_cached_steps``, ``max_continuous_cached_steps``), or an earlier divergence (once one
@@ -32,7 +32,6 @@ from typing import Any
 #: tests/repro/test_parity.py checks them against the installed cache-dit
 CACHE_DIT_DEFAULTS = {"Fn_compute_blocks": 8, "Bn_compute_blocks": 0, "max_warmup_steps": 8,
                       "residual_diff_threshold": 0.08, "max_cached_steps": -1, "max_continuous_cached_steps": -1}
-BRANCHES = {1: ("all",), 2: ("cond", "uncond")}
 
 
 @dataclass
@@ -66,16 +65,18 @@ class ThresholdParity:
         return sum(r.same for r in self.rows)
 
 
+def _records(summary: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """The generation's decision record per branch and step (one branch only: named "all")."""
+    table = summary.get("decisions") or {}
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for row in zip(*(table.get(k, []) for k in ("branch", "step", "computed", "signal"))):
+        out.setdefault(row[0], {})[int(row[1])] = {"computed": bool(row[2]), "signal": row[3]}
+    return {"all": next(iter(out.values()))} if len(out) == 1 else out
+
+
 def decisions(summary: dict[str, Any]) -> dict[str, list[bool]]:
-    """Per branch, whether each step computed every block, from the call counters of one generation."""
-    units = summary.get("call_units") or []
-    steps = len(summary.get("step_computed") or []) or len(units)
-    if not units or len(units) % steps:
-        return {}
-    per_call = summary["compute_possible"] // len(units)
-    calls = len(units) // steps
-    names = BRANCHES.get(calls, tuple(f"call{k}" for k in range(calls)))
-    return {name: [units[s * calls + k] >= per_call for s in range(steps)] for k, name in enumerate(names)}
+    """Per branch, whether the cache computed each step (its decision record; {} for a generation without one)."""
+    return {branch: [steps[k]["computed"] for k in sorted(steps)] for branch, steps in _records(summary).items()}
 
 
 def dbcache_settings(params: dict[str, Any]) -> dict[str, Any]:
@@ -87,11 +88,11 @@ def _f1b0(params: dict[str, Any]) -> bool:
     return full["Fn_compute_blocks"] == 1 and full["Bn_compute_blocks"] == 0
 
 
-def _why(step: int, branch: str, fbc_computed: bool, settings: dict[str, Any], trace: list[dict]) -> str:
-    """Why cache-dit decided otherwise than First Block Cache at its first differing step."""
-    record = next((d for d in trace if d.get("step") == step and d.get("branch") in (branch, "all")
-                   and not d.get("blocks") and not d.get("expert")), None)
-    signal = record.get("signal") if record else None
+def _why(step: int, branch: str, fbc_computed: bool, settings: dict[str, Any], summary: dict[str, Any]) -> str:
+    """Why cache-dit (its generation's `summary`) decided otherwise than First Block Cache at its first differing
+    step."""
+    record = _records(summary).get(branch, {}).get(step)
+    signal = record["signal"] if record else None
     threshold = settings["residual_diff_threshold"]
     if fbc_computed:  # cache-dit reused, First Block Cache computed
         if threshold >= 1.0:
@@ -152,7 +153,7 @@ def parity(run_dir: str | Path) -> list[ThresholdParity]:
                 diff = next((s for s, (x, y) in enumerate(zip(a, b)) if x != y), None)
                 if diff is not None:
                     row.first_difference = diff
-                    row.why = _why(diff, branch, a[diff], settings, gd["summary"].get("decisions") or [])
+                    row.why = _why(diff, branch, a[diff], settings, gd["summary"])
                 result.rows.append(row)
         out.append(result)
     if not out:

@@ -28,10 +28,12 @@ from typing import Any
 
 from experiments.methods import expand_grid, get_method
 from experiments.optimizations.axis import defaults, is_default_optimization, non_default, optimization_label
-from experiments.spec import Spec, stable_hash
+from experiments.spec import Spec, refuse_ranges, stable_hash
 
 #: Bump when a code change alters generated pixels, so stale generations are not reused.
-CODE_VERSION = "2"
+#: 3: TeaCache and EasyCache decide as their official scripts (issue 29).
+#: 4: on Wan 2.2 a cache also runs on the second expert, MagCache once per expert (pipeline adapters, issue 26).
+CODE_VERSION = "4"
 
 _SHORT = {"threshold": "t", "retention_ratio": "r", "max_skip_steps": "k", "cache_interval": "n",
           "spatial_attention_block_skip_range": "s", "max_consecutive_cached": "c",
@@ -109,6 +111,7 @@ class Calibration:
     items: tuple[tuple[str, int], ...] = ()  # the uncached generations it runs over
     published: tuple[tuple[float, ...], str] | None = None  # (values, source): stored as published, nothing run
     branches: tuple[str, ...] = ()  # the CFG branches the spec's entries use (stored as "used")
+    params: tuple[tuple[str, Any], ...] = ()  # the entry's calibration_params (TeaCache's signal, mode, target)
 
 
 def branch_ratios(calibration: dict[str, Any], branch: str) -> tuple[str, list[float]]:
@@ -228,6 +231,8 @@ def model_identity(spec: Spec) -> dict[str, Any]:
     identity = {"source": m.source, "pipeline_class": m.pipeline_class, "revision": m.revision, "dtype": m.dtype,
                 "component_dtypes": dict(sorted(m.component_dtypes.items())), "vae_tiling": m.vae_tiling,
                 "device": pipelines.resolve_device(m.device)}
+    if m.scheduler:  # only when given: runs without overrides keep their keys
+        identity["scheduler"] = dict(sorted(m.scheduler.items()))
     if m.reference:  # retrained reference weights are a different model: their manifest digest says which
         from experiments.reference import weights_digest
 
@@ -241,6 +246,7 @@ def optimization_grid(spec: Spec) -> list[dict[str, Any]]:
 
 
 def build_plan(spec: Spec) -> Plan:
+    refuse_ranges(spec)  # a range stands for a grid `repro tune` searches; a plan runs lists
     check_support(spec)
     base_identity = {"model": model_identity(spec), "generation": spec.generation.pipeline_kwargs(),
                      "timing": spec.timing.model_dump(mode="json"), "versions": versions()}
@@ -314,14 +320,19 @@ def calibration_for(spec: Spec, mspec: Any, base_identity: dict[str, Any]) -> Ca
     ``calibrate: always``; otherwise the method calibrates over the first prompt (MagCache) or
     every prompt (``calibrate_over="all"``, TeaCache), with the first seed.
     """
+    from experiments.errors import SpecError
+
     method = get_method(mspec.name)
     target = method.calibrated_field
     if target is None or target in mspec.params:
         return None
-    published = method.published(spec.model.id) if method.published and mspec.calibrate != "always" else None
+    swept = [k for k in method.calibration_params if k in mspec.sweep]
+    if swept:
+        raise SpecError(f"methods ({mspec.display_name}): {swept[0]} changes what {method.name} calibrates; put it "
+                        f"in params (one value per entry; give two entries distinct labels to compare values)")
+    params = {k: mspec.params[k] for k in method.calibration_params if k in mspec.params}
+    published = method.published(spec.model.id, params) if method.published and mspec.calibrate != "always" else None
     if published is None and mspec.calibrate == "never":
-        from experiments.errors import SpecError
-
         raise SpecError(f"methods ({mspec.display_name}): {method.name} has no published {target} for model "
                         f"{spec.model.source}; give params.{target} or set calibrate: auto")
     prompts = spec.prompts if method.calibrate_over == "all" else spec.prompts[:1]
@@ -329,10 +340,13 @@ def calibration_for(spec: Spec, mspec: Any, base_identity: dict[str, Any]) -> Ca
     parts: dict[str, Any] = {"calibration": method.name, **base_identity}
     if method.calibrate_over == "all":
         parts["items"] = items
+    if params:  # only when given: calibrations stored before these params existed keep their keys
+        parts["params"] = params
     if published is not None:
         parts["published"] = published[1]
     key = stable_hash(parts)
-    return Calibration(key, items[0][0], items[0][1], mspec.cfg_branch, method.name, items, published)
+    return Calibration(key, items[0][0], items[0][1], mspec.cfg_branch, method.name, items, published,
+                       params=tuple(sorted(params.items())))
 
 
 def check_support(spec: Spec) -> None:
@@ -353,6 +367,8 @@ def check_support(spec: Spec) -> None:
         support = family.methods.get(m.name)
         if support is not None and support.status == "unsupported":
             raise SpecError(f"methods[{i}]: {m.name} does not support the {family.name} family: {support.reason}")
+        if support is not None and not support.applicable:
+            raise SpecError(f"methods[{i}]: {m.name} does not apply to the {family.name} family: {support.reason}")
 
 
 def _baseline_id(opt: dict[str, Any]) -> str:

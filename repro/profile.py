@@ -40,7 +40,7 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
     if engine.pipe.device.type == "cpu":  # kineto logs "ERROR ... gpuGetDeviceCount failed" on a machine without GPU
         os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     prompt, seed = spec.prompts[0], spec.seeds[0]
-    calibrations: dict[str, dict[str, Any]] = {}  # one pass per calibration key; each point takes its own branch
+    ratios: dict[str, dict[str, Any]] = {}  # one calibration per key; each point takes its own branch
     rows = []
     for point_id, label, method, params, optimization, calibration in targets:
         row: dict[str, Any] = {"point_id": point_id, "label": label}
@@ -51,7 +51,7 @@ def profile_spec(spec: Any, points: tuple[str, ...] = (), function: str | None =
                     found = {"published": list(cal.published[0])}
                 else:
                     echo(f"calibrating {cal.method} for {point_id} ({len(cal.items)} uncached generation(s))")
-                    found = engine.calibrate(cal.method, list(cal.items))
+                    found = engine.calibrate(cal.method, list(cal.items), dict(cal.params))
                 ratios[calibration[0]] = {"ratios": found}
             values = tuple(branch_ratios(ratios[calibration[0]], calibration[1])[1]) if calibration else None
             request = GenerationRequest(prompt=prompt, seed=seed, method=method, params=params,

@@ -94,9 +94,12 @@ def summary(stats: dict[str, Any], generations: int, executor: str) -> str:
     workers = [w for w in stats.get("workers") or [] if w.get("wall_s")]
     if workers:
         busy = sum(w["busy_s"] for w in workers) / sum(w["wall_s"] for w in workers)
-        each = ", ".join(f"{100 * w['busy_s'] / w['wall_s']:.0f}%" for w in workers)
-        who = f"{len(workers)} Ray worker(s)" if executor == "ray" else "the local worker"
-        lines.append(f"{who} spent {100 * busy:.0f}% of their time generating ({each})")
+        if len(workers) == 1:
+            who = "the Ray worker" if executor == "ray" else "the local worker"
+            lines.append(f"{who} spent {100 * busy:.0f}% of its time generating")
+        else:
+            each = ", ".join(f"{100 * w['busy_s'] / w['wall_s']:.0f}%" for w in workers)
+            lines.append(f"{len(workers)} Ray workers spent {100 * busy:.0f}% of their time generating ({each})")
     return "\n".join(lines)
 
 

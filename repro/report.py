@@ -5,9 +5,13 @@ from __future__ import annotations
 import math
 from typing import Any, TextIO
 
-COLUMNS = (("label", "point", 30), ("method", "method", 18), ("speedup", "speedup", 8),
-           ("compute_fraction", "compute", 8), ("lpips", "lpips", 7), ("psnr", "psnr", 7), ("ssim", "ssim", 6),
-           ("clip_delta", "dCLIP", 7), ("latency_s", "latency_s", 9), ("status", "status", 7))
+def columns(points) -> list[tuple[str, str, int]]:
+    """(column, title, width) of the points table: timing, then the run's quality columns (metrics.registry)."""
+    from metrics.registry import QUALITY
+
+    quality = [(m, m, max(7, len(m))) for m in QUALITY if m in points.columns]
+    return [("label", "point", 30), ("method", "method", 18), ("speedup", "speedup", 8),
+            ("compute_fraction", "compute", 8), *quality, ("latency_s", "latency_s", 9), ("status", "status", 7)]
 
 
 def format_points(points, only_front: str | None = None) -> str:
@@ -17,12 +21,12 @@ def format_points(points, only_front: str | None = None) -> str:
     rows = points.to_dict("records")
     if only_front:
         rows = [r for r in rows if r.get(f"on_front_{only_front}")]
-    columns = [c for c in COLUMNS if c[0] not in QUALITY or c[0] in points.columns]
-    head = " ".join(f"{title:>{w}}" if i > 1 else f"{title:<{w}}" for i, (_, title, w) in enumerate(columns))
+    columns_ = columns(points)
+    head = " ".join(f"{title:>{w}}" if i > 1 else f"{title:<{w}}" for i, (_, title, w) in enumerate(columns_))
     lines = [head]
     for r in rows:
         cells = []
-        for i, (col, _, w) in enumerate(columns):
+        for i, (col, _, w) in enumerate(columns_):
             v = r.get(col)
             text = "ref" if col in QUALITY and _is_reference(r) and _missing(v) else _fmt(col, v)
             text += "?" if col == "speedup" and r.get("timing_suspect") in (True,) else ""
@@ -35,7 +39,7 @@ def format_points(points, only_front: str | None = None) -> str:
     for r in rows:
         if r.get("timing_suspect") in (True,):
             lines.append(f"timing suspect (speedup marked ?): {r['method']} {r['label']}: {r['timing_suspect_reason']}")
-    if any(c[0] in QUALITY for c in columns):
+    if any(c[0] in QUALITY for c in columns_):
         lines.append("ref: the uncached, unoptimized baseline each point is scored against (not a measurement)")
     if "psnr" in points.columns:
         lines.append("psnr: identical outputs are inf per item; means cap inf at 100 dB")

@@ -18,16 +18,17 @@ Example::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from experiments.errors import SpecError
 
-STORE_FILE = "results.sqlite"
+from repro.store import STORE_FILE
+from repro.tracking import LEDGER, LOCK, LOG
+
 #: What a sweep itself creates in a run directory (an interrupted start leaves some of these without a store).
 RUN_ENTRIES = {STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm", f"{STORE_FILE}-journal", ".lock", "media",
-               "figures", "export", "spec.resolved.yaml", "environment.json", "wandb"}
+               "figures", "export", "spec.resolved.yaml", "environment.json", "wandb", LEDGER, LOG, LOCK}
 
 
 def check_output_dir(run_dir: Path) -> None:
@@ -74,14 +75,10 @@ def holds_media(run_dir: Path) -> bool:
 
 
 def media_present(run_dir: Path, generation: dict[str, Any]) -> bool:
-    """Whether an ok generation's frames folder still exists and holds frames."""
-    if not generation.get("media_dir"):
-        return False
-    folder = Path(run_dir) / generation["media_dir"]
-    try:
-        return folder.is_dir() and any(f.name.startswith("frame_") for f in os.scandir(folder))
-    except OSError:
-        return False
+    """Whether an ok generation's frames folder still exists and holds its frames (any media format)."""
+    from experiments.media import has_frames
+
+    return bool(generation.get("media_dir")) and has_frames(Path(run_dir) / generation["media_dir"])
 
 
 def missing_media(store: Any) -> list[dict[str, Any]]:

@@ -1,31 +1,27 @@
-"""Scoring generations in a run directory with the `metrics` package.
+"""Scoring generations with the `metrics` package: what a generation needs, and the one path that scores it.
 
-Reference metrics (LPIPS, PSNR, SSIM) compare a cached output with its quality baseline
-(the unoptimized, uncached generation of the same prompt and seed); CLIP scores each
-output against its prompt, so the baseline's own CLIP score is stored once under the
-baseline and the change is taken at aggregation. Frames are always the lossless PNGs
-(or, during a sweep, the very arrays those PNGs were written from).
+Reference metrics (LPIPS, PSNR, SSIM, temporal errors: ``metrics.registry.REFERENCE``) compare a
+generation with its quality baseline (the unoptimized, uncached generation of the same prompt and
+seed); metrics of an output alone (CLIP against its prompt, VBench's dimensions, ImageReward:
+``metrics.registry.ALONE``) score every output, so the baseline's own value is stored once under the
+baseline and the change is taken at aggregation. Frames are the lossless media, or during a sweep the very
+arrays they were written from.
 
-During a sweep, scoring is off the critical path: a :class:`BackgroundScorer` thread (next to
-the local engine, or inside each Ray worker, on its device) scores each generation as the
-next one runs. Each baseline is prepared once (:meth:`metrics.Scorer.reference`: its frames
-and LPIPS features), used for all its cached variants, and released when its item is done.
-Results come back as :class:`ScoreResult` messages; only the sweep driver writes them.
+Scoring never overlaps a timed call. A sweep scores an item once its timed generations are done,
+in the process that generated them (``repro.executors.item``): the baseline is prepared once (its
+frames and network features, :meth:`metrics.Scorer.reference`) for all its variants. `repro score`,
+and a sweep at its end, fill in whatever is still missing (:func:`score_missing`) through the same
+:meth:`Scoring.score_item`. Only the sweep driver (or `repro score`) writes scores into the store.
 """
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Collection, Iterable
 
 import numpy as np
 
-from experiments.media import read_frames
-from metrics.registry import REFERENCE
-from repro.store import Store
+from metrics.registry import ALONE, REFERENCE
 
 
 def build_scorer(metrics_spec: Any):
@@ -40,11 +36,31 @@ def build_scorer(metrics_spec: Any):
     )
 
 
-def wanted(metrics_spec: Any, scored_against: str | None) -> bool:
-    """Whether a generation gets scores: reference metrics against its quality baseline, or CLIP alone."""
-    if scored_against is None:
-        return "clip" in metrics_spec.names
-    return any(n in metrics_spec.names for n in (*REFERENCE, "clip"))
+def needed(metrics_spec: Any, quality_baseline_key: str | None, stored: Collection[str] = ()) -> tuple[str, ...]:
+    """The store keys of the metrics a generation still lacks (the one definition of "needs scoring").
+
+    A generation with a quality baseline gets the requested reference metrics (stored under their
+    protocol's key, e.g. ``psnr@pooled_video``: a rescore under another protocol keeps both); every
+    generation gets the requested metrics of an output alone. ``stored``: the keys it already has.
+    """
+    key = metrics_spec.scoring_protocol().key
+    wanted = [key(n) for n in metrics_spec.names if n in REFERENCE] if quality_baseline_key else []
+    wanted += [n for n in metrics_spec.names if n in ALONE]
+    return tuple(k for k in wanted if k not in stored)
+
+
+@dataclass
+class Output:
+    """One generation to score: its key, prompt, frames and quality baseline (None for a reference)."""
+
+    key: str
+    prompt: str
+    frames: Any  # np.ndarray [F, H, W, 3] uint8, or a callable that reads them (loaded only when needed)
+    quality_baseline_key: str | None
+    stored: Collection[str] = ()  # metric keys it already has
+
+    def pixels(self) -> np.ndarray:
+        return self.frames() if callable(self.frames) else self.frames
 
 
 @dataclass
@@ -57,146 +73,13 @@ class ScoreResult:
     error: str | None = None
 
 
-class BackgroundScorer:
-    """Scores generations in a thread, in the order they were submitted; every submission gives one result.
+class Scoring:
+    """Scores generations with one metrics.Scorer (its networks built once, on first use, or given)."""
 
-    ``baseline(key, prompt, frames)`` prepares a reference (and CLIP-scores the baseline when
-    `clip_baseline`); ``cached(key, reference_key, prompt, frames)`` scores against a prepared
-    reference; ``release(key)`` drops a reference once its item is done. ``results()`` returns
-    what has finished so far without waiting; ``finish()`` waits for the rest and stops the thread.
-    """
-
-    def __init__(self, metrics_spec: Any, scorer: Any = None, max_pending: int = 16, timing_lock: Any = None):
+    def __init__(self, metrics_spec: Any, scorer: Any = None):
         self.spec = metrics_spec
-        self.scorer = scorer if scorer is not None else build_scorer(metrics_spec)
-        if timing_lock is not None:  # the engine's timed calls hold it: scoring works between them, chunk by chunk
-            self.scorer.chunk_guard = lambda: timing_lock
-        _stable_cuda_numerics(self.scorer.device)
-        self.reference_names = tuple(n for n in metrics_spec.names if n in REFERENCE)
-        self._tasks: queue.Queue = queue.Queue(maxsize=max_pending)  # bounded: frames wait in memory
-        self._done: queue.Queue = queue.Queue()
-        self._refs: dict[str, Any] = {}
-        self.busy_s = 0.0
-        self._one_thread = str(self.scorer.device) == "cpu"
-        if self._one_thread:
-            import torch
-
-            torch.get_num_threads()  # fixes this thread's own count first: the scoring thread sets only its own
-        self._thread = threading.Thread(target=self._loop, name="repro-scoring", daemon=True)
-        self._thread.start()
-
-    def baseline(self, key: str, prompt: str, frames: np.ndarray, clip_baseline: bool = True) -> None:
-        self._tasks.put(("baseline", key, None, prompt, frames, clip_baseline))
-
-    def cached(self, key: str, reference_key: str, prompt: str, frames: np.ndarray) -> None:
-        self._tasks.put(("cached", key, reference_key, prompt, frames, True))
-
-    def release(self, key: str) -> None:
-        self._tasks.put(("release", key, None, None, None, False))
-
-    def results(self) -> list[ScoreResult]:
-        out = []
-        while True:
-            try:
-                out.append(self._done.get_nowait())
-            except queue.Empty:
-                return out
-
-    def finish(self, wait: bool = True) -> list[ScoreResult]:
-        """Stop the thread (after the submitted work when `wait`, else after the task in hand) and return the rest."""
-        if not wait:
-            self._drop_pending()
-        self._tasks.put(None)
-        self._thread.join()
-        self.scorer.chunk_guard = contextlib.nullcontext  # the networks may be used in the foreground again
-        return self.results()
-
-    def _drop_pending(self) -> None:
-        while True:
-            try:
-                self._tasks.get_nowait()
-            except queue.Empty:
-                return
-
-    def _loop(self) -> None:
-        import time
-
-        if self._one_thread:
-            import torch
-
-            # One CPU thread for this thread's torch work (OpenMP's count is per thread): its own thread
-            # team, idle between chunks, slowed every later demo generation 2.2x on 2 cores. NNPACK's pool
-            # (LPIPS convolutions on CPU) is process-wide and keeps the size the main thread gave it.
-            torch.set_num_threads(1)
-        while True:
-            task = self._tasks.get()
-            if task is None:
-                return
-            kind, key, ref_key, prompt, frames, clip_baseline = task
-            if kind == "release":
-                self._refs.pop(key, None)
-                continue
-            t0 = time.perf_counter()
-            try:
-                result = self._score(kind, key, ref_key, prompt, frames, clip_baseline)
-            except Exception as exc:  # a scoring problem must not lose the generation; `repro score` retries it
-                result = ScoreResult(key, ref_key, {}, f"{type(exc).__name__}: {exc}")
-            self.busy_s += time.perf_counter() - t0
-            if result is not None:
-                self._done.put(result)
-
-    def _score(self, kind, key, ref_key, prompt, frames, clip_baseline) -> ScoreResult | None:
-        wants_clip = "clip" in self.spec.names
-        if kind == "baseline":
-            if self.reference_names:
-                self._refs[key] = self.scorer.reference(frames)
-            if not clip_baseline:
-                return None  # a stored baseline prepared as a reference: already scored
-            scores = {"clip": self.scorer.score_prompt(frames, prompt)} if wants_clip else {}
-            return ScoreResult(key, None, scores)
-        scores: dict[str, Any] = {}
-        if self.reference_names:
-            ref = self._refs.get(ref_key)
-            if ref is None:
-                raise LookupError(f"its baseline {ref_key} has no output to score against")
-            pair = self.scorer.score_pair(frames, ref, prompt=None)
-            key = self.spec.scoring_protocol().key  # stored per protocol, as RunScorer does
-            scores.update({key(n): pair[n] for n in self.reference_names if n in pair})
-        if wants_clip:
-            scores["clip"] = self.scorer.score_prompt(frames, prompt)
-        return ScoreResult(key, ref_key, scores)
-
-
-def _stable_cuda_numerics(device: Any) -> None:
-    """Scoring on CUDA runs concurrently with generation, and metrics turn TF32 off while they run
-    (metrics.device.full_precision): those flags are process-wide, so set them off for the whole
-    sweep instead; generation numerics then never depend on when scoring happened to run."""
-    if getattr(device, "type", str(device)) != "cuda":
-        return
-    import torch
-
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-
-
-class RunScorer:
-    """One metrics.Scorer per run (networks built once, or given), writing into the store."""
-
-    def __init__(self, metrics_spec: Any, store: Store, scorer: Any = None):
-        self.spec = metrics_spec
-        self.store = store
         self._scorer = scorer
-        # Scores are stored under their protocol's key ("psnr", "psnr@pooled_video", ...): a point
-        # rescored under another protocol keeps both.
         self.protocol = metrics_spec.scoring_protocol()
-
-    @property
-    def reference_names(self) -> tuple[str, ...]:
-        return tuple(n for n in self.spec.names if n in REFERENCE)
-
-    @property
-    def wants_clip(self) -> bool:
-        return "clip" in self.spec.names
 
     @property
     def scorer(self):
@@ -204,60 +87,83 @@ class RunScorer:
             self._scorer = build_scorer(self.spec)
         return self._scorer
 
-    def score_baseline(self, key: str, prompt: str, frames: np.ndarray | None = None) -> None:
-        if not self.wants_clip:
-            return
-        frames = frames if frames is not None else self._frames(key)
-        self.store.put_scores(key, {"clip": self.scorer.score_prompt(frames, prompt)}, reference_key=None)
+    def score_item(self, outputs: Iterable[Output], baselines: dict[str, Any] | None = None,
+                   force: bool = False) -> list[ScoreResult]:
+        """Score each output that needs it (all requested metrics with `force`), in order.
 
-    def write(self, result: ScoreResult) -> None:
-        """Store a background scorer's result (nothing when scoring failed: `score_missing` retries it)."""
-        if result.error is None and result.scores:
-            self.store.put_scores(result.key, result.scores, reference_key=result.reference_key)
-
-    def score_cached(self, key: str, baseline_key: str, prompt: str, frames: np.ndarray | None = None,
-                     baseline_frames: Any = None) -> dict[str, Any]:
-        frames = frames if frames is not None else self._frames(key)
-        baseline_frames = baseline_frames if baseline_frames is not None else self._frames(baseline_key)
-        scores: dict[str, Any] = {}
-        if self.reference_names:
-            pair = self.scorer.score_pair(frames, baseline_frames, prompt=None)
-            scores.update({self.protocol.key(n): pair[n] for n in self.reference_names if n in pair})
-        if self.wants_clip:
-            scores["clip"] = self.scorer.score_prompt(frames, prompt)
-        self.store.put_scores(key, scores, reference_key=baseline_key)
-        return scores
-
-    def score_missing(self, force: bool = False) -> int:
-        """(Re)score every ok generation that lacks a requested metric; returns how many were scored."""
-        from repro.run_dir import media_present
-
-        done = {n: self.store.scored_keys(self.protocol.key(n)) for n in (*self.reference_names, "clip")}
-        # only generations whose media still exist: a row without its frames is regenerated by the next sweep
-        gens = {g["key"]: g for g in self.store.generations(status="ok") if media_present(self.store.run_dir, g)}
-        count = 0
-        reference: tuple[str, Any] | None = None  # the baseline last prepared: consecutive variants reuse it
-        for g in sorted(gens.values(), key=lambda g: g.get("quality_baseline_key") or ""):
-            if not g.get("quality_baseline_key"):  # an unoptimized baseline: only its CLIP score
-                if self.wants_clip and (force or g["key"] not in done["clip"]):
-                    self.score_baseline(g["key"], g["prompt"])
-                    count += 1
+        A reference metric compares an output with its quality baseline: an earlier output of the same call,
+        or ``baselines[key]`` (frames, or a callable reading them). Each baseline is prepared once. One output
+        that cannot be scored gets an ``error`` and the others are still scored.
+        """
+        baselines = dict(baselines or {})
+        prepared: dict[str, Any] = {}
+        results = []
+        for out in outputs:
+            names = needed(self.spec, out.quality_baseline_key, () if force else out.stored)
+            if out.quality_baseline_key is None:
+                baselines[out.key] = out.frames  # the reference of the variants that follow
+            if not names:
                 continue
-            wanted = [*self.reference_names, *(["clip"] if self.wants_clip else [])]
-            if not force and all(g["key"] in done[n] for n in wanted):
-                continue
-            ref = gens.get(g["quality_baseline_key"])
-            if ref is None:
-                continue  # its baseline failed or is not generated yet
-            if self.reference_names and (reference is None or reference[0] != ref["key"]):
-                reference = (ref["key"], self.scorer.reference(self._frames(ref["key"])))
-            self.score_cached(g["key"], ref["key"], g["prompt"],
-                              baseline_frames=reference[1] if self.reference_names else None)
-            count += 1
-        return count
+            try:
+                frames = out.pixels()
+                scores: dict[str, Any] = {}
+                reference = [n for n in self.spec.names if n in REFERENCE and self.protocol.key(n) in names]
+                if reference:
+                    ref = prepared.get(out.quality_baseline_key)
+                    if ref is None:
+                        source = baselines.get(out.quality_baseline_key)
+                        if source is None:
+                            raise LookupError(f"its baseline {out.quality_baseline_key} has no output to score against")
+                        pixels = source() if callable(source) else source
+                        ref = prepared[out.quality_baseline_key] = self.scorer.reference(pixels)
+                    pair = self.scorer.score_pair(frames, ref, prompt=None)
+                    scores.update({self.protocol.key(n): pair[n] for n in reference if n in pair})
+                if any(n in ALONE for n in names):
+                    alone = self.scorer.score_alone(frames, out.prompt)
+                    scores.update({n: v for n, v in alone.items() if n in names})
+                results.append(ScoreResult(out.key, out.quality_baseline_key, scores))
+            except Exception as exc:  # a scoring problem must not lose the generation; `repro score` retries it
+                results.append(ScoreResult(out.key, out.quality_baseline_key, {}, f"{type(exc).__name__}: {exc}"))
+        return results
 
-    def _frames(self, key: str) -> np.ndarray:
-        g = self.store.generation(key)
-        if g is None or g["status"] != "ok":
-            raise LookupError(f"generation {key} has no output to score")
-        return read_frames(self.store.run_dir / g["media_dir"])
+
+def write(store: Any, result: ScoreResult) -> None:
+    """Store one generation's scores, or its scoring error (cleared by a later successful scoring)."""
+    store.put_scores(result.key, result.scores, reference_key=result.reference_key, error=result.error)
+
+
+def score_missing(store: Any, scoring: Scoring, force: bool = False) -> tuple[int, list[ScoreResult]]:
+    """(Re)score every ok generation of the store that lacks a requested metric; returns how many were scored
+    and the results of those that could not be (their errors are stored too).
+
+    Generations are taken baseline by baseline, so each baseline is read and prepared once. Only generations
+    whose media still exist: a row without its frames is generated again by the next sweep.
+    """
+    from experiments.media import read_frames
+    from repro.run_dir import media_present
+
+    have = store.score_keys()
+    gens = {g["key"]: g for g in store.generations(status="ok") if media_present(store.run_dir, g)}
+
+    def reader(g: dict[str, Any]):
+        return lambda: read_frames(store.run_dir / g["media_dir"])
+
+    def output(g: dict[str, Any]) -> Output:
+        return Output(g["key"], g["prompt"], reader(g), g.get("quality_baseline_key"), have.get(g["key"], ()))
+
+    todo = [g for g in gens.values() if force or needed(scoring.spec, g.get("quality_baseline_key"),
+                                                         have.get(g["key"], ()))]
+    by_baseline: dict[str | None, list[dict[str, Any]]] = {}
+    for g in todo:
+        by_baseline.setdefault(g.get("quality_baseline_key"), []).append(g)
+    count, failed = 0, []
+    for baseline_key, group in sorted(by_baseline.items(), key=lambda kv: kv[0] or ""):
+        base = gens.get(baseline_key) if baseline_key else None
+        if baseline_key and base is None:
+            continue  # its baseline failed, lost its media or is not generated yet
+        baselines = {baseline_key: reader(base)} if base else {}
+        for result in scoring.score_item([output(g) for g in group], baselines, force=force):
+            write(store, result)
+            count += result.error is None
+            failed += [result] if result.error else []
+    return count, failed

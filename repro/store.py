@@ -22,7 +22,7 @@ import math
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from experiments.errors import SpecError
 from metrics.registry import has_random_tag
@@ -63,7 +63,14 @@ CREATE TABLE IF NOT EXISTS calibrations (
 STORE_FILE = "results.sqlite"
 SQLITE_HEADER = b"SQLite format 3\x00"
 #: columns added after the first release: stores made before get them on open
-_ADDED_COLUMNS = (("points", "calibration", "TEXT"), ("generations", "traceback", "TEXT"))
+_ADDED_COLUMNS = (("points", "calibration", "TEXT"), ("generations", "traceback", "TEXT"),
+                  ("generations", "score_error", "TEXT"))
+
+
+def _parts(keys: Iterable[str], size: int = 500) -> list[list[str]]:
+    """`keys` in parts small enough for one SQL ``IN (...)`` (SQLite caps the parameters of a statement)."""
+    keys = list(dict.fromkeys(keys))
+    return [keys[i:i + size] for i in range(0, len(keys), size)]
 
 
 def _now() -> str:
@@ -158,6 +165,14 @@ class Store:
             for k, v in values.items():
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, _json(v)))
 
+    def replace_scoring(self, spec: dict[str, Any], drop: Iterable[str]) -> None:
+        """Record a spec with new metric settings and, in the same transaction, delete the scores of the metrics
+        in `drop` (under every protocol): scores of two networks are never mixed, even if rescoring stops early."""
+        with self._writing():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("spec", _json(spec)))
+            for metric in drop:
+                self.db.execute("DELETE FROM scores WHERE metric = ? OR metric LIKE ?", (metric, f"{metric}@%"))
+
     def meta(self) -> dict[str, Any]:
         return {r["key"]: json.loads(r["value"]) for r in self.db.execute("SELECT * FROM meta")}
 
@@ -203,21 +218,40 @@ class Store:
         r = self.db.execute("SELECT * FROM generations WHERE key = ?", (key,)).fetchone()
         return _decode_generation(r) if r else None
 
-    def generations(self, role: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def _select(self, sql: str, args: list, column: str, keys: Iterable[str] | None) -> list[sqlite3.Row]:
+        """Rows of `sql` (which ends in a WHERE clause), only those whose `column` is in `keys` when given, in the
+        order they were stored."""
+        if keys is None:
+            return list(self.db.execute(f"{sql} ORDER BY rowid", args))
+        sql = sql.replace("SELECT", "SELECT rowid AS stored_order,", 1)
+        rows = [r for part in _parts(keys) for r in self.db.execute(
+            f"{sql} AND {column} IN ({','.join('?' * len(part))})", [*args, *part])]
+        return sorted(rows, key=lambda r: r["stored_order"])
+
+    def generations(self, role: str | None = None, status: str | None = None,
+                    keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Generation rows in the order they were stored (only `keys`, when given)."""
         sql, args = "SELECT * FROM generations WHERE 1=1", []
-        if role:
-            sql, args = sql + " AND role = ?", [*args, role]
-        if status:
-            sql, args = sql + " AND status = ?", [*args, status]
-        return [_decode_generation(r) for r in self.db.execute(sql + " ORDER BY rowid", args)]
+        for column, value in (("role", role), ("status", status)):
+            if value:
+                sql, args = f"{sql} AND {column} = ?", [*args, value]
+        return [_decode_generation(r) for r in self._select(sql, args, "key", keys)]
+
+    def generation_states(self) -> list[dict[str, Any]]:
+        """Every generation's key, point, status, quality baseline and scoring error (no summaries: cheap)."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT key, point_id, status, quality_baseline_key, score_error FROM generations ORDER BY rowid")]
 
     def statuses(self) -> dict[str, str]:
         return {r["key"]: r["status"] for r in self.db.execute("SELECT key, status FROM generations")}
 
     # -- scores -------------------------------------------------------------------------------
 
-    def put_scores(self, generation_key: str, scores: dict[str, dict[str, Any]], reference_key: str | None) -> None:
+    def put_scores(self, generation_key: str, scores: dict[str, dict[str, Any]], reference_key: str | None,
+                   error: str | None = None) -> None:
+        """A generation's scores and, in the same transaction, its scoring error (None: scored without one)."""
         with self._writing():
+            self.db.execute("UPDATE generations SET score_error = ? WHERE key = ?", (error, generation_key))
             for metric, s in scores.items():
                 self.db.execute(
                     "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?,?)",
@@ -225,9 +259,10 @@ class Store:
                      int(s.get("random_weights", has_random_tag(s["label"]))), reference_key, _now()),
                 )
 
-    def scores(self) -> dict[str, dict[str, dict[str, Any]]]:
+    def scores(self, keys: Iterable[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """Generation key -> metric key -> {value, label, per_frame, random_weights} (only `keys`, when given)."""
         out: dict[str, dict[str, dict[str, Any]]] = {}
-        for r in self.db.execute("SELECT * FROM scores"):
+        for r in self._select("SELECT * FROM scores WHERE 1=1", [], "generation_key", keys):
             out.setdefault(r["generation_key"], {})[r["metric"]] = {
                 "value": _from_db(r["value"]), "label": r["label"],
                 "per_frame": decode_nonfinite(json.loads(r["per_frame"])),
@@ -235,8 +270,12 @@ class Store:
             }
         return out
 
-    def scored_keys(self, metric: str) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT generation_key FROM scores WHERE metric = ?", (metric,))}
+    def score_keys(self, keys: Iterable[str] | None = None) -> dict[str, set[str]]:
+        """Generation key -> the metric keys it has scores for (only `keys`, when given)."""
+        out: dict[str, set[str]] = {}
+        for r in self._select("SELECT generation_key, metric FROM scores WHERE 1=1", [], "generation_key", keys):
+            out.setdefault(r["generation_key"], set()).add(r["metric"])
+        return out
 
     # -- calibrations -------------------------------------------------------------------------
 
@@ -313,6 +352,7 @@ def _operational(exc: sqlite3.OperationalError, path: Path) -> Exception:
 
 def _decode_generation(r: sqlite3.Row) -> dict[str, Any]:
     d = dict(r)
+    d.pop("stored_order", None)  # added by Store._select to keep the stored order across parts
     for field in ("params", "optimization", "summary"):
         if d.get(field):
             d[field] = json.loads(d[field])

@@ -2,43 +2,41 @@
 
 Execution is item-major (``repro.plan.item_major``): each item (prompt, seed) runs back to back
 on one worker, its baseline first, so every speedup is a paired, adjacent measurement (see
-``repro.executors.item`` for the timing protocol). Scores are made in the background while the
-next generation runs and come back as messages.
+``repro.executors.item`` for the timing protocol). Measurement is sequential: while a generation
+is timed nothing else of ours runs. Each generation's media and row are written as soon as it
+finishes (between the timed calls); once an item's generations are done they are scored on the
+worker that made them, and the scores committed; then listeners (``repro.events``) hear of the
+item. W&B is a projection of the store, made by another process (``repro.tracking``).
 
-The driver is the only writer of the store. Each finished generation is written (media
-renamed into place, then its row committed) as soon as it arrives, and its scores when they
-arrive, so an interrupted sweep resumes exactly where it stopped: generations not in the store
-run again, generations without their scores are scored at the end of the next sweep. Ctrl-C
-asks the executor to stop after the generation in flight; a second Ctrl-C, or SIGTERM, stops
-the generation in flight at its next denoising step (checked in the per-step callback). Every
-interruption exits 130. Listeners (``repro.events``) hear about every finished generation, item
-and point.
+The driver is the only writer of the store, so an interrupted sweep resumes exactly where it
+stopped: generations not in the store run again, generations without their scores are scored at
+the end of the next sweep. Ctrl-C asks to stop after the generation in flight; a second Ctrl-C,
+or SIGTERM, stops the generation in flight at its next denoising step (``repro.stop``). Every
+interruption exits 130.
 """
 
 from __future__ import annotations
 
 import errno
-import signal
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from experiments.errors import DiskFull, SpecChanged, SpecError
+from experiments.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, DiskFull, SpecChanged, SpecError
 from experiments.media import clean_partial, read_frames, write_frames
 from experiments.pipelines import check_model_available
 from experiments.runner import GenerationRequest
 from experiments.spec import Spec
-from repro import scoring
+from repro import scoring, stop
 from repro.events import (GenerationFinished, GenerationStarted, ItemFinished, Listeners, PointFinished,
                           SweepFinished, SweepStarted)
 from repro.lock import RunLock
 from repro.plan import ItemWork, Job, Plan, branch_ratios, build_plan, item_major, versions
 from repro.progress import Progress, summary as progress_summary
-from repro.scoring import RunScorer, ScoreResult, build_scorer
+from repro.scoring import ScoreResult, Scoring, build_scorer, score_missing
 from repro.store import STORE_FILE, Store
-
-EXIT_OK, EXIT_FAILED_POINTS, EXIT_INTERRUPTED = 0, 1, 130
 
 
 @dataclass
@@ -48,6 +46,7 @@ class SweepOutcome:
     skipped: int = 0
     failed: int = 0
     interrupted: bool = False
+    finished: bool = False  # False when the sweep stopped by an exception (stop now, disk full, ...)
     failed_keys: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)  # executor stats: pipeline calls by purpose, worker busy time
 
@@ -55,7 +54,7 @@ class SweepOutcome:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_FAILED_POINTS if self.failed else EXIT_OK
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
 def select(plan: Plan, only: tuple[str, ...]) -> Plan:
@@ -104,7 +103,7 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
               retry_failed: bool = False, dry_run: bool = False, workers: int | None = None,
               ray_address: str | None = None, stream: TextIO | None = None,
               listeners: Iterable[Any] = ()) -> SweepOutcome:
-    from repro.tracking import LiveTracker, resolve_target
+    from repro.tracking import resolve_target
 
     stream = stream or sys.stderr
     full_plan = build_plan(spec)
@@ -129,10 +128,13 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
         store = Store(run_dir)
         try:
             refuse_changed_spec(run_dir, spec, store)  # again under the lock: another sweep may have just begun
-            store.set_meta(plan_keys=[j.key for j in full_plan.jobs])  # what the tables aggregate
-            live = LiveTracker(spec, plan, run_dir, target, stream)  # W&B, from its own thread
-            return _run(spec, plan, store, executor, retry_failed, workers, ray_address, stream,
-                        metric_nets, Listeners([*listeners, live], stream))
+            sizes: dict[str, int] = {}
+            for job in full_plan.jobs:
+                sizes[job.point_id] = sizes.get(job.point_id, 0) + 1
+            # what the tables aggregate, and how many generations complete each point (W&B's tracker reads it)
+            store.set_meta(plan_keys=[j.key for j in full_plan.jobs], plan_points=sizes)
+            return _run(spec, plan, store, executor, retry_failed, workers, ray_address, stream, metric_nets,
+                        Listeners(list(listeners), stream), target)
         finally:
             store.close()
 
@@ -182,60 +184,29 @@ def refuse_changed_spec(run_dir: Path, spec: Spec, store: Store | None = None) -
 
 
 def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream,
-         metric_nets, events: Listeners) -> SweepOutcome:
+         metric_nets, events: Listeners, target) -> SweepOutcome:
     from repro.provenance import environment, write_run_files
+    from repro.tracking import LiveTracker
 
     outcome = SweepOutcome(spec.run_dir)
     env = environment()
+    session = {"pid": os.getpid(), "state": "running"}  # a following W&B tracker logs while this one runs
     store.set_meta(spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), versions=versions(),
-                   environment=env)
+                   environment=env, session=session)
     write_run_files(spec.run_dir, spec, env)
     clean_partial(spec.run_dir / "media")
     store.put_points(point_records(plan, store))
-    todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
-    items = item_major(plan, todo)
-    outcome.skipped = len(plan.jobs) - len(todo)
-    print(plan.describe(), file=stream)
-    print(f"{len(todo)} generation(s) in {len(items)} item(s) to run, {outcome.skipped} already in {spec.run_dir}",
-          file=stream)
-
-    scorer = RunScorer(spec.metrics, store, metric_nets)
-    if todo or _unscored(store, scorer):
-        _ = scorer.scorer  # build the metric networks now: missing weights stop us before hours of generation
-
-    progress = Progress(len(todo), stream, items=len(items))
-    tracker = _Tracker(spec, store, scorer, items, progress, events, outcome)
-    events.emit("sweep_started", SweepStarted(spec, spec.run_dir, store, plan, [j for it in items for j in it.jobs],
-                                              len(items)))
-    stop = _StopFlag(progress)
-    if todo:
-        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, scorer.scorer, stop)
+    tracker = LiveTracker.start(spec.run_dir, target)
+    try:
+        _generate(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream, metric_nets,
+                  events, outcome)
+    finally:
+        aborted = not outcome.finished
         try:
-            executor.start()
-            ratios = _calibrations(plan, todo, store, executor, progress)
-            steps = spec.generation.num_inference_steps
-            def started(job: Job) -> None:
-                events.emit("generation_started", GenerationStarted(job))
-                progress.start(job.key, job.description, steps)
-
-            with stop.installed():
-                executor.run(
-                    items, prepare=lambda item: _unit(item, spec, store, ratios), on_start=started,
-                    on_generated=tracker.generated, on_scored=tracker.scored, should_stop=stop.requested,
-                )
-            outcome.stats = executor.stats()
+            store.set_meta(session={**session, "state": "interrupted" if aborted or outcome.interrupted else "ended"})
         finally:
-            executor.close()
-            progress.close()
-    outcome.interrupted = stop.requested()
-    if not outcome.interrupted:
-        scorer.score_missing()
-        tracker.settle()
-    statuses = store.statuses()
-    outcome.failed = sum(1 for j in plan.jobs if statuses.get(j.key) == "failed")
-    if outcome.stats:
-        print(progress_summary(outcome.stats, outcome.generated + len(outcome.failed_keys), executor_kind), file=stream)
-    events.emit("sweep_finished", SweepFinished(outcome, outcome.stats))
+            if tracker is not None:
+                tracker.finish(stream, timeout=0 if aborted else None)  # stopped now: W&B ends on its own
     _report(store, stream)
     if outcome.interrupted:
         print("interrupted: finished generations are saved; run the same command again to resume", file=stream)
@@ -245,15 +216,56 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     return outcome
 
 
-def _make_executor(kind, spec, progress, workers, ray_address, metric_nets, stop):
+def _generate(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream, metric_nets,
+              events: Listeners, outcome: SweepOutcome) -> None:
+    """Generate and score what the store lacks; fills `outcome`."""
+    todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
+    items = item_major(plan, todo)
+    outcome.skipped = len(plan.jobs) - len(todo)
+    print(plan.describe(), file=stream)
+    print(f"{len(todo)} generation(s) in {len(items)} item(s) to run, {outcome.skipped} already in {spec.run_dir}",
+          file=stream)
+
+    scoring_ = Scoring(spec.metrics, metric_nets)
+    if todo or _unscored(store, spec):
+        _ = scoring_.scorer  # build the metric networks now: missing weights stop us before hours of generation
+
+    progress = Progress(len(todo), stream, items=len(items))
+    driver = _Driver(spec, store, todo, progress, events, outcome)
+    events.emit("sweep_started", SweepStarted(spec, spec.run_dir, store, plan, [j for it in items for j in it.jobs],
+                                              len(items)))
+    if todo:
+        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, scoring_.scorer)
+        try:
+            executor.start()
+            ratios = _calibrations(plan, todo, store, executor, progress)
+            with stop.graceful(progress.note):
+                executor.run(items, prepare=lambda item: _unit(item, spec, store, ratios), on_start=driver.started,
+                             on_generated=driver.generated, on_scored=driver.scored, should_stop=stop.requested)
+            outcome.stats = executor.stats()
+        finally:
+            executor.close()
+            progress.close()
+    outcome.interrupted = stop.requested() if todo else False
+    if not outcome.interrupted:
+        score_missing(store, scoring_)  # what an earlier, interrupted session left unscored
+    statuses = store.statuses()
+    outcome.failed = sum(1 for j in plan.jobs if statuses.get(j.key) == "failed")
+    if outcome.stats:
+        print(progress_summary(outcome.stats, outcome.generated + len(outcome.failed_keys), executor_kind), file=stream)
+    outcome.finished = True
+    events.emit("sweep_finished", SweepFinished(outcome, outcome.stats))
+
+
+def _make_executor(kind, spec, progress, workers, ray_address, metric_nets):
     from repro.executors import make_executor
 
     def on_step(done: int, total: int) -> None:  # runs in the pipeline's per-step callback
-        stop.raise_if_aborted()
+        stop.check()
         progress.step(done, total)
 
     return make_executor(kind, spec, on_step=on_step, workers=workers, address=ray_address,
-                         scorer=metric_nets, raise_if_aborted=stop.raise_if_aborted)
+                         scorer=metric_nets, raise_if_aborted=stop.check)
 
 
 def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, dict]:
@@ -284,7 +296,7 @@ def ensure_calibration(store: Store, cal: Any, executor, note=print) -> dict[str
     else:
         note(f"calibrating {cal.method} over {len(cal.items)} uncached generation(s) "
              f"(prompt {cal.prompt!r}, seed {cal.seed}{', ...' if len(cal.items) > 1 else ''})")
-        ratios = executor.calibrate(cal.method, list(cal.items))
+        ratios = executor.calibrate(cal.method, list(cal.items), dict(cal.params))
         meta["items"] = [list(i) for i in cal.items]
     used = ",".join(dict.fromkeys(branch_ratios({"ratios": ratios}, b)[0] for b in cal.branches or (cal.cfg_branch,)))
     store.put_calibration(cal.key, ratios, used, {**meta, "prompt": cal.prompt, "seed": cal.seed,
@@ -321,74 +333,54 @@ def _unit(item: ItemWork, spec: Spec, store: Store, ratios: dict[str, tuple]):
     return ItemUnit(item, requests, speed, spec.timing.repeats if targeted else 1, references)
 
 
-class _Tracker:
-    """Writes generations and scores into the store as they arrive; tells progress and listeners what finished."""
+class _Driver:
+    """The executor's callbacks: writes each generation, then its item's scores, into the store, and tells
+    progress and the listeners what finished."""
 
-    def __init__(self, spec, store, scorer: RunScorer, items: list[ItemWork], progress: Progress,
-                 events: Listeners, outcome: SweepOutcome):
-        self.spec, self.store, self.scorer, self.progress, self.events, self.outcome = (
-            spec, store, scorer, progress, events, outcome)
-        self.total = sum(len(it.jobs) for it in items)
-        self.item_of = {j.key: it for it in items for j in it.jobs}
-        self.item_left = {id(it): {j.key for j in it.jobs} for it in items}
-        self.point_left: dict[str, set[str]] = {}
-        for it in items:
-            for j in it.jobs:
-                self.point_left.setdefault(j.point_id, set()).add(j.key)
+    def __init__(self, spec, store, todo: list[Job], progress: Progress, events: Listeners, outcome: SweepOutcome):
+        self.spec, self.store, self.progress, self.events, self.outcome = spec, store, progress, events, outcome
+        self.total = len(todo)
+        self.point_left: dict[str, set[str]] = {}  # this session's generations of each point not yet finished
+        for j in todo:
+            self.point_left.setdefault(j.point_id, set()).add(j.key)
         self.point_keys = {pid: sorted(keys) for pid, keys in self.point_left.items()}
-        self.awaiting: dict[str, tuple[Job, str]] = {}  # recorded, scores still to come
-        self.early: dict[str, ScoreResult] = {}
+        self.recorded: set[str] = set()
         self.finished = 0
+
+    def started(self, job: Job) -> None:
+        self.events.emit("generation_started", GenerationStarted(job))
+        self.progress.start(job.key, job.description, self.spec.generation.num_inference_steps)
 
     def generated(self, job: Job, result: Any) -> None:
         note = _record(job, result, self.spec, self.store, self.outcome)
-        ok = not isinstance(result, BaseException)
-        if ok and scoring.wanted(self.spec.metrics, job.quality_baseline_key):
-            self.awaiting[job.key] = (job, note)
-            if job.key in self.early:
-                self.scored(self.early.pop(job.key))
-        else:
-            self._finish(job, note, {})
-
-    def scored(self, result: ScoreResult) -> None:
-        if result.key not in self.awaiting:
-            if result.key in self.item_of:  # arrived before its generation was recorded
-                self.early[result.key] = result
-            return
-        self.scorer.write(result)
-        job, note = self.awaiting.pop(result.key)
-        if result.error:
-            note += f", scoring failed: {result.error}"
-        else:
-            lpips = next((v for k, v in result.scores.items() if k.partition("@")[0] == "lpips"), None)
-            note += f", lpips {lpips['value']:.3f}" if lpips else ""
-        self._finish(job, note, result.scores)
-
-    def settle(self) -> None:
-        """After `score_missing`: generations whose scores never came back are finished with what the store holds."""
-        stored = self.store.scores()
-        for key, (job, note) in list(self.awaiting.items()):
-            del self.awaiting[key]
-            self._finish(job, note, stored.get(key, {}))
-
-    def _finish(self, job: Job, note: str, scores: dict[str, Any]) -> None:
-        self.finished += 1
-        item = self.item_of[job.key]
-        left = self.item_left[id(item)]
-        left.discard(job.key)
-        if not left:
-            self.progress.item_finished()
+        self.recorded.add(job.key)
         self.progress.finish(job.key, note)
-        self.events.emit("generation_finished", GenerationFinished(job, self.store.generation(job.key) or {},
-                                                                   scores, self.finished, self.total))
-        if not left:
-            self.events.emit("item_finished", ItemFinished(item.prompt_index, item.prompt, item.seed,
-                                                           [j.key for j in item.jobs], self.progress.items_done,
-                                                           self.progress.items))
-        point_left = self.point_left[job.point_id]
-        point_left.discard(job.key)
-        if not point_left:
-            self.events.emit("point_finished", PointFinished(job.point_id, self.point_keys[job.point_id]))
+
+    def scored(self, item: ItemWork, results: list[ScoreResult]) -> None:
+        for result in results:
+            scoring.write(self.store, result)
+            if result.error:
+                self.progress.note(f"scoring {result.key} failed ({result.error}); `repro score` retries it")
+        jobs = [j for j in item.jobs if j.key in self.recorded]
+        scores = self.store.scores(keys=[j.key for j in jobs])
+        rows = {g["key"]: g for g in self.store.generations(keys=[j.key for j in jobs])}
+        self.progress.item_finished()
+        for job in jobs:
+            self.recorded.discard(job.key)
+            self.finished += 1
+            self.events.emit("generation_finished", GenerationFinished(job, rows.get(job.key, {}),
+                                                                       scores.get(job.key, {}), self.finished,
+                                                                       self.total))
+        self.events.emit("item_finished", ItemFinished(item.prompt_index, item.prompt, item.seed,
+                                                       [j.key for j in jobs], self.progress.items_done,
+                                                       self.progress.items))
+        for job in jobs:
+            left = self.point_left.get(job.point_id)
+            if left is not None:
+                left.discard(job.key)
+                if not left:
+                    del self.point_left[job.point_id]
+                    self.events.emit("point_finished", PointFinished(job.point_id, self.point_keys[job.point_id]))
 
 
 def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutcome) -> str:
@@ -433,10 +425,10 @@ def _traceback(exc: BaseException) -> str:
     return text[-20_000:]
 
 
-def _unscored(store: Store, scorer) -> bool:
-    names = [*scorer.reference_names, *(["clip"] if scorer.wants_clip else [])]
-    ok = {g["key"] for g in store.generations(status="ok")}
-    return any(ok - store.scored_keys(scorer.protocol.key(n)) for n in names)
+def _unscored(store: Store, spec: Spec) -> bool:
+    have = store.score_keys()
+    return any(scoring.needed(spec.metrics, g["quality_baseline_key"], have.get(g["key"], ()))
+               for g in store.generation_states() if g["status"] == "ok")
 
 
 def _report(store: Store, stream: TextIO) -> None:
@@ -457,52 +449,3 @@ def _print_todo(plan: Plan, run_dir: Path, retry_failed: bool, stream: TextIO) -
     print(f"{len(todo)} generation(s) would run; {len(plan.jobs) - len(todo)} already in {run_dir}", file=stream)
     for p in plan.points:
         print(f"  {p.point_id:32s} {p.method_label:20s} {p.label}", file=stream)
-
-
-class _StopFlag:
-    """First Ctrl-C: stop after the generation in flight. A second Ctrl-C or SIGTERM: stop now, i.e. at the
-    generation's next denoising step (:meth:`raise_if_aborted` runs in the per-step callback, and between the
-    Ray executor's polls, which then kills its workers); a third
-    Ctrl-C interrupts wherever it lands (a pipeline without step callbacks)."""
-
-    def __init__(self, progress: Progress):
-        self._requested = False
-        self._aborted = False
-        self.progress = progress
-
-    def requested(self) -> bool:
-        return self._requested
-
-    def raise_if_aborted(self) -> None:
-        if self._aborted:
-            raise KeyboardInterrupt
-
-    def _handle(self, signum, frame):
-        if self._aborted:
-            raise KeyboardInterrupt
-        if self._requested or signum == signal.SIGTERM:
-            self._requested = self._aborted = True
-            self.progress.note("stopping now: the generation in flight is dropped at its next step")
-            return
-        self._requested = True
-        self.progress.note("stopping after the current generation (Ctrl-C again to stop now)")
-
-    def installed(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def ctx():
-            # A signal the sweep was started with ignored (a background job of a non-interactive
-            # shell, nohup) stays ignored, as it is during start-up: handled throughout or not at all.
-            previous = {
-                s: signal.signal(s, self._handle)
-                for s in (signal.SIGINT, signal.SIGTERM)
-                if signal.getsignal(s) is not signal.SIG_IGN
-            }
-            try:
-                yield
-            finally:
-                for s, h in previous.items():
-                    signal.signal(s, h)
-
-        return ctx()

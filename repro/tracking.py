@@ -1,24 +1,29 @@
-"""Weights & Biases, live: one run per point (grouped by sweep) plus a summary run, fed while the sweep runs.
+"""Weights & Biases as a projection of the results store.
 
-Each point's run starts when its first generation starts and gets one history row per finished
-item (step = the point's items done: latency, compute fraction, speedup, scores; media for its
-first items). The summary run's Pareto table and speedup charts are updated as points complete
-(and at most every `SUMMARY_EVERY_S` while items arrive), then once more when the sweep ends,
-which also logs the results as an artifact (see `repro.artifacts`).
+`repro track RUN_DIR` reads the store and logs what W&B does not have yet: one run per point
+(grouped by the sweep's name) with one history row per finished generation (step = the point's
+items logged: latency, compute fraction, speedup, scores; media for its first items), each point's
+aggregates in its run summary once the point is complete, a summary run with the points table and
+speedup-vs-quality charts, and once the sweep has ended, the results as an artifact (see
+`repro.artifacts`). A generation is logged once it is settled: failed, or stored with every score
+it needs (``repro.scoring.needed``), or with its scoring error.
 
-Nothing here runs on the generating thread: the event methods only put a message on a queue and
-one background thread makes every W&B call, and each W&B run it writes takes its turn between
-timed calls (`experiments.turns`), so it does not compete with one (a timed call waits for the
-run being written, 10 s at most); every failure is a warning, and local results never depend on
-it. The API key is never read into our logs, specs or store; we only check whether one exists.
+`repro sweep` starts it as a separate process at the lowest CPU priority (SCHED_IDLE: it runs only
+on an otherwise idle CPU), following the store while the sweep runs (a live dashboard) and making
+its final pass when the sweep ends or dies. W&B never shares a process with a timed call. Run it
+again, or by hand later, and it logs only what is new.
 
 Durability. W&B writes a run's transaction log (`run-ID.wandb`) in 32 KiB blocks and completes it
 only when the run finishes, so a run held open for a whole sweep has nothing readable after a
-`kill -9`. The thread therefore writes in *segments*: resume the point's run, log what is pending,
-finish. A finished segment is a complete offline directory (`wandb sync` uploads the segments of
-one run in order, as one run), and only then are its items appended to the ledger
-(RUN_DIR/wandb-ledger.jsonl). A resumed sweep logs exactly the items the ledger lacks: nothing
-is lost, nothing is logged twice, and the steps continue where they stopped.
+`kill -9`. Each point's run is therefore written in *segments*: resume the run, log what is
+pending, finish. A finished segment is a complete offline directory (`wandb sync` uploads the
+segments of one run in order, as one run), and only then are its items appended to the ledger
+(RUN_DIR/wandb-ledger.jsonl). Run ids come from point ids and steps continue from the ledger, so a
+`kill -9` of the sweep or of the tracker loses nothing and logs nothing twice.
+
+Cost: each logged generation reads only its own rows (and its baselines'); a point's aggregates are
+computed once, when it completes; the whole points table at most every `SUMMARY_EVERY_S` and at
+the end. The API key is never read into our logs, specs or store; we only check whether one exists.
 
 Where: command-line flag, then W&B's own environment variables (WANDB_MODE, WANDB_PROJECT,
 WANDB_ENTITY, WANDB_DIR), then the spec. `auto` means online with credentials, offline without.
@@ -26,31 +31,31 @@ WANDB_ENTITY, WANDB_DIR), then the spec. `auto` means online with credentials, o
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import queue
-import threading
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from experiments import turns
 from experiments.errors import SpecError
 from experiments.spec import stable_hash
 
 #: W&B's own names for its modes ("run" and "dryrun" are its older spellings).
 MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
 MEDIA_ITEMS = 2  # items per point whose baseline and cached outputs are logged as media
-SUMMARY_EVERY_S = 60.0  # the summary run also refreshes while items arrive, not only when points complete
+SUMMARY_EVERY_S = 60.0  # the summary run refreshes at most this often while the sweep runs, and at its end
 # Rows per segment: keeps a segment under one 32 KiB block of the transaction log, so a segment cut
 # short by kill -9 holds no readable row (which the ledger would not know of and a resume would repeat).
 SEGMENT_ROWS = 16
-FLUSH_EVERY_S = 3.0  # gather events this long between W&B rounds: each segment costs W&B ~0.2 s of CPU
-FINISH_TIMEOUT_S = 600.0
+POLL_S = 1.0  # how often a following tracker looks for new generations
+FINISH_TIMEOUT_S = 600.0  # how long a sweep waits for its tracker's final pass
 LEDGER = "wandb-ledger.jsonl"
+LOG = "wandb-tracker.log"  # what the sweep's tracker process printed
+LOCK = ".wandb-tracker.lock"  # held by the one tracker of a run directory (its pid inside)
 
 
 # -- where to log -------------------------------------------------------------------------------
@@ -157,160 +162,109 @@ class Ledger:
         self._apply(entry)
 
 
-# -- the tracker --------------------------------------------------------------------------------------
+# -- the projection -------------------------------------------------------------------------------
 
 
-def _taking_turns(method):
-    """A method that writes a W&B run: only between timed calls (see experiments.turns)."""
+def settled(metrics_spec: Any, row: dict[str, Any], stored: Any) -> bool:
+    """Whether a generation is ready for W&B: failed, or scored as far as it will be (``scoring.needed``)."""
+    from repro.scoring import needed
 
-    @functools.wraps(method)
-    def in_turn(*args, **kwargs):
-        with turns.background():
-            return method(*args, **kwargs)
-
-    return in_turn
+    return (row["status"] != "ok" or bool(row.get("score_error"))
+            or not needed(metrics_spec, row.get("quality_baseline_key"), stored))
 
 
-class LiveTracker:
-    """A sweep listener (see repro.events in the sweep driver): each method returns at once.
+class Projection:
+    """What W&B lacks of one run directory's store, logged in segments (see the module doc)."""
 
-    `generation_finished(event)` (`event.job`) means the generation's row and scores are in the
-    store; `sweep_finished(event)` (`event.outcome.interrupted`) logs the final summary and the
-    results artifact, then waits (bounded) for the thread.
-    """
+    def __init__(self, spec: Any, store: Any, target: Target, stream: TextIO):
+        from repro.aggregate import quality_columns
 
-    def __init__(self, spec: Any, plan: Any, run_dir: Path, target: Target, stream: TextIO):
-        self.spec, self.plan, self.run_dir, self.target, self.stream = spec, plan, Path(run_dir), target, stream
-        self.enabled = target.mode != "disabled"
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name="wandb-tracker", daemon=True)
-        self._warned: set[str] = set()
-        self._jobs_of: dict[str, set[str]] = {}
-        for job in plan.jobs:
-            self._jobs_of.setdefault(job.point_id, set()).add(job.key)
-        self._points = {p.point_id: p for p in plan.points}
-        self._started_runs: set[str] = set()
-        self._last_summary = 0.0
+        self.spec, self.store, self.target, self.stream = spec, store, target, stream
+        self.run_dir = Path(store.run_dir)
+        self.ledger = Ledger(self.run_dir / LEDGER, target.fingerprint())
+        self.columns = quality_columns(store)
+        self.points = {p["point_id"]: p for p in store.points()}
+        self._summary_at = 0.0
+        self._completed_since_summary = False
 
-    # events (any thread) -------------------------------------------------------------------------
+    # what the store holds ---------------------------------------------------------------------
 
-    def sweep_started(self, event: Any = None) -> None:
-        if self.enabled and not self._thread.is_alive():
-            _forget_inherited_service()
-            self._thread.start()
-            self._queue.put(("catch_up", None))  # items a killed earlier run stored but never logged
+    def _plan(self) -> tuple[set[str] | None, dict[str, int]]:
+        meta = self.store.meta()
+        keys = meta.get("plan_keys")
+        return (set(keys) if keys is not None else None), dict(meta.get("plan_points") or {})
 
-    def generation_started(self, event: Any) -> None:
-        if self.enabled:
-            self._queue.put(("start", event.job.point_id))
+    def new_rows(self) -> list[dict[str, Any]]:
+        """Settled generations of the current plan that W&B lacks, in the order they were stored."""
+        planned, _ = self._plan()
+        logged = self.ledger.logged()
+        fresh = [g for g in self.store.generation_states() if g["key"] not in logged
+                 and (planned is None or g["key"] in planned)]
+        stored = self.store.score_keys([g["key"] for g in fresh])
+        return [g for g in fresh if settled(self.spec.metrics, g, stored.get(g["key"], ()))]
 
-    def generation_finished(self, event: Any) -> None:
-        if self.enabled:
-            self._queue.put(("item", event.job.key))
+    def complete_points(self) -> set[str]:
+        """Points whose planned generations are all logged."""
+        _, sizes = self._plan()
+        return {pid for pid, n in sizes.items()
+                if len(self.ledger.items.get(run_id(self.spec.name, pid, self.run_dir), [])) >= n}
 
-    def sweep_finished(self, event: Any, timeout: float | None = None) -> None:
-        if not self.enabled or not self._thread.is_alive():
-            return
-        timeout = FINISH_TIMEOUT_S if timeout is None else timeout
-        self._queue.put(("end", bool(event.outcome.interrupted)))
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._warn("timeout", f"wandb: still busy after {timeout:.0f}s; what is not logged yet is logged "
-                                  f"when the same command runs again")
+    # logging ----------------------------------------------------------------------------------
 
-    # the thread ----------------------------------------------------------------------------------
-
-    def _work(self) -> None:
-        from repro.store import Store
-
-        try:
-            with turns.background():  # importing W&B costs a second of CPU
-                import wandb
-            store = Store(self.run_dir)  # this thread's own connection (SQLite WAL: readers never block the writer)
-            self.target.wandb_dir.mkdir(parents=True, exist_ok=True)
-            ledger = Ledger(self.run_dir / LEDGER, self.target.fingerprint())
-        except Exception as exc:
-            self._warn("setup", f"wandb: tracking is off for this sweep ({type(exc).__name__}: {exc}); "
-                                f"local results are complete in {self.run_dir}")
-            self._drain_until_end()
-            return
-        while True:
-            events = [self._queue.get()]
-            deadline = time.monotonic() + FLUSH_EVERY_S
-            while events[-1][0] != "end":
-                try:
-                    events.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            end = next((arg for kind, arg in events if kind == "end"), None)
-            ended = any(kind == "end" for kind, _ in events)
-            try:
-                self._flush(wandb, store, ledger, events)
-                if ended:
-                    self._finish(wandb, store, ledger, interrupted=bool(end))
-            except Exception as exc:  # never lose or block local results because of tracking
-                self._warn(type(exc).__name__, f"wandb: logging failed ({type(exc).__name__}: {exc}); local "
-                                               f"results are complete in {self.run_dir}; what was not logged "
-                                               f"is logged when the same command runs again")
-            if ended:
-                store.close()
-                return
-
-    def _drain_until_end(self) -> None:
-        while self._queue.get()[0] != "end":
-            pass
-
-    def _flush(self, wandb, store, ledger: Ledger, events) -> None:
+    def log_new(self, wandb) -> int:
+        """Log every settled generation W&B lacks; a point that completes gets its aggregates."""
         from repro.aggregate import item_rows
 
-        starts = [arg for kind, arg in events if kind == "start"]
-        keys = {arg for kind, arg in events if kind == "item"}
-        if any(kind == "catch_up" for kind, _ in events):
-            planned = {j.key for j in self.plan.jobs}
-            keys |= {g["key"] for g in store.generations() if g["key"] in planned}
-        keys -= ledger.logged()
-        rows: dict[str, list[dict[str, Any]]] = {}
-        by_key: dict[str, dict[str, Any]] = {}
-        if keys:
-            for row in item_rows(store):
-                by_key[row["key"]] = row
-                if row["key"] in keys:
-                    rows.setdefault(row["point_id"], []).append(row)
-        touched = list(dict.fromkeys([*starts, *rows]))
-        if not touched:
-            return
-        done = set(store.statuses())
-        completed = [pid for pid in rows if self._jobs_of.get(pid, set()) <= done]
-        points = self._points_table(store) if completed else None
-        for pid in touched:
-            pending = sorted(rows.get(pid, []), key=lambda r: (r["prompt_index"], r["seed"]))
-            rid = run_id(self.spec.name, pid, self.run_dir)
-            if not pending and rid in self._started_runs:
-                continue
-            chunks = _chunks(pending, SEGMENT_ROWS) or [[]]
-            for i, chunk in enumerate(chunks):
-                last = i == len(chunks) - 1
-                summary = _point_summary(points, pid) if last and pid in completed else None
-                self._segment(wandb, ledger, pid, rid, chunk, by_key, summary)
-            self._started_runs.add(rid)
-        if completed or (rows and time.monotonic() - self._last_summary > SUMMARY_EVERY_S):
-            self._summary(wandb, store, ledger, points if points is not None else self._points_table(store),
-                          final=False)
+        fresh = [g["key"] for g in self.new_rows()]
+        if not fresh:
+            return 0
+        before = self.complete_points()
+        rows = {r["key"]: r for r in item_rows(self.store, keys=fresh, with_baselines=True)}
+        by_point: dict[str, list[dict[str, Any]]] = {}
+        for key in fresh:
+            by_point.setdefault(rows[key]["point_id"], []).append(rows[key])
+        for pid, pending in by_point.items():
+            for chunk in _chunks(pending, SEGMENT_ROWS):
+                self._segment(wandb, pid, chunk, rows)
+        for pid in sorted(self.complete_points() - before):
+            self._point_summary(wandb, pid)
+            self._completed_since_summary = True
+        if self._completed_since_summary and time.monotonic() - self._summary_at > SUMMARY_EVERY_S:
+            self._summary(wandb, final=False)
+        return len(fresh)
 
-    @_taking_turns
-    def _segment(self, wandb, ledger: Ledger, pid: str, rid: str, rows: list[dict[str, Any]],
-                 by_key: dict[str, dict[str, Any]], summary: dict[str, Any] | None) -> None:
-        point = self._points.get(pid)
-        is_baseline = point is None
-        run = self._init(wandb, rid, name=f"baseline {pid.partition(' | ')[2]}".strip() if is_baseline
-                         else f"{point.method_label} {point.label}",
-                         job_type="baseline" if is_baseline else "cached", config=self._point_config(pid, point))
+    def finish(self, wandb) -> str:
+        """The last pass: every point's aggregates (partial ones too), the summary run, the artifact."""
+        from repro.aggregate import tables
+
+        points, items = tables(self.store)
+        for pid in points["point_id"] if len(points) else []:
+            if run_id(self.spec.name, pid, self.run_dir) in self.ledger.items:
+                self._point_summary(wandb, pid, points)
+        complete = set(self._plan()[1]) <= self.complete_points()  # every planned generation logged
+        self._summary(wandb, final=complete, tables=(points, items))
+        if self.spec.wandb.artifact:
+            self._artifact(wandb, stopped=not complete)
+        where = str(self.target.wandb_dir)
+        if self.target.mode == "offline":
+            where += f" (upload later with `wandb sync {self.target.wandb_dir}`)"
+        n_runs = len([r for r, keys in self.ledger.items.items() if keys])
+        return (f"wandb: {len(self.ledger.logged())} items in {n_runs} point runs of group {self.spec.name!r}, "
+                f"mode {self.target.mode}: {where}")
+
+    def _segment(self, wandb, pid: str, rows: list[dict[str, Any]], by_key: dict[str, dict[str, Any]],
+                 summary: dict[str, Any] | None = None) -> None:
+        """Resume the point's run, log `rows` (steps continuing the ledger's) and `summary`, finish, record."""
+        rid = run_id(self.spec.name, pid, self.run_dir)
+        point = self.points.get(pid)
+        run = self._init(wandb, rid, name=f"baseline {pid.partition(' | ')[2]}".strip() if point is None
+                         else f"{point['method']} {point['label']}",
+                         job_type="baseline" if point is None else "cached", config=self._point_config(pid, point))
         try:
-            step = len(ledger.items.get(rid, []))
+            step = len(self.ledger.items.get(rid, []))
             for row in rows:
                 step += 1
-                data = _item_data(row)
-                data["items_done"] = step
+                data = {**_item_data(row, self.columns), "items_done": step}
                 if step <= MEDIA_ITEMS and row["status"] == "ok":
                     data.update(_media(wandb, row, by_key.get(row.get("quality_baseline_key") or "")))
                 run.log(data, step=step)
@@ -318,65 +272,58 @@ class LiveTracker:
                 run.summary.update(summary)
         finally:
             run.finish()
-        ledger.add(rid, items=[r["key"] for r in rows], summary=stable_hash(summary) if summary else None)
+        self.ledger.add(rid, items=[r["key"] for r in rows], summary=stable_hash(summary) if summary else None)
 
-    @_taking_turns
-    def _summary(self, wandb, store, ledger: Ledger, points, final: bool, items=None) -> None:
+    def _point_summary(self, wandb, pid: str, points=None) -> None:
+        """A point's aggregates in its run's summary (from its own items alone unless `points` is given)."""
+        import pandas as pd
+
+        from repro.aggregate import item_rows, point_rows
+
+        if points is None:
+            keys = self.ledger.items.get(run_id(self.spec.name, pid, self.run_dir), [])
+            points = pd.DataFrame(point_rows(self.store, [r for r in item_rows(self.store, keys=keys)
+                                                          if r["point_id"] == pid]))
+        summary = _point_summary(points, pid)
+        if summary and self.ledger.summaries.get(run_id(self.spec.name, pid, self.run_dir)) != stable_hash(summary):
+            self._segment(wandb, pid, [], {}, summary)
+
+    def _summary(self, wandb, final: bool, tables: tuple | None = None) -> None:
+        from repro.aggregate import tables as make_tables
+        from metrics.registry import FRONT
+
+        points, items = tables if tables is not None else make_tables(self.store)
+        self._summary_at, self._completed_since_summary = time.monotonic(), False
         rid = run_id(self.spec.name, "summary", self.run_dir)
         fingerprint = stable_hash({"points": points.to_json(), "final": final})
-        if ledger.summaries.get(rid) == fingerprint:
+        if self.ledger.summaries.get(rid) == fingerprint:
             return
-        run = self._init(wandb, rid, name=f"{self.spec.name} summary", job_type="summary",
-                         config=self._base_config(store))
+        run = self._init(wandb, rid, name=f"{self.spec.name} summary", job_type="summary", config=self._base_config())
         try:
-            step = ledger.segments.get(rid, 0) + 1
+            step = self.ledger.segments.get(rid, 0) + 1
             cols = [c for c in points.columns if c not in ("python_call", "spec_snippet")]
             data: dict[str, Any] = {"points": wandb.Table(columns=cols, data=[[_clean(v) for v in r] for r in
                                                                               points[cols].itertuples(index=False)]),
-                                    "points_complete": int(sum(1 for pid, keys in self._jobs_of.items()
-                                                               if keys <= set(store.statuses())))}
+                                    "points_complete": len(self.complete_points())}
             ok = points[(points["status"] == "ok") & (points["method"] != "baseline")]
-            for metric in ("lpips", "ssim", "psnr"):
-                if metric in ok and ok[metric].notna().any():
+            for metric in FRONT:
+                if metric in self.columns and metric in ok and ok[metric].notna().any():
                     xs, ys, names = [], [], []
                     for method, group in ok.sort_values("speedup").groupby("method", sort=True):
                         xs.append([float(v) for v in group["speedup"]])
                         ys.append([_clean(v) for v in group[metric]])
                         names.append(method)
                     data[f"speedup_vs_{metric}"] = wandb.plot.line_series(
-                        xs=xs, ys=ys, keys=names, title=f"speedup vs {metric.upper()}", xname="speedup")
-            if final and items is not None:
-                data["media"] = _media_table(wandb, items)
+                        xs=xs, ys=ys, keys=names, title=f"speedup vs {metric}", xname="speedup")
+            if final:
+                data["media"] = _media_table(wandb, items, self.columns)
             run.log(data, step=step)
             run.summary.update({"n_points": int(len(ok)), "spec_hash": self.spec.spec_hash(), "final": final})
         finally:
             run.finish()
-        ledger.add(rid, summary=fingerprint)
-        self._last_summary = time.monotonic()
+        self.ledger.add(rid, summary=fingerprint)
 
-    def _finish(self, wandb, store, ledger: Ledger, interrupted: bool) -> None:
-        from repro.aggregate import tables
-
-        points, items = tables(store)
-        # every point's run gets its aggregates (partial ones too, when the sweep stopped early)
-        for row in points.to_dict("records"):
-            rid = run_id(self.spec.name, row["point_id"], self.run_dir)
-            if rid in self._started_runs or rid in ledger.items:
-                summary = _point_summary(points, row["point_id"])
-                if ledger.summaries.get(rid) != stable_hash(summary):
-                    self._segment(wandb, ledger, row["point_id"], rid, [], {}, summary)
-        self._summary(wandb, store, ledger, points, final=not interrupted, items=items)
-        if self.spec.wandb.artifact:
-            self._artifact(wandb, ledger, stopped=interrupted)
-        where = str(self.target.wandb_dir)
-        if self.target.mode == "offline":
-            where += f" (upload later with `wandb sync {self.target.wandb_dir}`)"
-        n_runs = len([r for r, keys in ledger.items.items() if keys])
-        print(f"wandb: {len(ledger.logged())} items in {n_runs} point runs of group {self.spec.name!r}, "
-              f"mode {self.target.mode}: {where}", file=self.stream, flush=True)
-
-    @_taking_turns
-    def _artifact(self, wandb, ledger: Ledger, stopped: bool) -> None:
+    def _artifact(self, wandb, stopped: bool) -> None:
         """The results as a new artifact version, unless this exact content was logged already."""
         import shutil
         import tempfile
@@ -388,7 +335,7 @@ class LiveTracker:
         try:
             pack(self.run_dir, staging, media)
             key = stable_hash({"content": content_digest(staging), "stopped": stopped, "media": media})
-            if ledger.summaries.get("artifact") == key:
+            if self.ledger.summaries.get("artifact") == key:
                 return
             run = self._init(wandb, run_id(self.spec.name, "summary", self.run_dir), name=f"{self.spec.name} summary",
                              job_type="summary", config=self._base_config())
@@ -396,7 +343,7 @@ class LiveTracker:
                 log_results(wandb, run, staging, self.spec, stopped, media)
             finally:
                 run.finish()
-            ledger.add("artifact", summary=key)
+            self.ledger.add("artifact", summary=key)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -408,62 +355,198 @@ class LiveTracker:
                           entity=t.entity, mode=t.mode, dir=str(t.root), tags=list(self.spec.wandb.tags),
                           config=config, resume="allow", reinit="create_new", settings=settings)
 
-    def _base_config(self, store=None) -> dict[str, Any]:
-        from repro.plan import versions
-
+    def _base_config(self) -> dict[str, Any]:
+        meta = self.store.meta()
         spec = self.spec
         return {"spec_name": spec.name, "spec_hash": spec.spec_hash(), "model": spec.model.model_dump(mode="json"),
-                "generation": spec.generation.pipeline_kwargs(), "versions": versions()}
+                "generation": spec.generation.pipeline_kwargs(), "versions": meta.get("versions")}
 
-    def _point_config(self, pid: str, point: Any) -> dict[str, Any]:
+    def _point_config(self, pid: str, point: dict[str, Any] | None) -> dict[str, Any]:
         cfg = {**self._base_config(), "point_id": pid}
         if point is None:
             return {**cfg, "method": "baseline", "params": {}}
-        return {**cfg, "method": point.method_label, "params": point.params, "optimization": point.optimization}
+        return {**cfg, "method": point["method"], "params": point["params"], "optimization": point["optimization"]}
 
-    def _points_table(self, store):
-        from repro.aggregate import tables
 
-        return tables(store)[0]
+def track(run_dir: str | Path, mode: str | None = None, follow: bool = False, stream: TextIO | None = None) -> bool:
+    """Log what W&B lacks of RUN_DIR's store (`repro track`); with `follow`, keep doing so while the sweep that
+    writes it runs, then make the final pass. Prints what W&B holds and where; False when W&B failed (each
+    failure is one warning; local results never depend on W&B, and the next run logs what is missing)."""
+    from experiments.spec import Spec
+    from repro.run_dir import check_no_escaping_links
+    from repro.store import Store
 
-    def _warn(self, kind: str, message: str) -> None:
-        if kind not in self._warned:
-            self._warned.add(kind)
-            try:
-                print(message, file=self.stream, flush=True)
-            except (ValueError, OSError):  # the stream closed under a thread that outlived its sweep
-                pass
+    stream = stream or sys.stderr
+    run_dir = Path(run_dir)
+    store = Store.open_existing(run_dir, read_only=True)
+    try:
+        meta = store.meta()
+        if "spec" not in meta:
+            raise SpecError(f"{run_dir}: the run has no recorded spec yet (it stopped before starting); "
+                            f"run `repro sweep`")
+        spec = Spec.model_validate(meta["spec"])
+        target = resolve_target(spec, run_dir, mode)
+        if target.mode == "disabled":
+            print("wandb: disabled (--wandb-mode, WANDB_MODE or the spec's wandb.mode); nothing logged", file=stream)
+            return True
+        check_no_escaping_links(run_dir)  # the ledger and the W&B folder are written inside it only
+        from repro.lock import RunLock
+
+        # one tracker per run directory: a second one (a re-run's, while a killed sweep's still logs) waits
+        with RunLock(run_dir, LOCK, wait_s=FINISH_TIMEOUT_S, holder="another W&B tracker"):
+            return _project(spec, store, target, follow, stream)
+    finally:
+        store.close()
+
+
+def _project(spec: Any, store: Any, target: Target, follow: bool, stream: TextIO) -> bool:
+    warned: set[str] = set()
+
+    def warn(exc: Exception) -> None:
+        if type(exc).__name__ not in warned:
+            warned.add(type(exc).__name__)
+            print(f"wandb: logging failed ({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); local "
+                  f"results are complete in {store.run_dir}; `repro track {store.run_dir}` logs what W&B lacks",
+                  file=stream, flush=True)
+
+    try:
+        _forget_inherited_service()
+        import wandb
+
+        target.wandb_dir.mkdir(parents=True, exist_ok=True)
+        projection = Projection(spec, store, target, stream)
+    except Exception as exc:
+        warn(exc)
+        return False
+    while True:
+        live = follow and sweep_running(store)  # read first: what is logged after it ended is complete
+        try:
+            projection.log_new(wandb)
+        except Exception as exc:  # e.g. a network down for a while: the next poll tries again
+            warn(exc)
+        if not live:
+            break
+        time.sleep(POLL_S)
+    try:
+        print(projection.finish(wandb), file=stream, flush=True)
+    except Exception as exc:
+        warn(exc)
+    return not warned
+
+
+def sweep_running(store: Any) -> bool:
+    """Whether the sweep session recorded in the store is still running (its process alive, not ended)."""
+    session = store.meta().get("session") or {}
+    if session.get("state") != "running":
+        return False
+    try:
+        os.kill(int(session["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError, TypeError):
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
+# -- the tracker process of a sweep -------------------------------------------------------------------
+
+
+@dataclass
+class LiveTracker:
+    """`repro track RUN_DIR --follow` started by a sweep, at the lowest CPU priority, its output in RUN_DIR/LOG."""
+
+    run_dir: Path
+    target: Target
+    proc: subprocess.Popen
+    offset: int
+
+    @classmethod
+    def start(cls, run_dir: Path, target: Target, follow: bool = True) -> "LiveTracker | None":
+        if target.mode == "disabled":
+            return None
+        log = Path(run_dir) / LOG
+        offset = log.stat().st_size if log.is_file() and not log.is_symlink() else 0
+        env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # its own W&B service (see below)
+        with open(log, "ab") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "track", str(run_dir), "--wandb-mode",
+                                     target.mode, *(["--follow"] if follow else [])], stdin=subprocess.DEVNULL,
+                                    stdout=fh, stderr=fh, env=env, start_new_session=True)
+        lowest_priority(proc.pid)
+        return cls(Path(run_dir), target, proc, offset)
+
+    def finish(self, stream: TextIO, timeout: float | None = None) -> None:
+        """Wait (bounded) for its final pass, then show what it printed. A tracker killed mid-sweep (a signal)
+        is replaced by one catch-up pass: what it had not logged is logged now."""
+        if self.proc.poll() is not None and self.proc.returncode < 0 and timeout != 0:
+            self._show(stream)
+            print(f"wandb: the tracker was stopped by signal {-self.proc.returncode}; logging what it missed",
+                  file=stream)
+            again = LiveTracker.start(self.run_dir, self.target, follow=False)
+            self.proc, self.offset = again.proc, again.offset
+        try:
+            self.proc.wait(FINISH_TIMEOUT_S if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            print(f"wandb: the tracker (pid {self.proc.pid}) is still logging in the background; what it has not "
+                  f"logged when it ends, `repro track {self.run_dir}` logs", file=stream)
+            return
+        self._show(stream)
+        if self.proc.returncode not in (0, 1):  # 1: W&B failed, and the tracker said so itself
+            print(f"wandb: the tracker stopped with exit {self.proc.returncode}; local results are complete; "
+                  f"`repro track {self.run_dir}` logs what W&B lacks", file=stream)
+
+    def _show(self, stream: TextIO) -> None:
+        try:
+            with open(self.run_dir / LOG, "rb") as fh:
+                fh.seek(self.offset)
+                text = fh.read().decode("utf-8", "replace").strip()
+                self.offset = fh.tell()
+        except OSError:
+            text = ""
+        if text:
+            print(text, file=stream)
+
+
+def lowest_priority(pid: int = 0) -> None:
+    """Run `pid` only when a CPU is otherwise idle (SCHED_IDLE, inherited by its children: W&B's own service),
+    at nice 19 where that policy is missing: it never competes with a timed call."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, 19)
+    except (AttributeError, OSError):
+        pass
 
 
 def _forget_inherited_service() -> None:
     """Start this process's own W&B service rather than one a parent process exported (WANDB_SERVICE:
-    a notebook or script that used W&B before launching the sweep). That service outlives a killed
-    sweep with its runs still open, and a resumed sweep's segments of the same run ids then never
-    reached a finished offline directory: the resume lost them. A service this process started
-    (its pid in the token, "VERSION-PID-...") is kept. Effective only before this process first
-    uses W&B (it connects once): the tracker's thread is its only user, started after this."""
+    a notebook or script that used W&B before). That service outlives a killed tracker with its runs still
+    open, and a later tracker's segments of the same run ids then never reached a finished offline
+    directory. A service this process started (its pid in the token, "VERSION-PID-...") is kept."""
     token = os.environ.get("WANDB_SERVICE")
     if token and token.split("-")[1:2] != [str(os.getpid())]:
         del os.environ["WANDB_SERVICE"]
-
 
 def _chunks(rows: list, n: int) -> list[list]:
     return [rows[i:i + n] for i in range(0, len(rows), n)]
 
 
-ITEM_COLUMNS = ("e2e_s", "denoise_s", "speedup", "speedup_denoise", "compute_fraction", "peak_memory_mb",
-                "lpips", "psnr", "ssim", "clip", "clip_delta")
+TIMING_COLUMNS = ("e2e_s", "denoise_s", "speedup", "speedup_denoise", "compute_fraction", "peak_memory_mb")
 
 
-def _item_data(row: dict[str, Any]) -> dict[str, Any]:
+def _item_data(row: dict[str, Any], quality: tuple[str, ...]) -> dict[str, Any]:
+    """One history row: timing and the run's quality columns (metrics.registry; nothing it did not request)."""
+    from metrics.registry import METRICS
+
     data = {"item_key": row["key"], "prompt_index": row["prompt_index"], "seed": row["seed"],
             "status": row["status"], "latency_s": _clean(row["e2e_s"])}
-    for col in ITEM_COLUMNS:
+    for col in (*TIMING_COLUMNS, *quality):
         value = _clean(row.get(col))
         if value is not None:
             data[col] = value
-    if row.get("psnr") == math.inf:
-        data["psnr_identical"] = True  # JSON has no inf: identical to its baseline
+        elif col in METRICS and row.get(col) == METRICS[col].identity and not row.get("reference"):
+            data[f"{col}_identical"] = True  # JSON has no inf: equal to its baseline's (the identity value)
     return data
 
 
@@ -483,8 +566,9 @@ def _media(wandb, row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[
     return out
 
 
-def _media_table(wandb, items):
-    cols = ["point_id", "label", "prompt", "seed", "speedup", "lpips", "baseline", "cached"]
+def _media_table(wandb, items, quality: tuple[str, ...]):
+    first = next((m for m in quality if m in items), None)  # the run's first quality column, beside its outputs
+    cols = ["point_id", "label", "prompt", "seed", "speedup", *([first] if first else []), "baseline", "cached"]
     table = wandb.Table(columns=cols)
     ok = items[items["status"] == "ok"]
     base = {r["key"]: r for r in ok.to_dict("records")}
@@ -492,17 +576,17 @@ def _media_table(wandb, items):
         ref = base.get(r["quality_baseline_key"])
         if ref is None:
             continue
-        table.add_data(r["point_id"], r["label"], r["prompt"], r["seed"], _clean(r["speedup"]), _clean(r.get("lpips")),
-                       _medium(wandb, ref), _medium(wandb, r))
+        table.add_data(r["point_id"], r["label"], r["prompt"], r["seed"], _clean(r["speedup"]),
+                       *([_clean(r.get(first))] if first else []), _medium(wandb, ref), _medium(wandb, r))
     return table
 
 
 def _medium(wandb, row: dict[str, Any]):
-    from experiments.media import FRAME_PATTERN
+    from experiments.media import read_frames
 
     if row.get("mp4"):
         return wandb.Video(row["mp4"], format="mp4")
-    return wandb.Image(str(Path(row["frames_dir"]) / FRAME_PATTERN.format(0)))
+    return wandb.Image(read_frames(row["frames_dir"])[0])  # the first frame, from any media format
 
 
 def _clean(v: Any) -> Any:

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-# Nothing in the suite may reach a hub; the code under test must cope with that.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Tiny models on 2 shared cores: one intra-op thread each is far faster and much less noisy
-# (also inherited by the sweeps the tests start as subprocesses).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("WANDB_SILENT", "true")
+# The suite does not depend on the caller's environment (also inherited by the processes tests start):
+# none of the user's W&B or hub settings, no hub access, no GPU choice, one intra-op thread (tiny models
+# on shared cores: far faster and much less noisy). W&B's caches live in a folder of this session.
+for _name in list(os.environ):
+    if _name.startswith(("WANDB_", "HF_", "HUGGINGFACE_")) or _name in ("CUDA_VISIBLE_DEVICES", "NETRC"):
+        del os.environ[_name]
+_home = Path(tempfile.mkdtemp(prefix="repro-tests-"))
+os.environ.update({
+    "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "WANDB_SILENT": "true",
+    "WANDB_CACHE_DIR": str(_home / "wandb-cache"), "WANDB_DATA_DIR": str(_home / "wandb-data"),
+    "WANDB_CONFIG_DIR": str(_home / "wandb-config"), "NETRC": str(_home / "no-netrc"),
+})
 
 ROOT = Path(__file__).resolve().parents[1]
 

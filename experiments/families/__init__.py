@@ -34,6 +34,7 @@ __all__ = [
     "METHODS",
     "Family",
     "MethodSupport",
+    "STATUSES",
     "all_families",
     "family_for",
     "get_family",
@@ -46,7 +47,10 @@ METHODS = builtin_names()
 # Methods of other caching libraries the project registers (cache-dit's): each family states them too.
 LIBRARY_METHODS = library_names()
 
-Status = Literal["supported", "unsupported", "untested"]
+#: "n/a": the method is defined for another model (its official code is written for one architecture); it may
+#: well run here, but what ran would not be the method, so a spec naming it is refused and the probe skips it
+Status = Literal["supported", "unsupported", "untested", "n/a"]
+STATUSES: tuple[str, ...] = ("supported", "unsupported", "untested", "n/a")
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,14 @@ class MethodSupport:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.status not in ("supported", "unsupported", "untested"):
-            raise ValueError(f"MethodSupport.status must be supported/unsupported/untested, got {self.status!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"MethodSupport.status must be one of {'/'.join(STATUSES)}, got {self.status!r}")
         if self.status != "supported" and not self.reason:
             raise ValueError(f"MethodSupport({self.status!r}) needs a reason")
+
+    @property
+    def applicable(self) -> bool:
+        return self.status != "n/a"
 
 
 def supported(reason: str = "", **extra: Any) -> MethodSupport:
@@ -75,6 +83,15 @@ def unsupported(reason: str, **extra: Any) -> MethodSupport:
 def untested(reason: str, **extra: Any) -> MethodSupport:
     return MethodSupport("untested", reason, dict(extra))
 
+
+def not_applicable(reason: str) -> MethodSupport:
+    return MethodSupport("n/a", reason)
+
+
+#: MagCache's evaluation script (magcache_official_eval) is written for Wan2.1 only
+MAGCACHE_EVAL_WAN21_ONLY = not_applicable(
+    "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two transformer calls per "
+    "step with one interleaved ratio list; on this model use mag_cache")
 
 #: diffusers' lossless text K/V cache hooks one block class of one model (NucleusMoE-Image) only
 TEXT_KV_CACHE_ONLY_NUCLEUS = unsupported(

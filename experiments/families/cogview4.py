@@ -5,7 +5,15 @@ CFG runs as two separate transformer calls per step (cache contexts "cond" and "
 
 from __future__ import annotations
 
-from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+    unsupported,
+)
 from experiments.families.adapters import PipelineAdapter, image_raw_vision
 
 
@@ -105,14 +113,14 @@ FAMILY = register_family(
                 "step index, sigma and step count added to the pipeline's cache context by the family adapter (CogView4Pipeline passes none); raw vision = the latent image",
                 raw_vision_callback=image_raw_vision,
             ),
-            # TeaCache publishes no rule for CogView4 (its norm1 takes hidden, text and temb together); the project
-            # uses the timestep projection each block receives, TeaCache4Wan2.1's use_ret_steps input, with
-            # coefficients from `repro calibrate` (a named choice, not an official rule)
-            "teacache": supported("modulated input: the blocks' timestep projection (temb), the Wan rule; "
-                                  "coefficients calibrated", modulated_input="temb"),
+            # TeaCache has no script for CogView4 (its norm1 takes hidden, text and temb together): the project's temb
+            # rule, not an official one (experiments/methods/teacache.py; named as a deviation on every point)
+            "teacache": supported("the project's temb rule, not an official TeaCache rule: the first block's timestep "
+                                  "projection (temb), coefficients from repro calibrate", modulated_input="temb"),
             "easycache": supported(),
             "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
             **cache_dit_methods("CogView4Pipeline"),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
         adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,

@@ -6,7 +6,14 @@ there is no CFG pass, so FasterCache must be told ``is_guidance_distilled=True``
 
 from __future__ import annotations
 
-from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+)
 from experiments.families.adapters import PipelineAdapter, flux_raw_vision
 
 
@@ -113,6 +120,7 @@ FAMILY = register_family(
             "easycache": supported(),
             "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
             **cache_dit_methods("FluxPipeline"),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
         adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,

@@ -6,7 +6,14 @@ runs when ``true_cfg_scale > 1`` with a negative prompt. Text encoders: Llama + 
 
 from __future__ import annotations
 
-from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+)
 from experiments.families.adapters import PipelineAdapter, video_raw_vision
 
 
@@ -129,9 +136,11 @@ FAMILY = register_family(
             ),
             "teacache": supported("modulated input: transformer_blocks[0].norm1(hidden_states, emb=temb)",
                                   modulated_input="norm1"),
-            "easycache": supported(),
+            # EasyCache4HunyuanVideo: ret_steps = 5 (5 warm-up steps), one call per step.
+            "easycache": supported("EasyCache4HunyuanVideo rules: 5 warm-up steps", warmup_steps=5),
             "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
             **cache_dit_methods("HunyuanVideoPipeline"),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
         adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,

@@ -7,7 +7,15 @@ no ``current_timestep``: the family adapter supplies both.
 
 from __future__ import annotations
 
-from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+    unsupported,
+)
 from experiments.families.adapters import PipelineAdapter, kandinsky5_raw_vision
 
 _ADAPTED = "through the family adapter: "
@@ -168,9 +176,9 @@ FAMILY = register_family(
             "teacache": unsupported(
                 "no timestep-modulated input rule: Kandinsky5TransformerDecoderBlock modulates by a time_embed "
                 "input through visual_modulation, neither a norm1(hidden_states, emb=temb) nor a temb input "
-                "(rules exist for wan (temb), flux, hunyuan_video and sd35 (norm1)); TeaCache's rescaling is "
-                "fitted per model rule (probe: 'modulated_input=norm1 needs a first block whose norm1 takes the "
-                "timestep embedding')"
+                "(rules exist for wan (TeaCache4Wan2.1), flux, hunyuan_video and sd35 (norm1), and the project's "
+                "temb rule for cogview4 and ltx_video); TeaCache's rescaling is fitted per model rule (probe: "
+                "'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding')"
             ),
             "easycache": unsupported(
                 "EasyCache reuses the transformer's input-to-output residual; Kandinsky 5's input carries the "
@@ -182,6 +190,7 @@ FAMILY = register_family(
                 "cache-dit 1.5.3's Dynamic Block Prune fails on its own Kandinsky 5 adapter (ForwardPattern_3): "
                 "TypeError: CachedBlocks_Pattern_3_4_5._process_block_outputs() takes 2 positional arguments but "
                 "3 were given (DBCache with the same adapter runs)")),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
         adapter=PipelineAdapter(
             branches=("cond", "uncond"), step_metadata=True, current_timestep=True,

@@ -5,7 +5,15 @@ CFG is batched: one transformer call per step on [uncond, cond] (cache context "
 
 from __future__ import annotations
 
-from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+    unsupported,
+)
 from experiments.families.adapters import PipelineAdapter, ltx_raw_vision
 
 
@@ -122,13 +130,15 @@ FAMILY = register_family(
                 raw_vision_callback=ltx_raw_vision,
             ),
             # TeaCache4LTX-Video (ali-vilab/TeaCache) modulates norm1(hidden_states) by the block's scale/shift table,
-            # a rule this project does not implement; the project uses the timestep projection each block receives
-            # (temb), TeaCache4Wan2.1's use_ret_steps input, with coefficients from `repro calibrate` (a named choice)
-            "teacache": supported("modulated input: the blocks' timestep projection (temb), the Wan rule, not "
-                                  "TeaCache4LTX-Video's modulated norm1; coefficients calibrated", modulated_input="temb"),
+            # a rule this project does not implement: the project's temb rule instead, not an official one
+            # (experiments/methods/teacache.py; named as a deviation on every point)
+            "teacache": supported("the project's temb rule, not TeaCache4LTX-Video's modulated norm1: the first "
+                                  "block's timestep projection (temb), coefficients from repro calibrate",
+                                  modulated_input="temb"),
             "easycache": supported(),
             "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
             **cache_dit_methods("LTXPipeline"),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
         adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,

@@ -138,7 +138,8 @@ def probe_family(family: Family | str, methods=None, plugins: tuple[str, ...] = 
 
     engine = probe_engine(family, plugins=plugins)
     baseline = engine.generate(GenerationRequest(PROMPT, 0))
-    return {m: probe_method(engine, m, baseline) for m in (methods or (*METHODS, *LIBRARY_METHODS))}
+    return {m: probe_method(engine, m, baseline)
+            for m in (methods if methods is not None else (*METHODS, *LIBRARY_METHODS))}
 
 
 def report(names: list[str], methods=None, plugins: tuple[str, ...] = (), echo=print) -> int:
@@ -146,7 +147,12 @@ def report(names: list[str], methods=None, plugins: tuple[str, ...] = (), echo=p
     mismatches = 0
     for name in names:
         fam = get_family(name)
-        for m, r in probe_family(fam, methods, plugins).items():
+        wanted = list(methods or (*METHODS, *LIBRARY_METHODS))
+        # a method defined for another model ("n/a") is not probed: whatever ran would not be the method
+        skipped = [m for m in wanted if m in fam.methods and not fam.methods[m].applicable]
+        for m in skipped:
+            echo(f"{name:15s} {m:28s} {'n/a':11s} {0:6.2f}s  not probed: {fam.methods[m].reason}")
+        for m, r in probe_family(fam, [m for m in wanted if m not in skipped], plugins).items():
             support = fam.methods.get(m)
             recorded = support.status if support else "untested"
             found = "supported" if r.ok else "unsupported"

@@ -6,7 +6,14 @@ CFG is batched: one transformer call per step on [uncond, cond]. The pipeline ha
 
 from __future__ import annotations
 
-from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+)
 from experiments.families.adapters import PipelineAdapter, image_raw_vision
 
 
@@ -125,6 +132,7 @@ FAMILY = register_family(
                                              "block returns no text stream to forecast)", enable_encoder_calibrator=False),
                 dbcache_foca=supported("cache-dit's block adapter; enable_encoder_calibrator=False (the last block "
                                        "returns no text stream to forecast)", enable_encoder_calibrator=False)),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
         build_tiny=build_tiny,
         current_timestep=False,

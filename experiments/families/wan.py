@@ -111,11 +111,16 @@ FAMILY = register_family(
                 cache_identifiers=[r"^blocks\.\d+\.attn1$", r"^blocks\.\d+\.attn2$", r"^blocks\.\d+\.ffn$"],
             ),
             "sea_cache": supported(),
-            # Modulated input: the timestep projection e0 each block receives (TeaCache4Wan2.1 use_ret_steps).
-            "teacache": supported("modulated input: the blocks' timestep projection (temb)", modulated_input="temb"),
-            "easycache": supported(),
+            # TeaCache4Wan2.1's rules: signal e (or e0 with use_ret_steps) from the condition embedder, in float32.
+            "teacache": supported("TeaCache4Wan2.1 rules: time embedding e (e0 with use_ret_steps), float32",
+                                  modulated_input="wan"),
+            # EasyCache4Wan2.1: the cond call decides for the pair; ret_steps = 10*2 (10 warm-up steps).
+            "easycache": supported("EasyCache4Wan2.1 rules: 10 warm-up steps, the cond call decides for both "
+                                   "branches", warmup_steps=10),
             "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
             **cache_dit_methods("WanPipeline"),
+            "magcache_official_eval": supported("the rule of MagCache's Wan2.1 evaluation script (wan_magcache.py): "
+                                                "interleaved cond/uncond ratios, square roots, <="),
         },
         build_tiny=build_tiny,
     )

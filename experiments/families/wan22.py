@@ -9,7 +9,7 @@ it too (each expert keeps its own state). cache-dit caches both experts through 
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import Family, not_applicable, register_family, supported, unsupported, untested
 from experiments.families.adapters import PipelineAdapter, wan_expert_steps
 from experiments.families.wan import FAMILY as WAN
 
@@ -62,11 +62,19 @@ FAMILY = register_family(
                 "for a degree-4 fit); TeaCache publishes no Wan 2.2 coefficients (probe: 'TeaCache calibration "
                 "needs more than 4 (input change, residual change) pairs per branch')"
             ),
-            "easycache": supported("on both experts (the adapter enables it on transformer_2 as well)"),
+            "easycache": untested(
+                "caches pipe.transformer (the high-noise expert) only: EasyCache counts the pipeline's steps "
+                "itself, so the engine does not enable it on transformer_2, and the per-expert rule of "
+                "EasyCache4Wan2.2 (one state per expert, each forcing the last step of its share) is not "
+                "implemented; on the tiny twin it skips calls of the first expert"),
+            "magcache_official_eval": not_applicable(
+                "MagCache's evaluation script is for Wan2.1's single transformer; a two-expert model splits its calls "
+                "between two transformers"),
         },
         build_tiny=build_tiny,
         adapter=PipelineAdapter(experts=("transformer_2",), expert_steps=wan_expert_steps),
         notes="the engine enables a cache on both experts, each with its own state; MagCache runs once per expert "
-              "over its own steps (ratios calibrated over both, split at the boundary)",
+              "over its own steps (ratios calibrated over both, split at the boundary); a cache that counts the "
+              "pipeline's steps itself and has no per-expert config (TeaCache, EasyCache) caches the first only",
     )
 )

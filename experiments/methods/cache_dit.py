@@ -28,7 +28,8 @@ cache-dit wraps a whole pipeline (``cache_dit.enable_cache(pipe, ...)`` replaces
 ``cache_dit.disable_cache(pipe)``), so these methods act on the pipeline. Compute is counted by
 the project's own counters on the attention and feed-forward sublayers (cache-dit calls the same
 block modules); cache-dit's statistics (``cache_dit.summary``) are kept beside them, and a
-forward hook reads each call's decision from cache-dit's context right after it is made.
+forward hook reads each call's decision from cache-dit's context right after it is made and reports
+it in the project's one decision record (``experiments.instrumentation.Decision``), as every method does.
 
 cache-dit is an optional dependency: ``pip install 'diffusion-cache-repro[cache-dit]'``. Importing
 this module does not import cache-dit (a spec that names none of these methods never loads it).
@@ -192,44 +193,52 @@ def _check(settings: Any) -> None:
 
 
 class CacheDiTRun:
-    """What one enabled cache-dit method decided: per transformer call, read from cache-dit's context."""
+    """One enabled cache-dit method: each call's decision, read from cache-dit's context right after the call
+    and reported as the project's decision record (``experiments.instrumentation.record_decision``)."""
 
     def __init__(self, pipe: Any, settings: Any):
         self.pipe = pipe
         self.settings = settings
         self.own_forward = {id(t): "forward" in t.__dict__ for t in transformers_of(pipe)}
-        self.trace: list[dict[str, Any]] = []
         self._handles: list[Any] = []
 
     def install(self, transformers: list[Any]) -> None:
-        for expert, transformer in enumerate(transformers):
-            self._handles.append(transformer.register_forward_hook(
-                lambda module, args, output, expert=expert: self._record(module, expert)))
+        for transformer in transformers:
+            self._handles.append(transformer.register_forward_hook(lambda module, args, output: self._record(module)))
 
     def uninstall(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
 
-    def _record(self, transformer: Any, expert: int) -> None:
+    def _record(self, transformer: Any) -> None:
+        """One decision per call: reused where any block list cache-dit wraps (Flux: two, each with its own
+        context) reused its cache or DBPrune pruned a block; the signal is the first block list's residual
+        difference (None where it compared nothing: warm-up, a step the mask computes; DBPrune: the first
+        block it tested). The step is the branch's count in the pipeline call (cache-dit's contexts count per
+        transformer: Wan 2.2's second expert starts again at 0). Per block list and per block, cache-dit's own
+        statistics (``stats``) keep the detail."""
+        from experiments.instrumentation import record_decision
+
         manager = getattr(transformer, "_context_manager", None)
+        computed, signal, branch = True, None, None
         for blocks, name in enumerate(getattr(transformer, "_context_names", ())):
             context = manager.get_context(name)
             step = context.get_current_step()
             cfg = context.is_separate_cfg_step()
             cached = context.cfg_cached_steps if cfg else context.cached_steps
-            diffs = context.cfg_residual_diffs if cfg else context.residual_diffs
-            entry = {"branch": _branch(context, cfg), "step": step, "signal": diffs.get(str(step)),
-                     "computed": step not in cached}
             pruned = getattr(context, "cfg_pruned_blocks" if cfg else "pruned_blocks", None)
-            if pruned is not None:  # DBPrune decides per block: how many it pruned in this call
-                entry["computed"] = not pruned or pruned[-1] == 0
-                entry["pruned_blocks"] = pruned[-1] if pruned else 0
-            if blocks:
-                entry["blocks"] = blocks  # a second block list with its own context (Flux's single blocks)
-            if expert:
-                entry["expert"] = expert  # Wan 2.2's low-noise transformer
-            self.trace.append(entry)
+            if pruned is not None:  # DBPrune decides per block: this call pruned pruned[-1] of them
+                computed = computed and (not pruned or pruned[-1] == 0)
+            else:
+                computed = computed and step not in cached
+            if blocks == 0:
+                branch = _branch(context, cfg)
+                signal = (context.cfg_residual_diffs if cfg else context.residual_diffs).get(str(step))
+                if isinstance(signal, (list, tuple)):  # DBPrune: one difference per block tested; the first
+                    signal = signal[0] if signal else None
+        if branch is not None:
+            record_decision(branch, None, computed, signal)
 
     def stats(self) -> dict[str, Any]:
         """cache-dit's own statistics of the last pipeline call (``cache_dit.summary``), as plain data."""
@@ -349,8 +358,11 @@ def _register(name: str, key_params: tuple[str, ...], probe: dict, doc: str, no_
               "max_cached_steps": (-1, None), "max_continuous_cached_steps": (-1, None)}
     register_method(CacheMethod(
         KINDS[name][0], f"{__name__}:{name}", apply, remove, key_params=key_params, nonnegative=nonnegative,
-        ranges=ranges, wired=("num_inference_steps",), no_op=no_op if no_op is not None else dict(_NO_OP), probe=probe, origin="cache-dit", doc=doc, acts_on="pipeline",
-        requires="cache_dit", install=INSTALL, call_text=lambda params, steps: call_text(name, params, steps), **options))
+        ranges=ranges, wired=("num_inference_steps",), no_op=no_op if no_op is not None else dict(_NO_OP),
+        probe=probe, origin="cache-dit", doc=doc, acts_on="pipeline", requires="cache_dit", install=INSTALL,
+        # a higher residual-difference threshold reuses (DBPrune: prunes) more: `repro tune` bisects along it
+        aggressiveness="residual_diff_threshold",
+        call_text=lambda params, steps: call_text(name, params, steps), **options))
 
 
 # Probe settings (the method x family matrix): first block decides, no warm-up beyond the first step, a

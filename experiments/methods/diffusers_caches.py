@@ -2,6 +2,22 @@
 
 MagCache's calibration runs in the hook's own calibration mode; the ratios are read from the
 hook state per CFG branch (cache context), never parsed from what the hook prints.
+
+Fidelity to the originals (docs/fidelity.md has the details and sources):
+
+* MagCache: diffusers' hook (diffusers/hooks/mag_cache.py) differs from Zehong-Ma/MagCache:
+  one ``mag_ratios`` array for every CFG branch, indexed by the branch's step (the original
+  MagCache4Wan2.1/magcache_generate.py@1a66b6d indexes one list that interleaves cond and uncond,
+  per call); retention ``int(N * r + 0.5)`` steps per branch (the original ``int(2N * r)`` calls:
+  6 + 5 vs 6 + 6 steps at N = 28, r = 0.2); skip while ``accumulated_err <= threshold``
+  (magcache_generate.py: ``<``). MagCache's Table 1 was made by its evaluation script
+  (eval/magcache/experiments/Wan2.1_EVAL/wan_magcache.py@1a4c2d3: square roots of the ratios,
+  ``<=``, ratios indexed from call 10): ``magcache_official_eval`` reproduces that script.
+* First Block Cache: diffusers (hooks/first_block_cache.py) computes while ``diff > threshold``,
+  i.e. skips on ``diff <= threshold``; ParaAttention (chengzeyi/ParaAttention
+  src/para_attn/first_block_cache/utils.py ``are_two_tensors_similar``: ``diff < threshold``) skips
+  on ``<`` only and has a ``warmup_steps`` option diffusers lacks. The FBC table this project ships
+  (diffusers PR 11180) was made with diffusers' own hook, so its rows are comparable.
 """
 
 from __future__ import annotations
@@ -64,20 +80,72 @@ def mag_cache_for_expert(config: Any, first: int, steps: int) -> Any:
     return dataclasses.replace(config, num_inference_steps=steps, mag_ratios=ratios)
 
 
+def decision_reader(transformer: Any, method: str | None = None) -> Any:
+    """For diffusers' First Block Cache or MagCache enabled on `transformer`: a function to call after each
+    transformer call that records the call's decision (``experiments.instrumentation.record_decision``) from
+    the hook's state, per cache context; None for any other cache (the project's and cache-dit's report their
+    own). `method`: the cache enabled (default: the one ``enable_cache`` noted on `transformer`; a further
+    expert such as Wan 2.2's ``transformer_2`` carries the cache without that note)."""
+    from experiments import diffusers_internals as di
+    from experiments.instrumentation import record_decision
+
+    method = method or getattr(transformer, "_repro_cache_method", None)
+    leader = di.cache_leader_hook(transformer, method) if method in ("first_block_cache", "mag_cache") else None
+    if leader is None:
+        return None
+    steps: dict[str, int] = {}
+    config = getattr(leader, "config", None)
+    retention = int(config.retention_ratio * config.num_inference_steps + 0.5) if method == "mag_cache" else 0
+
+    def read() -> None:
+        context = leader.state_manager._context
+        if context is None:
+            return
+        state = leader.state_manager.get_state()
+        branch = context.name
+        step = steps.get(branch, 0)  # this transformer's own step (an expert's MagCache indexes its ratios so)
+        steps[branch] = step + 1
+        # recorded at the branch's step in the pipeline call (None: counted there), the same on one transformer
+        if method == "first_block_cache":  # its difference is computed and dropped inside the hook
+            record_decision(branch, None, state.should_compute)
+            return
+        ratios = config.mag_ratios
+        used = retention <= step < len(ratios)  # the ratio MagCache's rule multiplied in at this step
+        record_decision(branch, None, state.should_compute, float(ratios[step]) if used else None,
+                        None if state.should_compute else state.accumulated_err)
+
+    return read
+
+
+def mag_cache_deviations(params: dict, official: dict) -> list[str]:
+    """diffusers' MagCache is not Zehong-Ma/MagCache's code: what a point run with it does differently."""
+    return ["mag_cache is diffusers' MagCache hook, not Zehong-Ma/MagCache's code: one mag_ratios array for every "
+            "CFG branch indexed by step (MagCache4Wan2.1/magcache_generate.py: one interleaved cond/uncond list "
+            "indexed by call), retention int(N*r + 0.5) steps per branch (original: int(2N*r) calls), skip on "
+            "accumulated error <= threshold (magcache_generate.py: <); the paper's Table 1 came from its evaluation "
+            "script (square roots of the ratios): magcache_official_eval runs that"]
+
+
 def _diffusers(name: str, config: str, **options: Any) -> None:
     register_method(CacheMethod(name, f"diffusers.hooks:{config}", origin="diffusers", **options))
 
 
 _diffusers("first_block_cache", "FirstBlockCacheConfig",
            key_params=("threshold",), nonnegative=("threshold",), no_op={"threshold": 0.0},
-           probe={"threshold": 1.0})
+           probe={"threshold": 1.0}, aggressiveness="threshold",
+           doc="diffusers' First Block Cache (the hook of diffusers PR 11180). Differs from ParaAttention's: skips on "
+               "relative difference <= threshold (ParaAttention: <), no warm-up option")
 _diffusers("mag_cache", "MagCacheConfig",
            key_params=("threshold", "retention_ratio", "max_skip_steps"),
            nonnegative=("threshold", "retention_ratio", "max_skip_steps"),
            wired=("num_inference_steps", "calibrate"), no_op={"threshold": 0.0},
            calibrated_field="mag_ratios", calibrate=calibrate_mag_cache, ranges={"retention_ratio": (0, 1)},
            expert_config=mag_cache_for_expert,
-           probe={"threshold": 10.0, "retention_ratio": 0.0, "max_skip_steps": 2})
+           probe={"threshold": 10.0, "retention_ratio": 0.0, "max_skip_steps": 2}, deviations=mag_cache_deviations,
+           aggressiveness="threshold",
+           doc="diffusers' MagCache. Differs from Zehong-Ma/MagCache: one ratio array for both CFG branches (original: "
+               "interleaved per call), retention int(N*r+0.5) steps (original: int(2N*r) calls), skip on <= "
+               "(magcache_generate.py: <); Table 1 used the evaluation script: see magcache_official_eval")
 _diffusers("pyramid_attention_broadcast", "PyramidAttentionBroadcastConfig",
            key_params=("spatial_attention_block_skip_range", "cross_attention_block_skip_range",
                        "temporal_attention_block_skip_range"),
@@ -86,7 +154,8 @@ _diffusers("pyramid_attention_broadcast", "PyramidAttentionBroadcastConfig",
            wired=("current_timestep_callback",),
            ranges={k: (1, None) for k in ("spatial_attention_block_skip_range", "cross_attention_block_skip_range",
                                           "temporal_attention_block_skip_range")},
-           probe={"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 1001)})
+           probe={"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 1001)},
+           aggressiveness="spatial_attention_block_skip_range")
 _diffusers("faster_cache", "FasterCacheConfig",
            key_params=("spatial_attention_block_skip_range", "unconditional_batch_skip_range"),
            nonnegative=("spatial_attention_block_skip_range", "unconditional_batch_skip_range"),
@@ -94,15 +163,18 @@ _diffusers("faster_cache", "FasterCacheConfig",
            ranges={k: (1, None) for k in ("spatial_attention_block_skip_range", "temporal_attention_block_skip_range",
                                           "unconditional_batch_skip_range")},
            # the window starts after the first step: FasterCache cannot approximate from an empty cache
-           probe={"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 681)})
+           probe={"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 681)},
+           aggressiveness="spatial_attention_block_skip_range")
 _diffusers("taylorseer_cache", "TaylorSeerCacheConfig",
            key_params=("cache_interval", "max_order", "disable_cache_before_step"),
            nonnegative=("cache_interval", "max_order", "disable_cache_before_step"), ranges={"cache_interval": (1, None)},
-           probe={"cache_interval": 2, "disable_cache_before_step": 1})
+           probe={"cache_interval": 2, "disable_cache_before_step": 1}, aggressiveness="cache_interval")
 _diffusers("sea_cache", "SeaCacheConfig",
            key_params=("threshold", "max_consecutive_cached"),
            nonnegative=("threshold", "retention_steps", "cache_end_steps", "max_consecutive_cached"),
-           no_op={"threshold": 0.0}, probe={"threshold": 10.0})
+           no_op={"threshold": 0.0}, probe={"threshold": 10.0}, aggressiveness="threshold")
 # Lossless: the text key/value projections of each block are computed once per prompt and reused at every step
 # (NucleusMoE-Image's blocks only); nothing to tune, nothing skipped in the attention or feed-forward sublayers.
-_diffusers("text_kv_cache", "TextKVCacheConfig", key_params=(), no_op={}, probe={})
+_diffusers("text_kv_cache", "TextKVCacheConfig", key_params=(), no_op={}, probe={},
+           doc="diffusers' lossless text K/V cache: each block's text key/value projections once per prompt; "
+               "hooks NucleusMoE-Image's blocks only")

@@ -102,6 +102,3 @@ def load_entry_point(name: str) -> bool:
         return True
     return False
 
-
-def loaded_plugins() -> dict[str, str]:
-    return dict(_loaded)

@@ -33,7 +33,7 @@ from experiments.errors import SpecError
 
 #: ``calibrate(transformer, passes, num_inference_steps, params) -> {branch: values}``; ``passes``
 #: are callables, one uncached generation each, run by the engine that generates the sweep;
-#: ``params`` are the family's fixed params for the method.
+#: ``params`` are the family's fixed params for the method plus the entry's ``calibration_params``.
 Calibrator = Callable[[Any, list, int, dict], dict]
 
 
@@ -61,8 +61,16 @@ class CacheMethod:
     calibrate: Calibrator | None = None
     #: calibrate over the spec's first prompt ("first", MagCache) or every prompt ("all", TeaCache)
     calibrate_over: str = "first"
-    #: published calibration for a hub model id, with its citation: ``(values, source)`` or None
-    published: Callable[[str | None], tuple[tuple[float, ...], str] | None] | None = None
+    #: published calibration for a hub model id and the entry's ``calibration_params``, with its citation:
+    #: ``published(model_id, params) -> (values, source)`` or None
+    published: Callable[[str | None, dict], tuple[tuple[float, ...], str] | None] | None = None
+    #: params a calibration depends on (TeaCache: its signal, mode and target): part of the calibration's key,
+    #: handed to ``calibrate`` and ``published``; a sweep may not vary them within one entry
+    calibration_params: tuple[str, ...] = ()
+    #: ``deviations(params, official) -> [line, ...]``: every setting of a point that differs from the method's
+    #: official code, each line saying what and why (``official``: the family's fixed params for the method);
+    #: None where the method has no official code of its own to differ from
+    deviations: Callable[[dict, dict], list[str]] | None = None
     #: a small positive setting that should skip work on a tiny model (the method x family probe)
     probe: dict[str, Any] = field(default_factory=dict)
     #: where the method comes from: "diffusers", "project", "plugin <module>", "entry point <dist>"
@@ -70,6 +78,9 @@ class CacheMethod:
     doc: str = ""
     #: allowed [low, high] of numeric params beyond ">= 0" (None: open-ended)
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    #: the param that makes the method skip more work, and lose quality, as it grows (monotone up to noise):
+    #: `repro tune` bisects along it. None: no such structure is claimed, and tune samples with optuna instead
+    aggressiveness: str | None = None
     #: "transformer": ``apply(transformer, config)``; "pipeline": ``apply(pipe, config)`` / ``remove(pipe)`` for
     #: libraries that wrap the whole pipeline (cache-dit wraps ``pipe.__call__`` and every transformer)
     acts_on: str = "transformer"
@@ -129,6 +140,17 @@ class CacheMethod:
             return typing.get_type_hints(self.config_class)
         except Exception:  # a plugin's annotations that cannot be resolved: its own checks decide
             return {}
+
+    def is_integer(self, key: str) -> bool:
+        """Whether `key` takes integers only (a range over it is a grid of integers)."""
+        from experiments.param_types import type_problem
+
+        hint = self.field_types().get(key, Any)
+        return type_problem(1, hint) is None and type_problem(0.5, hint) is not None
+
+    def axis_values(self, key: str, axis: Any) -> list[Any]:
+        """The values a sweep axis stands for: its list, or its range's grid (spec.SweepRange)."""
+        return list(axis) if isinstance(axis, list) else axis.grid(integer=self.is_integer(key))
 
     def check_param(self, key: str, value: Any) -> str | None:
         """What is wrong with `key=value` (its type against the config field, then its range), or None."""
@@ -406,20 +428,27 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
 
     for group in ("params", "sweep"):
         for key, given in getattr(method_spec, group).items():
-            for value in (given if group == "sweep" else [given]):
+            ranged = group == "sweep" and not isinstance(given, list)  # a range: its ends and step are checked
+            for value in ([given.min, given.max] if ranged else given if group == "sweep" else [given]):
                 problem = method.check_param(key, value)
                 if problem:
-                    raise SpecError(f"{where}: {group}.{key}: {key}={shorten(value)} {problem} "
+                    what = "a range's end " if ranged else ""
+                    raise SpecError(f"{where}: {group}.{key}: {what}{key}={shorten(value)} {problem} "
                                     f"({method.config_class_name}.{key})")
-    n_points = math.prod(len(v) for v in method_spec.sweep.values())
+            if ranged and method.is_integer(key) and given.step is not None and not isinstance(given.step, int):
+                raise SpecError(f"{where}: sweep.{key}: step={shorten(given.step)} must be an integer "
+                                f"({method.config_class_name}.{key} takes integers)")
+    axes = {k: method.axis_values(k, v) for k, v in method_spec.sweep.items()}
+    n_points = math.prod(len(v) for v in axes.values())
     if n_points > MAX_POINTS:
         raise SpecError(f"{where}: the sweep grid has {n_points:,} points; at most {MAX_POINTS:,} per method entry "
                         f"(each point is a generation per prompt and seed)")
     steps = getattr(generation, "num_inference_steps", None) or 28
-    for point in expand_grid(method_spec.params, method_spec.sweep):
+    for point in expand_grid(method_spec.params, axes):
         try:
+            # a stand-in calibration, long enough for per-call lists too (magcache_official_eval: 2 per step)
             method.build_config(point, pipe=None, num_inference_steps=steps,
-                                calibration=[1.0] * steps if target else None)
+                                calibration=[1.0] * (2 * steps) if target else None)
         except SpecError:
             raise
         except Exception as exc:  # the config's own __post_init__ checks, e.g. SeaCache's residual_order
@@ -428,7 +457,8 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
 
 
 _BUILTIN_MODULES = ("experiments.methods.diffusers_caches", "experiments.methods.teacache",
-                    "experiments.methods.easycache", "experiments.methods.cache_dit")
+                    "experiments.methods.easycache", "experiments.methods.magcache_eval",
+                    "experiments.methods.cache_dit")
 
 
 def _load_builtins() -> None:

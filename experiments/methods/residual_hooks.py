@@ -11,6 +11,9 @@ Two shapes, each with the decision left to a method's policy (``teacache.py``, `
 
 State is per cache context (the pipeline's ``cache_context("cond" | "uncond")``), so CFG branches
 run as separate calls keep separate caches; diffusers resets it at the end of every pipeline call.
+``float32_residual``: the residual is kept in float32 and added in float32 (then cast back), as the
+official Wan scripts do, whose residual stream is float32 (diffusers' runs in the model's dtype);
+otherwise both happen in the model's dtype, as the official FLUX and HunyuanVideo scripts do.
 Imports diffusers: only ``apply`` functions import this module.
 """
 
@@ -76,12 +79,13 @@ class _BlockHook(ModelHook):
     _is_stateful = True
 
     def __init__(self, state_manager: StateManager, role: str, decide: Decide | None,
-                 observe: Callable[[Any, torch.Tensor], None] | None):
+                 observe: Callable[[Any, torch.Tensor], None] | None, float32_residual: bool = False):
         super().__init__()
         self.state_manager = state_manager
         self.role = role  # "head", "middle", "tail" or "only" (a single block is head and tail)
         self.decide = decide
         self.observe = observe
+        self.float32_residual = float32_residual
         self._metadata = None
 
     def initialize_hook(self, module):
@@ -123,17 +127,19 @@ class _BlockHook(ModelHook):
                 state.head_input = (hidden, encoder)
             else:
                 res_h, res_e = state.residual
-                return self._pack(hidden + res_h, None if encoder is None else encoder + res_e)
+                reused_encoder = None if encoder is None or res_e is None else _add(encoder, res_e)
+                return self._pack(_add(hidden, res_h), reused_encoder)
         if not state.compute:
             return self._pack(hidden, encoder)  # skipped: pass the first block's reused output through
         output = self.fn_ref.original_forward(*args, **kwargs)
         if self.role in ("tail", "only"):
             out_h, out_e = self._unpack(output)
             in_h, in_e = state.head_input
-            residual = out_h - in_h
+            residual = _subtract(out_h, in_h, self.float32_residual)
             if self.observe is not None:
                 self.observe(state, residual)
-            state.residual = (residual, None if out_e is None or in_e is None else out_e - in_e)
+            state.residual = (residual, None if out_e is None or in_e is None
+                              else _subtract(out_e, in_e, self.float32_residual))
             state.head_input = None
         return output
 
@@ -144,14 +150,15 @@ class _BlockHook(ModelHook):
 
 def apply_block_stack_cache(transformer: torch.nn.Module, hook_name: str, decide: Decide,
                             policy_state: Callable[[], Any],
-                            observe: Callable[[Any, torch.Tensor], None] | None = None) -> None:
+                            observe: Callable[[Any, torch.Tensor], None] | None = None,
+                            float32_residual: bool = False) -> None:
     blocks = check_blocks(transformer, hook_name)
     observe = torch.compiler.disable(observe) if observe is not None else None
     manager = StateManager(CacheState, (policy_state,))
     for i, (_, block) in enumerate(blocks):
         role = "only" if len(blocks) == 1 else "head" if i == 0 else "tail" if i == len(blocks) - 1 else "middle"
         hook = _BlockHook(manager, role, torch.compiler.disable(decide) if role in ("head", "only") else None,
-                          observe if role in ("tail", "only") else None)
+                          observe if role in ("tail", "only") else None, float32_residual)
         HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, hook_name)
     HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
 
@@ -160,11 +167,12 @@ class _TransformerHook(ModelHook):
     _is_stateful = True
 
     def __init__(self, state_manager: StateManager, decide: Callable[[Any, torch.Tensor], bool],
-                 computed: Callable[[Any, torch.Tensor, torch.Tensor], None]):
+                 computed: Callable[[Any, torch.Tensor, torch.Tensor], None], float32_residual: bool = False):
         super().__init__()
         self.state_manager = state_manager
         self.decide = decide
         self.computed = computed
+        self.float32_residual = float32_residual
         self._hidden_index: int | None = None
 
     def initialize_hook(self, module):
@@ -181,14 +189,14 @@ class _TransformerHook(ModelHook):
         state.compute = compute
         if not compute:
             template, residual = state.residual
-            return _with_sample(template, x + residual)
+            return _with_sample(template, _add(x, residual))
         output = self.fn_ref.original_forward(*args, **kwargs)
         v = _sample(output)
         if v.shape != x.shape:
             raise ValueError(f"{type(module).__name__} maps hidden_states {tuple(x.shape)} to {tuple(v.shape)}; "
                              f"a cache that reuses the transformer's input-to-output residual needs equal shapes")
         self.computed(state, x, v)
-        state.residual = (output, v - x)
+        state.residual = (output, _subtract(v, x, self.float32_residual))
         return output
 
     def reset_state(self, module):
@@ -199,12 +207,12 @@ class _TransformerHook(ModelHook):
 def apply_transformer_cache(transformer: torch.nn.Module, hook_name: str,
                             decide: Callable[[Any, torch.Tensor], bool],
                             computed: Callable[[Any, torch.Tensor, torch.Tensor], None],
-                            policy_state: Callable[[], Any]) -> None:
+                            policy_state: Callable[[], Any], float32_residual: bool = False) -> None:
     manager = StateManager(CacheState, (policy_state,))
     registry = HookRegistry.check_if_exists_or_initialize(transformer)
     # decisions read scalars (.item()): kept out of compiled graphs, as First Block Cache does
-    registry.register_hook(_TransformerHook(manager, torch.compiler.disable(decide), torch.compiler.disable(computed)),
-                           hook_name)
+    registry.register_hook(_TransformerHook(manager, torch.compiler.disable(decide), torch.compiler.disable(computed),
+                                            float32_residual), hook_name)
     registry.invalidate_child_registries_cache()
 
 
@@ -215,10 +223,20 @@ def remove_hooks(transformer: torch.nn.Module, hook_name: str) -> None:
 
 
 def rel_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """mean |current - previous| / mean |previous| (TeaCache's relative L1 distance), in float32."""
-    a, b = current.float(), previous.float()
-    denominator = b.abs().mean()
-    return float((a - b).abs().mean() / denominator) if float(denominator) > 0 else float("inf")
+    """mean |current - previous| / mean |previous| (TeaCache's relative L1 distance), computed as the official
+    scripts do: in the tensors' own dtype, a zero denominator giving inf (or NaN for 0 / 0) like torch."""
+    return float((current - previous).abs().mean() / previous.abs().mean())
+
+
+def _subtract(a: torch.Tensor, b: torch.Tensor, float32: bool) -> torch.Tensor:
+    return a.float() - b.float() if float32 else a - b
+
+
+def _add(x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    """x + residual, in the residual's precision when it is wider (a float32 residual), returned in x's dtype."""
+    if residual.dtype == x.dtype:
+        return x + residual
+    return (x.to(residual.dtype) + residual).to(x.dtype)
 
 
 def _sample(output: Any) -> torch.Tensor:

@@ -13,8 +13,9 @@ the sweep process, the Ray actors run it on their GPU):
   so a machine that slows down mid-sweep changes both alike.
 * Targeted items (``timing.repeats`` > 1) add ``repeats - 1`` interleaved pairs B C after each
   cached quality run; every pair is kept (``GenerationResult.pairs``).
-* Frames go to a :class:`repro.scoring.BackgroundScorer` as soon as they exist; generation
-  never waits for scoring (except for the bounded queue when scoring is the slower side).
+* Nothing else of ours runs during a timed call: the item's generations run back to back (the
+  driver writes each one's media between them), then :func:`score_outputs` scores the item on the
+  same worker (each baseline prepared once for all its variants).
 """
 
 from __future__ import annotations
@@ -35,60 +36,51 @@ class ItemUnit:
     speed_requests: dict[str, GenerationRequest]  # optimization group -> its baseline's request (to re-time)
     repeats: int = 1  # timed B C pairs per cached job (1: the quality run only)
     references: dict[str, Any] = field(default_factory=dict)  # stored baseline key -> frames, to score against
-    score: bool = True  # whether a scorer gets the frames (the metrics the spec asks for need one)
 
 
-def run_item(engine: Any, unit: ItemUnit, scorer: Any, on_start: Callable[[Any], None] | None = None,
+def run_item(engine: Any, unit: ItemUnit, on_start: Callable[[Any], None] | None = None,
              should_stop: Callable[[], bool] = lambda: False) -> Iterator[tuple[Any, Any]]:
     """Run the unit's jobs in order; yields (job, GenerationResult | exception) after each one."""
-    from repro import scoring
-
     work = unit.work
-    metrics_spec = engine.spec.metrics
     latest: dict[str, Any] = {}  # group -> CallRecord of the latest baseline timing on this worker
     broken: set[str] = set()  # groups whose baseline failed here: nothing to time against
-    for key, frames in unit.references.items():
-        scorer.baseline(key, work.prompt, frames, clip_baseline=False)
-    prepared = set(unit.references)
-    try:
-        for job in work.jobs:
-            if should_stop():
-                return
-            if on_start is not None:
-                on_start(job)
-            group = work.groups[job.key]
-            request = unit.requests[job.key]
-            speed = unit.speed_requests.get(group)
-            is_speed_baseline = job.role == "baseline"
-            if not is_speed_baseline and group not in latest and group not in broken and speed is not None:
-                try:
-                    latest[group] = engine.time_call(speed)  # its baseline ran in an earlier session: re-time it
-                except Exception:
-                    broken.add(group)
-            result = _attempt(engine, request)
-            ok = not isinstance(result, BaseException)
-            if ok and is_speed_baseline:
-                latest[group] = result.runs[0]
-            elif ok and group in latest:
-                result.pairs = [pair(latest[group], result.runs[0])]
-                for _ in range(unit.repeats - 1):
-                    b, c = engine.time_call(speed), engine.time_call(request)
-                    result.pairs.append(pair(b, c))
-                    latest[group] = b
-            elif not ok and is_speed_baseline:
+    for job in work.jobs:
+        if should_stop():
+            return
+        if on_start is not None:
+            on_start(job)
+        group = work.groups[job.key]
+        request = unit.requests[job.key]
+        speed = unit.speed_requests.get(group)
+        is_speed_baseline = job.role == "baseline"
+        if not is_speed_baseline and group not in latest and group not in broken and speed is not None:
+            try:
+                latest[group] = engine.time_call(speed)  # its baseline ran in an earlier session: re-time it
+            except Exception:
                 broken.add(group)
-            if ok and unit.score:
-                if job.quality_baseline_key is None:  # the item's reference: prepared once for all its variants
-                    scorer.baseline(job.key, job.prompt, result.frames,
-                                    clip_baseline=scoring.wanted(metrics_spec, None))
-                    prepared.add(job.key)
-                elif scoring.wanted(metrics_spec, job.quality_baseline_key):
-                    scorer.cached(job.key, job.quality_baseline_key, job.prompt, result.frames)
-            yield job, result
-    finally:
-        if scorer is not None:
-            for key in prepared:
-                scorer.release(key)
+        result = _attempt(engine, request)
+        ok = not isinstance(result, BaseException)
+        if ok and is_speed_baseline:
+            latest[group] = result.runs[0]
+        elif ok and group in latest:
+            result.pairs = [pair(latest[group], result.runs[0])]
+            for _ in range(unit.repeats - 1):
+                b, c = engine.time_call(speed), engine.time_call(request)
+                result.pairs.append(pair(b, c))
+                latest[group] = b
+        elif not ok and is_speed_baseline:
+            broken.add(group)
+        yield job, result
+
+
+def score_outputs(scoring: Any, unit: ItemUnit, outputs: list[tuple[Any, Any]]) -> list[Any]:
+    """Score an item's generations (after its timed calls): the ones that succeeded, against their baselines
+    (generated in this item, or stored earlier and given in ``unit.references``)."""
+    from repro.scoring import Output
+
+    ok = [Output(job.key, job.prompt, result.frames, job.quality_baseline_key)
+          for job, result in outputs if not isinstance(result, BaseException)]
+    return scoring.score_item(ok, unit.references) if ok else []
 
 
 def _attempt(engine: Any, request: GenerationRequest) -> Any:

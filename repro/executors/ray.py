@@ -2,16 +2,15 @@
 
 Each actor wraps the same :class:`experiments.runner.Engine` as the local executor and runs
 whole items on it (``repro.executors.item``: the item's baseline, then its cached variants,
-back to back, paired timing), so a speedup never compares runs on different GPUs. It also
-scores what it made, on its own device, in a background thread (its own
-:class:`repro.scoring.BackgroundScorer`): frames never wait for the driver to be scored.
+back to back, paired timing), so a speedup never compares runs on different GPUs. Once an
+item's timed calls are done, the actor scores it on its own device, as the local executor does.
 
 The driver hands an item to a worker as one ``begin`` call and one ``next`` call per job,
 all submitted at once (an actor runs its calls in order), and gives a worker its next item
 while the last job of the current one is still running, so a worker never waits for the
 driver. Each ``next`` returns one generation (frames as numpy arrays, through the object
-store, so media reach the run directory whether or not machines share a filesystem) plus
-the scores finished so far; the driver stays the only writer of the store.
+store, so media reach the run directory whether or not machines share a filesystem); the
+item's last one also returns the item's scores. The driver stays the only writer of the store.
 
 A job that raises inside an actor is an ordinary failed job (its original exception is
 reported). A worker that dies (killed, out of memory, node lost) loses nothing: the jobs of
@@ -35,6 +34,7 @@ from ray import exceptions as rex
 
 from experiments.errors import SpecError
 from experiments.runner import Engine
+from repro import stop
 
 MAX_RETRIES = 2  # re-runs of a job whose worker died, before it is reported as failed
 _POLL_S = 1.0  # ray.wait timeout, so a Ctrl-C handler in the driver runs promptly
@@ -50,38 +50,40 @@ class WorkerLost(RuntimeError):
 
 @ray.remote
 class _Worker:
-    """The actor: one Engine and one background scorer, many items."""
+    """The actor: one Engine, many items, each scored after its timed calls."""
 
     def __init__(self, spec: Any, threads: int | None):
+        from repro.scoring import Scoring
+
         if threads:
             import torch
 
             torch.set_num_threads(threads)
         self.engine = Engine(spec)
-        self.scorer = None
+        self.scoring = Scoring(spec.metrics)
         self.generations = 0
-        self._item = None  # the running item's generator (repro.executors.item.run_item)
+        self._item = None  # the running item's generator (repro.executors.item.run_item) ...
+        self._unit = None
+        self._outputs: list[tuple[Any, Any]] = []  # ... and what it generated so far
         self.busy_s = 0.0  # time spent in items (generating, timing) ...
         self._first = self._last = None  # ... between the first item's start and the last job's end
 
     def load(self) -> dict[str, Any]:
-        from repro.scoring import BackgroundScorer
-
         self.engine.pipe  # noqa: B018 - load now; raises ModelUnavailable here, before any job
-        # raises WeightsMissing here too; scores between this worker's timed calls, on its device
-        self.scorer = BackgroundScorer(self.engine.spec.metrics, timing_lock=self.engine.timing_lock)
-        return {"pid": os.getpid(), "device": self.engine.device}
+        self.scoring.scorer  # noqa: B018 - raises WeightsMissing here too
+        return {"pid": os.getpid(), "device": self.engine.device, "node": ray.get_runtime_context().get_node_id()}
 
     def begin(self, unit: Any) -> None:
         from repro.executors.item import run_item
 
-        if self._item is not None:
-            self._item.close()  # the previous item: releases its baseline references
         self._first = self._first or time.perf_counter()
-        self._item = run_item(self.engine, unit, self.scorer)
+        self._item, self._unit, self._outputs = run_item(self.engine, unit), unit, []
 
     def next(self) -> tuple[str, Any, list[Any]]:
-        """Run the item's next job: (job key, GenerationResult or its exception, scores finished so far)."""
+        """Run the item's next job: (job key, GenerationResult or its exception, the item's scores after its
+        last job, else [])."""
+        from repro.executors.item import score_outputs
+
         t0 = time.perf_counter()
         try:
             job, result = next(self._item)
@@ -89,16 +91,16 @@ class _Worker:
             self._last = time.perf_counter()
             self.busy_s += self._last - t0
             self.generations += 1
-        return job.key, result, self.scorer.results()
+        self._outputs.append((job, result))
+        if len(self._outputs) < len(self._unit.work.jobs):
+            return job.key, result, []
+        scores = score_outputs(self.scoring, self._unit, self._outputs)
+        self._item = self._unit = None
+        self._outputs = []
+        return job.key, result, scores
 
-    def finish_scores(self) -> list[Any]:
-        if self._item is not None:
-            self._item.close()
-            self._item = None
-        return self.scorer.finish(wait=True)
-
-    def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
-        return self.engine.calibrate(method, items)
+    def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
+        return self.engine.calibrate(method, items, params)
 
     def counts(self) -> dict[str, Any]:
         wall = (self._last - self._first) if self._first and self._last else 0.0
@@ -112,6 +114,7 @@ class _Slot:
     actor: Any
     ready: Any  # ObjectRef of load(), or None once loaded
     pending: deque = field(default_factory=deque)  # (ref of next(), job, item), in the actor's order
+    node: str | None = None  # the Ray node id it runs on (known once loaded)
 
     @property
     def busy(self) -> bool:
@@ -128,6 +131,7 @@ class RayExecutor:
         self.loads_per_worker: dict[str, int] = {}  # actor id -> pipeline loads (filled at close; stays 1)
         self.generations_per_worker: dict[str, int] = {}  # actor id -> generations served
         self.worker_stats: dict[str, dict[str, Any]] = {}  # actor id -> its counts(), the last ones read
+        self.nodes: dict[str, str] = {}  # job key -> Ray node id of the worker whose result was reported
         self.retries = 0  # items re-queued because their worker died
         self.replaced = 0  # replacement workers started
         self._started_ray = False
@@ -142,13 +146,15 @@ class RayExecutor:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
             else:
-                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.WARNING, ignore_reinit_error=True)
+                # a private instance ("local"), never a cluster someone else started on this machine
+                ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False,
+                         log_to_driver=False, logging_level=logging.WARNING, ignore_reinit_error=True)
             self._started_ray = True
+            stop.reclaim()  # ray.init's own SIGTERM handler aborts the driver: Ctrl-C and SIGTERM stay ours
         self._plan_workers()
         self.slots = [self._new_slot() for _ in range(self.workers)]
         for slot in self.slots:  # a missing model stops the sweep here, as itself
-            _get(slot.ready)
+            slot.node = _get(slot.ready)["node"]
             slot.ready = None
 
     def close(self) -> None:
@@ -210,7 +216,7 @@ class RayExecutor:
 
     # -- work ---------------------------------------------------------------------------------
 
-    def calibrate(self, method: str, items: list[tuple[str, int]]) -> dict[str, list[float]]:
+    def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
         last: BaseException | None = None
         for _ in range(MAX_RETRIES + 1):
             slot = self._idle() or next(iter(self.slots), None)
@@ -220,7 +226,7 @@ class RayExecutor:
                 if slot.ready is not None:
                     _get(slot.ready)
                     slot.ready = None
-                return _get(slot.actor.calibrate.remote(method, items))
+                return _get(slot.actor.calibrate.remote(method, items, params))
             except _LOST as exc:
                 last = exc
                 self._replace(slot)
@@ -228,7 +234,7 @@ class RayExecutor:
                          f"{_first_line(last) if last else 'no worker left'}")
 
     def run(self, items: Iterable[Any], prepare: Callable[[Any], Any], on_start: Callable[[Any], None],
-            on_generated: Callable[[Any, Any], None], on_scored: Callable[[Any], None],
+            on_generated: Callable[[Any, Any], None], on_scored: Callable[[Any, list[Any]], None],
             should_stop: Callable[[], bool]) -> None:
         queue = deque(items)
         tries: dict[str, int] = {}  # job key -> runs that ended with their worker dead
@@ -261,7 +267,9 @@ class RayExecutor:
             dispatch()
             heads = {s.pending[0][0]: s for s in self.slots if s.pending}
             loading = {s.ready: s for s in self.slots if s.ready is not None}
-            if not heads and not loading:
+            # done when nothing is queued or running; a replacement still starting is not waited for (after a
+            # node loss it may never be placed: the surviving workers hold the cluster's resources)
+            if not heads and (not loading or not queue or stopping):
                 if not queue or stopping:
                     break
                 if self.slots:
@@ -287,21 +295,14 @@ class RayExecutor:
                 continue
             except Exception as exc:  # raised by Ray itself for this call (the job's own errors come as values)
                 result, scores = exc, []
+            self.nodes[job.key] = slot.node
             if hasattr(result, "frames"):
                 result.frames = _owned(result.frames)
             dispatch()  # keep the workers busy while the driver writes this result
             start(slot)
             on_generated(job, result)
-            for score in scores:
-                on_scored(score)
-        if not stopping:
-            for slot in list(self.slots):
-                if slot.ready is None:
-                    try:
-                        for score in _get(slot.actor.finish_scores.remote()):
-                            on_scored(score)
-                    except _LOST:
-                        pass  # those scores are made again by the sweep's final scoring pass
+            if job is item.jobs[-1]:  # the item's last generation comes with the item's scores
+                on_scored(item, scores)
 
     def _abort_if_asked(self) -> None:
         """Stop now (SIGTERM, a second Ctrl-C): kill the workers, so their generations in flight are dropped
@@ -348,7 +349,7 @@ class RayExecutor:
 
     def _loaded(self, slot: _Slot) -> None:
         try:
-            _get(slot.ready)
+            slot.node = _get(slot.ready)["node"]
             slot.ready = None
         except Exception:  # a replacement that cannot load: drop it; its jobs go to the others
             self.slots.remove(slot)

@@ -25,11 +25,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from experiments.errors import SpecError
-from metrics.registry import SCORED
-
 HERE = Path(__file__).parent
-#: Numbers a published row may carry (a subset of our point columns).
-NUMBERS = ("speedup", "latency_s", *SCORED)
+#: Numbers a published row may carry (a subset of our point columns; image_reward: FLUX tables).
+NUMBERS = ("speedup", "latency_s", "lpips", "psnr", "ssim", "clip", "image_reward")
 #: Protocol fields a table records; the vocabulary of :mod:`metrics.protocol` (None: not stated).
 PROTOCOL_FIELDS = ("psnr", "ssim", "lpips_net", "lpips_spatial", "averaging", "data_range")
 MAX_BYTES = 1 << 20
@@ -65,6 +63,7 @@ class PublishedRow(_Strict):
     psnr: float | None = None
     ssim: float | None = None
     clip: float | None = None
+    image_reward: float | None = None
 
     def numbers(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in NUMBERS if getattr(self, k) is not None}
@@ -78,9 +77,16 @@ class PaperTable(_Strict):
     source: Source
     model: str
     model_id: str | None = None
+    #: settings the source states: bare names are generation settings, dotted names paths into a spec
+    #: (``model.scheduler.flow_shift``, ``model.dtype``, ``seeds``)
     settings: dict[str, Any] = Field(default_factory=dict)
+    #: where the source states each setting (file and line, or the quoted text)
+    sources: dict[str, str] = Field(default_factory=dict)
+    #: settings a run needs that the source does not state (so a run's value there is its own choice)
+    unstated: list[str] = Field(default_factory=list)
     prompts: str | None = None
     hardware: str | None = None
+    clip_model: str | None = None  # the CLIP the source's CLIP scores were made with, where stated
     protocol: dict[str, Any] = Field(default_factory=dict)
     rows: list[PublishedRow]
 
@@ -127,6 +133,9 @@ def load_table(path: str | Path) -> PaperTable:
     unknown = sorted(set(table.protocol) - set(PROTOCOL_FIELDS))
     if unknown:
         raise PaperError(f"{path}: protocol: unknown field(s) {unknown}; allowed: {', '.join(PROTOCOL_FIELDS)}")
+    orphan = sorted(set(table.sources) - set(table.settings))
+    if orphan:
+        raise PaperError(f"{path}: sources: {orphan} name no setting of the table; settings: {', '.join(table.settings)}")
     return table
 
 

@@ -8,9 +8,13 @@ parameter the row gives. The published baseline row is matched to our baseline. 
 another model than the run's are not compared (listed as such). A speedup the source does
 not print is derived from its latencies and marked so.
 
-Mismatched settings (model, steps, resolution, frames, prompts, hardware, metric protocol)
-are listed under the table, never hidden: the numbers are comparable only as far as those
-agree.
+Mismatched settings (model, every setting the table records: steps, resolution, frames, guidance,
+scheduler shift, dtype, seeds; prompts, hardware, metric protocol) are listed under the table,
+each with the source line that states the published value, never hidden: the numbers are
+comparable only as far as those agree. What the source does not state is listed as such. For
+each matched row, the point's method settings that differ from the method's official code (its
+registry ``deviations``: a named project option, a warm-up other than the script's, diffusers'
+MagCache where the paper ran the original) and a method other than the row's are listed too.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from repro.papers import NUMBERS, PROTOCOL_FIELDS, PaperTable, PublishedRow
 #: Which columns are compared, their labels and formats.
 COLUMNS = {"speedup": ("speedup", "{:.2f}x"), "latency_s": ("latency (s)", "{:.2f}"),
            "lpips": ("LPIPS", "{:.4f}"), "ssim": ("SSIM", "{:.4f}"), "psnr": ("PSNR", "{:.2f}"),
-           "clip": ("CLIP", "{:.2f}")}
-SETTINGS = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale")
+           "clip": ("CLIP", "{:.2f}"), "image_reward": ("ImageReward", "{:.4f}")}
+#: Bare setting names of a table are generation settings; other settings are dotted paths into the spec
+#: (``model.scheduler.flow_shift``, ``model.dtype``, ``seeds``).
+GENERATION = ("height", "width", "num_frames", "num_inference_steps", "guidance_scale")
 
 
 @dataclass
@@ -35,6 +41,7 @@ class Cell:
     ci_low: float | None = None
     ci_high: float | None = None
     derived: bool = False  # published value computed from published latencies
+    measured: bool = True  # False: the run has no such column (the metric was not requested)
 
     @property
     def diff(self) -> float | None:
@@ -114,17 +121,26 @@ def compare(table: PaperTable, points, items, spec: dict[str, Any], point_method
                 cell.ours = _num(rec.get(col))
                 cell.ci_low = _num(rec.get(f"{col}_ci_low"))
                 cell.ci_high = _num(rec.get(f"{col}_ci_high"))
+                cell.measured = col in rec
                 if col == "latency_s":
                     cell.ci_low, cell.ci_high = _num(rec.get("latency_q25_s")), _num(rec.get("latency_q75_s"))
             rc.cells[col] = cell
         out_rows.append(rc)
     mismatches = _mismatches(table, spec, items, run_model, compared_models, run_protocol or {}, prompt_set)
+    mismatches += _method_differences(out_rows, recs, point_methods, spec)
     notes = []
     if any(c.derived for r in out_rows for c in r.cells.values()):
         notes.append("speedup marked * is derived from the published latencies (the source prints none)")
     if any("latency_s" in r.cells and r.point_id for r in out_rows):
         notes.append("latency: our interval is the interquartile range over items; absolute times depend on hardware")
     notes.append("in CI: the published value lies inside our 95% bootstrap interval over items")
+    from metrics.registry import has_random_tag
+
+    labels = getattr(points, "attrs", {}).get("metric_labels") or {}
+    random = sorted({COLUMNS[c][0] for r in out_rows for c, cell in r.cells.items()
+                     if cell.ours is not None and has_random_tag(labels.get(c))})
+    if random:
+        notes.append(f"{', '.join(random)}: ours made with RANDOM network weights (plumbing only, not comparable)")
     return Comparison(table, spec.get("name", "run"), out_rows, mismatches, notes)
 
 
@@ -157,11 +173,15 @@ def _mismatches(table: PaperTable, spec: dict[str, Any], items, run_model: str, 
         out.append(f"model: published {table.model} ({table.model_id}), ours {run_model}")
     elif table.model_id and _same_model(table.model_id, run_model) and "original" in table.model:
         out.append(f"model code: published {table.model}, ours the diffusers pipeline of {run_model}")
-    gen = spec.get("generation") or {}
-    settings = table.settings
-    for key in SETTINGS:
-        if key in settings and gen.get(key) != settings[key]:
-            out.append(f"{key}: published {settings[key]}, ours {gen.get(key, 'pipeline default')}")
+    for key, published in table.settings.items():
+        ours = spec_setting(spec, key)
+        if not _equal_setting(ours, published):
+            where = table.sources.get(key)
+            shown = "not set (the pipeline's or the model's default)" if ours is None else ours
+            cited = f" (published value: {where})" if where else ""
+            out.append(f"{key}: published {published}, ours {shown}{cited}")
+    if table.unstated:
+        out.append(f"not stated by the source (ours is our choice): {', '.join(table.unstated)}")
     devices = sorted({str(d) for d in items.get("device", []) if d}) if len(items) else []
     out.append(f"hardware: published {table.hardware or 'not stated'}, ours {', '.join(devices) or 'unknown'}")
     ours_prompts = (prompt_set or {}).get("preset") or f"{len(spec.get('prompts') or [])} prompts of the spec"
@@ -170,6 +190,9 @@ def _mismatches(table: PaperTable, spec: dict[str, Any], items, run_model: str, 
     if prompt_set and not prompt_set.get("reportable", True):
         out.append(f"NOT REPORTABLE: our run used {prompt_set.get('limit')} of the {prompt_set.get('n_total')} "
                    f"{prompt_set.get('preset')} prompts (limit)")
+    ours_clip = " ".join(str((spec.get("metrics") or {}).get(k) or "") for k in ("clip_model", "clip_pretrained"))
+    if table.clip_model and table.clip_model.split(" (")[0] != ours_clip.strip():
+        out.append(f"CLIP model: published {table.clip_model}, ours {ours_clip.strip() or 'not requested'}")
     unstated = [k for k in PROTOCOL_FIELDS if table.protocol.get(k) is None]
     for k in PROTOCOL_FIELDS:
         pub = table.protocol.get(k)
@@ -178,6 +201,60 @@ def _mismatches(table: PaperTable, spec: dict[str, Any], items, run_model: str, 
     if unstated:
         out.append(f"protocol not stated by the source: {', '.join(unstated)}")
     return out
+
+
+def spec_setting(spec: dict[str, Any], key: str) -> Any:
+    """Our value of a table setting: a bare name is ``generation.<name>``, a dotted name a path into the spec."""
+    path = key.split(".") if "." in key or key in ("seeds", "prompts") else ["generation", key]
+    node: Any = spec
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _equal_setting(ours: Any, published: Any) -> bool:
+    if isinstance(ours, list) and isinstance(published, list):
+        return len(ours) == len(published) and all(_equal(a, b) for a, b in zip(ours, published))
+    return ours is not None and _equal(ours, published)
+
+
+def _method_differences(rows: list[RowComparison], recs: dict[str, dict[str, Any]], point_methods: dict[str, str],
+                        spec: dict[str, Any]) -> list[str]:
+    """For each matched row: a method other than the row's, and every setting of the point that differs from its
+    method's official code (the registry's ``deviations``, with the family's official fixed params)."""
+    out = []
+    for rc in rows:
+        if not rc.point_id or rc.row.method == "baseline" or rc.point_id not in recs:
+            continue
+        method = point_methods.get(rc.point_id) or recs[rc.point_id].get("method")
+        where = f"{rc.row.label} (our point {rc.point_id})"
+        if method != rc.row.method:
+            out.append(f"{where}: method: published {rc.row.method}, ours {method}")
+        for line in method_deviations(method, _params(recs[rc.point_id]), spec):
+            out.append(f"{where}: {line}")
+    return out
+
+
+def method_deviations(method: str | None, params: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    """The registry's deviations of `method` with `params` on the spec's model family (no model is loaded)."""
+    from experiments.methods.registry import METHODS, all_methods
+
+    registered = (METHODS if method in METHODS else all_methods()).get(method or "")
+    if registered is None or registered.deviations is None:
+        return []
+    return registered.deviations(params, _family_params(spec, method))
+
+
+def _family_params(spec: dict[str, Any], method: str) -> dict[str, Any]:
+    try:
+        from experiments.pipelines import family_of
+        from experiments.spec import ModelSpec
+
+        family = family_of(ModelSpec.model_validate(spec.get("model") or {}))
+    except Exception:  # a spec stored by another version: no family, no official fixed params
+        return {}
+    support = family.methods.get(method) if family else None
+    return dict(support.extra) if support else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +269,7 @@ def _cells_text(rc: RowComparison, col: str) -> tuple[str, str, str, str]:
     fmt = COLUMNS[col][1]
     pub = fmt.format(cell.published) + ("*" if cell.derived else "")
     if _missing(cell.ours):
-        return pub, "-", "", ""
+        return pub, "-" if cell.measured else "not measured", "", ""
     ours = fmt.format(cell.ours)
     if not (_missing(cell.ci_low) or _missing(cell.ci_high)):
         ours += f" [{fmt.format(cell.ci_low)}, {fmt.format(cell.ci_high)}]"
@@ -282,6 +359,10 @@ def describe_table(table: PaperTable) -> str:
              f"  hardware: {table.hardware or 'not stated'}",
              "  protocol: " + ", ".join(f"{k}={table.protocol.get(k) if table.protocol.get(k) is not None else '?'}"
                                         for k in PROTOCOL_FIELDS)]
+    for key, where in table.sources.items():
+        lines.append(f"  {key} = {table.settings[key]}: {where}")
+    if table.unstated:
+        lines.append(f"  not stated by the source: {', '.join(table.unstated)}")
     if table.source.note:
         lines.append(f"  note:     {' '.join(table.source.note.split())}")
     lines.append("")

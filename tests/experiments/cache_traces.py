@@ -13,6 +13,18 @@ from experiments.spec import Spec
 PROMPT = "a red fox in snow"
 
 
+def reference_engine(steps: int = 10, **generation: Any) -> Engine:
+    """The trained reference Wan model (experiments/reference), as configs/tiny.yaml runs it."""
+    gen = {"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": steps, "guidance_scale": 2.0,
+           "max_sequence_length": 16, **generation}
+    spec = Spec.model_validate({
+        "name": "t-reference", "model": {"reference": "wan", "device": "cpu"}, "generation": gen,
+        "prompts": ["a red diamond moving left on a gray background"], "seeds": [0],
+        "methods": [{"name": "first_block_cache"}], "timing": {"warmup": 0, "repeats": 1},
+    })
+    return Engine(spec)
+
+
 def tiny_engine(family: str, steps: int = 6, **generation: Any) -> Engine:
     fam = get_family(family)
     gen = {**fam.tiny_generation, "num_inference_steps": steps, **generation}
@@ -30,7 +42,8 @@ class CallRecorder:
     """Per transformer call: the first block's inputs, and whether the first block's attention really ran.
 
     Uses plain torch hooks, which fire around the (diffusers-wrapped) forward, so they see every call
-    whether or not the cache skipped it.
+    whether or not the cache skipped it. On Wan it also keeps the condition embedder's outputs of each
+    call, ``e`` (``temb``) and ``e0`` (``timestep_proj``): TeaCache4Wan2.1's two signals.
     """
 
     def __init__(self, transformer: torch.nn.Module):
@@ -45,7 +58,14 @@ class CallRecorder:
             first.register_forward_pre_hook(self._first_block, with_kwargs=True),
             attention.register_forward_pre_hook(self._attention),
         ]
+        embedder = getattr(transformer, "condition_embedder", None)
+        if embedder is not None:
+            self.handles.append(embedder.register_forward_hook(self._condition))
         self.first = first
+
+    def _condition(self, module, args, output):
+        temb, timestep_proj = output[0], output[1]
+        self.calls[-1]["e"], self.calls[-1]["e0"] = temb.detach().clone(), timestep_proj.detach().clone()
 
     def _transformer_in(self, module, args, kwargs):
         x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]

@@ -22,7 +22,7 @@ ADAPTED_CELLS = [
     ("cogview4", "sea_cache"), ("flux", "sea_cache"), ("hunyuan_video", "sea_cache"), ("ltx_video", "sea_cache"),
     ("kandinsky5", "first_block_cache"), ("kandinsky5", "mag_cache"), ("kandinsky5", "pyramid_attention_broadcast"),
     ("kandinsky5", "taylorseer_cache"), ("kandinsky5", "sea_cache"),
-    ("wan22", "mag_cache"), ("wan22", "easycache"),
+    ("wan22", "mag_cache"),
 ]
 
 
@@ -184,3 +184,29 @@ def test_adapted_cell_through_the_engine(engines, family, method):
     assert fast.summary()["compute_executed"] < baseline.summary()["compute_executed"]
     assert not np.array_equal(fast.frames, baseline.frames)
     assert np.array_equal(engine.generate(GenerationRequest(PROMPT, SEED)).frames, baseline.frames)
+
+
+@pytest.mark.parametrize("method", ["first_block_cache", "mag_cache"])
+def test_wan22_decisions_cover_both_experts(engines, method):
+    """Both experts' calls are in the one decision record, each (branch, step) once, the second expert's steps
+    continuing the first's; MagCache's ratio is the one of the pipeline's step (each expert indexes its share)."""
+    from experiments.families.adapters import wan_expert_steps
+    from experiments.instrumentation import decisions_from_table
+    from experiments.methods import get_method
+    from experiments.runner import GenerationRequest
+
+    engine, _ = engines("wan22")
+    registered = get_method(method)
+    calibration = None
+    if registered.calibrated_field:
+        calibration = tuple(engine.calibrate(method, [(PROMPT, SEED)])["cond"])
+    s = engine.generate(GenerationRequest(PROMPT, SEED, method, dict(registered.probe), calibration=calibration)).summary()
+    decisions = decisions_from_table(s["decisions"])
+    high, _ = wan_expert_steps(engine.pipe, 8)
+    assert len(decisions) == s["transformer_calls"] == 16 and 0 < high < 8
+    assert [(d.branch, d.step) for d in decisions] == [(b, k) for k in range(8) for b in ("cond", "uncond")]
+    assert not all(d.computed for d in decisions[2 * high:])  # the low-noise expert skips too
+    if calibration is not None:
+        signals = [(d.step, d.signal) for d in decisions if d.branch == "cond" and d.signal is not None]
+        assert any(k >= high for k, _ in signals)
+        assert all(signal == pytest.approx(calibration[k]) for k, signal in signals)

@@ -1,6 +1,7 @@
 """cache-dit's methods behind the registry: settings checked against cache-dit's own classes, each method through
 the engine on the tiny Wan twin (no-op setting bit-identical, aggressive setting computes less, the baseline
-bit-identical after it), its per-call decisions and statistics kept, and parity with First Block Cache."""
+bit-identical after it), its decisions in the one decision record (agreeing with the counters) and its
+statistics kept, and parity with First Block Cache."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments.errors import SpecError
+from experiments.instrumentation import decisions_from_table
 from experiments.methods import check_method_spec, get_method
 from experiments.spec import MethodSpec
 
@@ -147,18 +149,24 @@ def test_method_through_the_engine(wan, name):
     s = fast.summary()
     assert s["compute_executed"] < baseline.summary()["compute_executed"]
     assert not np.array_equal(fast.frames, baseline.frames)
-    # the project's counters and cache-dit's statistics agree on which calls reused the cache
-    per_call = s["compute_possible"] // s["transformer_calls"]
-    skipped_by_counter = [i for i, n in enumerate(s["call_units"]) if n < per_call]
-    skipped_by_trace = [i for i, d in enumerate(s["decisions"]) if not d["computed"]]
-    assert skipped_by_counter == skipped_by_trace and skipped_by_trace
-    assert [(d["branch"], d["step"]) for d in s["decisions"][:4]] == [("cond", 0), ("uncond", 0), ("cond", 1),
-                                                                       ("uncond", 1)]
+    # the decision record (the one shape of every method), read from cache-dit's context after each call
+    decisions = decisions_from_table(s["decisions"])
+    assert len(decisions) == s["transformer_calls"]
+    assert [(d.branch, d.step) for d in decisions[:4]] == [("cond", 0), ("uncond", 0), ("cond", 1), ("uncond", 1)]
+    skipped = [d for d in decisions if not d.computed]
+    assert skipped
+    # ... agrees with the project's counters: a step ran every sublayer exactly where both of its calls computed
+    steps = sorted({d.step for d in decisions})
+    assert [all(d.computed for d in decisions if d.step == k) for k in steps] == [c == 1.0 for c in s["step_computed"]]
+    if name != "dbprune":  # a reused call ran its first block only (F1B0); DBPrune prunes a varying number
+        per_call = s["compute_possible"] // s["transformer_calls"]
+        first_block = per_call // len(engine.pipe.transformer.blocks)
+        assert s["compute_executed"] == per_call * (len(decisions) - len(skipped)) + first_block * len(skipped)
     stats = s["method_stats"]
     assert stats["library"] == "cache-dit" and stats["contexts"]
     if name != "dbprune":  # DBPrune counts pruned blocks per step, not whole cached steps
         cached = stats["contexts"][0]["cached_steps"]
-        assert cached == [d["step"] for d in s["decisions"] if d["branch"] == "cond" and not d["computed"]]
+        assert cached == [d.step for d in decisions if d.branch == "cond" and not d.computed]
 
     # disabled in `finally`: the pipeline class and transformer are back, the baseline bit-identical
     assert type(pipe).__call__ is call and "forward" not in pipe.transformer.__dict__
@@ -195,12 +203,14 @@ def test_dbcache_f1b0_makes_first_block_cache_decisions(wan):
         fbc = _generate(engine, "first_block_cache", {"threshold": threshold}).summary()
         dbc = _generate(engine, "dbcache", {"Fn_compute_blocks": 1, "Bn_compute_blocks": 0,
                                             "residual_diff_threshold": threshold, "max_warmup_steps": 0}).summary()
-        assert fbc["call_units"] == dbc["call_units"], threshold
+        schedule = [[(d.branch, d.step, d.computed) for d in decisions_from_table(g["decisions"])] for g in (fbc, dbc)]
+        assert schedule[0] == schedule[1], threshold
+        assert (fbc["compute_executed"], fbc["step_computed"]) == (dbc["compute_executed"], dbc["step_computed"])
         assert fbc["compute_executed"] < fbc["compute_possible"]
     # cache-dit's warm-up is what differs by default: its first steps always compute
     warm = _generate(engine, "dbcache", {"Fn_compute_blocks": 1, "residual_diff_threshold": 0.5,
                                          "max_warmup_steps": 3}).summary()
-    assert all(d["computed"] and d["signal"] is None for d in warm["decisions"] if d["step"] < 3)
+    assert all(d.computed and d.signal is None for d in decisions_from_table(warm["decisions"]) if d.step < 3)
 
 
 def test_python_call_and_spec_snippet_name_the_method():

@@ -16,7 +16,9 @@ def _mad(a, b) -> float:
 
 
 def _hand(calls: list, steps: int, threshold: float, warmup: int, final: int):
-    """The paper's rule written out: returns (decisions, predicted increments of the non-forced calls)."""
+    """The paper's rule for one branch, written out: returns (decisions, predicted increments of the
+    non-forced calls). For Wan it is the project option per_branch_decisions (officially the cond call
+    decides for both branches: tests/experiments/test_fidelity_replay.py replays that rule)."""
     decisions, increments = [], []
     previous_x = computed_x = computed_v = rate = None
     accumulated = 0.0
@@ -47,7 +49,7 @@ def test_skip_decisions_match_a_hand_computation(family):
     engine = tiny_engine(family, steps=steps)
     fam = get_family(family)
     transformer = engine.pipe.transformer
-    params = {"warmup_steps": warmup, "final_steps": 1}
+    params = {"warmup_steps": warmup, "final_steps": 1, "per_branch_decisions": fam.cfg == "separate"}
 
     recorder = CallRecorder(transformer)
     base = engine.generate(GenerationRequest(PROMPT, 0))
@@ -77,6 +79,17 @@ def test_skip_decisions_match_a_hand_computation(family):
                 np.testing.assert_allclose(c["v"].numpy(), (c["x"] + (last["v"] - last["x"])).numpy(), rtol=0, atol=1e-6)
     assert skipped > 0, f"{family}: nothing skipped at threshold {threshold}; the test would prove nothing"
     assert cached.summary()["compute_executed"] < base.summary()["compute_executed"]
+
+
+def test_deviations_name_the_warm_up_and_the_cfg_rule():
+    wan = get_family("wan").methods["easycache"].extra
+    assert wan == {"warmup_steps": 10}  # EasyCache4Wan2.1: ret_steps = 10*2
+    assert get_family("hunyuan_video").methods["easycache"].extra == {"warmup_steps": 5}
+    assert easycache.deviations({}, wan) == []
+    lines = easycache.deviations({"warmup_steps": 5, "per_branch_decisions": True}, wan)
+    assert lines[0].startswith("warmup_steps=5: the official script for this family runs 10")
+    assert lines[1].startswith("per_branch_decisions=True")
+    assert "no official script for this family" in easycache.deviations({}, get_family("flux").methods["easycache"].extra)[0]
 
 
 def test_config_refuses_bad_values():

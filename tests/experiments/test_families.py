@@ -93,6 +93,25 @@ def test_family_record_is_complete(name):
     assert family_for(getattr(diffusers, fam.pipeline_class)).pipeline_class == fam.pipeline_class
 
 
+def test_a_method_defined_for_another_model_is_refused_there():
+    """magcache_official_eval is MagCache's Wan2.1 evaluation script: n/a on every other family, refused in a spec
+    before any model loads, and planned on Wan."""
+    from repro.plan import build_plan
+
+    def spec(family):
+        return Spec.model_validate({"name": "n", "model": {"tiny": family, "device": "cpu"}, "prompts": ["a"],
+                                    "seeds": [0], "methods": [{"name": "magcache_official_eval"}]})
+
+    assert [f for f, fam in all_families().items() if fam.methods["magcache_official_eval"].applicable] == ["wan"]
+    for family in ("flux", "wan22"):
+        assert get_family(family).methods["magcache_official_eval"].status == "n/a"
+        with pytest.raises(SpecError, match=f"magcache_official_eval does not apply to the {family} family: .*Wan2.1"):
+            build_plan(spec(family))
+    assert build_plan(spec("wan")).points
+    with pytest.raises(ValueError, match="needs a reason"):
+        MethodSupport("n/a")
+
+
 def test_unknown_family_names_the_known_ones():
     with pytest.raises(SpecError) as err:
         get_family("wna")
@@ -192,7 +211,7 @@ def test_recorded_method_support_holds(name):
     library = LIBRARY_METHODS if importlib.util.find_spec("cache_dit") else ()  # the optional cache-dit columns
     for method in (*METHODS, *library):
         ms = fam.methods[method]
-        if ms.status == "untested":
+        if ms.status in ("untested", "n/a"):  # n/a: defined for another model; whatever ran would not be it
             continue
         res = probe_method(engine, method, baseline=base)
         if ms.status == "supported":

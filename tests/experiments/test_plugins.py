@@ -1,4 +1,4 @@
-"""Methods from the user's code: the README's example run end to end, spec plugins, entry points."""
+"""Methods from the user's code: the manual's example (docs/methods.md) run end to end, spec plugins, entry points."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ REPRO = [sys.executable, "-m", "repro.cli"]
 
 
 def readme_block(language: str, first_line: str) -> str:
-    """The README's fenced block of `language` whose first line is `first_line` (exactly as printed there)."""
-    text = (ROOT / "README.md").read_text()
+    """The fenced block of `language` in docs/methods.md whose first line is `first_line` (exactly as printed there)."""
+    text = (ROOT / "docs" / "methods.md").read_text()
     for block in re.findall(rf"```{language}\n(.*?)```", text, flags=re.S):
         if block.splitlines()[0].strip() == first_line:
             return block
-    raise AssertionError(f"README.md has no ```{language} block starting with {first_line!r}")
+    raise AssertionError(f"docs/methods.md has no ```{language} block starting with {first_line!r}")
 
 
 def _run(*args: str, cwd: Path, pythonpath: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -126,3 +126,4 @@ def test_probe_runs_builtin_and_plugin_methods_through_the_engine(readme_plugin)
               if ln.startswith("flux ")}
     assert probed["every_other_step"] == "supported" and probed["teacache"] == "supported"
     assert probed["text_kv_cache"] == "unsupported"  # recorded unsupported on flux (a no-op there), found so again
+    assert probed["magcache_official_eval"] == "n/a"  # Wan2.1's evaluation script: not probed on flux

@@ -112,9 +112,11 @@ def test_demo_shows_visible_not_total_loss_a_real_front_and_no_constant_column(d
     assert 12 <= worst <= 35, worst  # the most aggressive point: visible, not total, loss
     front = {(round(r["speedup"], 3), round(r["psnr"], 3)) for r in cached if r["on_front_psnr"]}
     assert len(front) >= 3, front
-    from repro.report import COLUMNS
+    import pandas as pd
 
-    shown = [c for c, _, _ in COLUMNS if c in cached[0] and c not in ("method", "status")]
+    from repro.report import columns
+
+    shown = [c for c, _, _ in columns(pd.DataFrame(cached)) if c in cached[0] and c not in ("method", "status")]
     assert {"speedup", "compute_fraction", "psnr", "ssim", "clip_delta"} <= set(shown)
     for col in shown:
         values = {r[col] for r in cached}

@@ -267,3 +267,36 @@ def test_message_length_is_bounded_for_huge_values(tmp_path):
     _validate_text(tmp_path, text, "is not an integer")
     text = _yaml_spec(tmp_path, "").replace("name: t\n", "name: t\nbogus_" + "k" * 900 + ": 1\n")
     _validate_text(tmp_path, text, "unknown field")
+
+
+def _not_a_run_dir(tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "thesis.tex").write_text("mine")
+    return str(tmp_path / "full")
+
+
+# Refused by `repro validate` exactly as by `repro sweep`: the same one line, exit 2, nothing written.
+SAME_AS_SWEEP = [
+    ("hub-id-dotdot", lambda tmp: {"model": {"id": "../../etc", "device": "cpu"}}, "model.id"),
+    ("hub-id-three-parts", lambda tmp: {"model": {"id": "a/b/c", "device": "cpu"}}, "model.id"),
+    ("hub-id-double-dash", lambda tmp: {"model": {"id": "org/--model", "device": "cpu"}}, "model.id"),
+    ("out-root", lambda tmp: {"output": {"dir": "/", "mp4": False}}, "filesystem root"),
+    ("out-not-a-run-dir", lambda tmp: {"output": {"dir": _not_a_run_dir(tmp), "mp4": False}}, "not a run directory"),
+]
+
+
+@pytest.mark.parametrize("name, change, needle", SAME_AS_SWEEP, ids=[c[0] for c in SAME_AS_SWEEP])
+def test_validate_refuses_what_sweep_refuses_with_the_same_message(tmp_path, name, change, needle):
+    data = tiny_spec_dict(tmp_path / "run", **change(tmp_path))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    lines = []
+    for verb in ("validate", "sweep"):
+        out = CliRunner().invoke(main, [verb, str(spec)])
+        assert out.exit_code == 2, (verb, out.output)
+        assert "Traceback" not in out.output and out.exception is None or isinstance(out.exception, SystemExit)
+        lines.append(out.stderr.strip().splitlines())
+    assert len(lines[0]) == 1 and needle in lines[0][0], lines[0]
+    assert lines[0] == lines[1]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written

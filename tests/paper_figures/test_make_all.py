@@ -94,18 +94,35 @@ def test_write_index_without_figures(tmp_path):
     assert path == tmp_path / "index.md" and "No figures" in path.read_text()
 
 
+#: the run directory's frame format (torch-free): the one way to read the media paths the tables name
+MEDIA_FORMAT = "experiments.media"
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
+            names |= {a.name.split(".")[0] for a in node.names if a.name != MEDIA_FORMAT}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == MEDIA_FORMAT or (node.module == "experiments"
+                                               and [a.name for a in node.names] == ["media"]):
+                continue
             names.add(node.module.split(".")[0])
     return names
 
 
 @pytest.mark.parametrize("path", sorted(PKG.glob("*.py")), ids=lambda p: p.name)
 def test_package_stays_independent(path):
-    # Works from exported tables only: no store, no experiment code, no database driver.
+    # Works from exported tables and media paths only: no store, no experiment code (the frame format aside),
+    # no database driver.
     assert not _imports(path) & {"repro", "experiments", "sqlite3", "sqlalchemy", "wandb", "torch"}
+
+
+def test_the_frame_format_it_reads_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, paper_figures.frames, paper_figures.html_report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PKG.parent)
+    assert out.stdout.strip() == "False", out.stderr

@@ -14,13 +14,21 @@ def test_defaults_are_cache_dits():
     assert CACHE_DIT_DEFAULTS == {k: getattr(config, k) for k in CACHE_DIT_DEFAULTS}
 
 
-def test_decisions_come_from_the_call_counters():
-    # 3 steps, CFG as two calls per step, 12 sublayers per call; a skipped call ran the first block (3)
-    summary = {"call_units": [12, 12, 3, 12, 3, 3], "compute_possible": 72, "step_computed": [1.0, 0.625, 0.25]}
-    assert decisions(summary) == {"cond": [True, False, False], "uncond": [True, True, False]}
-    assert decisions({"call_units": [12, 3], "compute_possible": 24, "step_computed": [1, 0.25]}) == \
-        {"all": [True, False]}
-    assert decisions({"call_units": [], "compute_possible": 0}) == {}  # a store from before the counters
+def _table(*rows):
+    """A decision record as the summary stores it (experiments.instrumentation.decisions_table's columns)."""
+    names = ("branch", "step", "computed", "signal", "accumulated")
+    return {name: [row[i] if i < len(row) else None for row in rows] for i, name in enumerate(names)}
+
+
+def test_decisions_come_from_the_decision_record():
+    # 3 steps, CFG as two calls per step, in call order
+    record = _table(("cond", 0, True), ("uncond", 0, True), ("cond", 1, False, 0.1), ("uncond", 1, True, 0.4),
+                    ("cond", 2, False, 0.1), ("uncond", 2, False, 0.2))
+    assert decisions({"decisions": record}) == {"cond": [True, False, False], "uncond": [True, True, False]}
+    # one call per step: the pipeline's context name (First Block Cache) or cache-dit's "all" pair as "all"
+    assert decisions({"decisions": _table(("cond", 0, True), ("cond", 1, False))}) == {"all": [True, False]}
+    assert decisions({"decisions": _table(("all", 0, True), ("all", 1, False))}) == {"all": [True, False]}
+    assert decisions({"decisions": None}) == {} == decisions({})  # a baseline, or a store from before the record
 
 
 @pytest.mark.parametrize("fbc_computed, signal, settings, expected", [
@@ -32,8 +40,8 @@ def test_decisions_come_from_the_call_counters():
 ])
 def test_differences_are_explained(fbc_computed, signal, settings, expected):
     full = {**CACHE_DIT_DEFAULTS, "residual_diff_threshold": 0.2, **settings}
-    trace = [{"branch": "cond", "step": 1, "signal": signal, "computed": True}]
-    assert expected in _why(1, "cond", fbc_computed, full, trace)
+    summary = {"decisions": _table(("cond", 1, True, signal), ("uncond", 1, True, None))}
+    assert expected in _why(1, "cond", fbc_computed, full, summary)
 
 
 def test_no_pair_is_one_clear_message(tmp_path):

@@ -214,6 +214,20 @@ def test_repro_profile_writes_traces_and_the_table(tmp_path):
     assert not list(out.glob(".tmp-*"))
 
 
+def test_repro_profile_profiles_every_point_of_a_calibrated_method(tmp_path):
+    """MagCache points need their calibration: each is calibrated once, then profiled (it used to fail on every
+    MagCache point with a NameError, recorded as the point's error)."""
+    from repro.cli import main
+
+    spec = _spec_file(tmp_path, methods=[{"name": "mag_cache", "sweep": {"threshold": [0.06, 0.2]}}])
+    result = CliRunner().invoke(main, ["profile", str(spec), "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "run" / "profile" / "profile.json").read_text())["points"]
+    assert len(rows) == 3 and {r["request"]["method"] for r in rows} == {None, "mag_cache"}
+    assert all("error" not in r for r in rows), [r.get("error") for r in rows]
+    assert result.output.count("calibrating mag_cache") == 1
+
+
 @pytest.mark.parametrize("args, words", [
     (["--point", "nope"], ["--point 'nope'", "no such point", "baseline"]),
     (["--steps", "0"], ["--steps", "0"]),

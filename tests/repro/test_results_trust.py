@@ -204,6 +204,12 @@ def test_unrequested_metrics_appear_nowhere_and_the_baseline_is_the_reference(ru
     assert CliRunner().invoke(main, ["export", str(run.run_dir), "--out", str(tmp_path)]).exit_code == 0
     header = (tmp_path / "points.csv").read_text().splitlines()[0].split(",")
     assert "lpips" not in header and "clip_delta" not in header
+    # the HTML report: no column, label or note of a metric the spec did not request (it showed LPIPS)
+    from paper_figures.html_report import write_html_report
+
+    page = write_html_report(points, items, [], tmp_path / "html").read_text().lower()
+    table = page[page.index("id='points-table'"):page.index("</table>", page.index("id='points-table'"))]
+    assert "<th data-kind='num' tabindex='0'>psnr" in table and "lpips" not in table and "clip" not in table
 
 
 # 5. One encoding of infinity in store, CSV, JSONL and Parquet

@@ -95,6 +95,44 @@ def test_deleted_media_is_not_trusted_and_is_regenerated(run_copy):
     assert "t=0.3" in invoke("pareto", run).stdout
 
 
+def test_run_dir_with_a_png_per_frame_is_read_as_before(run_copy):
+    """A run directory written before videos became one lossless file (frames.mkv): its folders of
+    frame_*.png are trusted as they are (nothing regenerated or rewritten), rescore to the same values."""
+    import numpy as np
+    from PIL import Image
+
+    from experiments.media import read_frames
+
+    run, spec = run_copy
+    store = Store(run)
+    before, gens = store.scores(), store.generations(status="ok")
+    store.close()
+    for g in gens:  # rewrite each folder as the PNG-per-frame code wrote it
+        folder = run / g["media_dir"]
+        frames = read_frames(folder)
+        for f in folder.iterdir():
+            f.unlink()
+        for i, frame in enumerate(frames):
+            Image.fromarray(frame).save(folder / f"frame_{i:05d}.png", compress_level=1)
+        assert np.array_equal(read_frames(folder), frames)
+    legacy = {g["key"]: sorted(os.listdir(run / g["media_dir"])) for g in gens}
+
+    again = invoke("sweep", spec)
+    assert again.exit_code == 0, again.output
+    rescored = invoke("score", run, "--force")
+    assert rescored.exit_code == 0, rescored.output
+    assert "lost their media" not in rescored.stderr
+    store = Store(run)
+    after, rows = store.scores(), store.generations()
+    store.close()
+    assert {g["key"]: g["attempts"] for g in rows} == {g["key"]: g["attempts"] for g in gens}  # none regenerated
+    assert {g["key"]: sorted(os.listdir(run / g["media_dir"])) for g in gens} == legacy  # none rewritten
+    assert after.keys() == before.keys() and after
+    for key, metrics in before.items():
+        for name, s in metrics.items():
+            assert after[key][name]["per_frame"] == s["per_frame"], (key, name)
+
+
 def test_media_symlink_out_of_the_run_dir_is_refused(run_copy, tmp_path):
     run, spec = run_copy
     outside = tmp_path / "elsewhere"
@@ -291,6 +329,28 @@ def test_score_changes_a_metric_network_only_when_rescoring_everything(run_copy)
     out = invoke("score", run, "--force", "--set", "metrics.lpips_net=vgg")
     assert out.exit_code == 0, out.output
     assert _stored_spec(run)["metrics"]["lpips_net"] == "vgg"
+
+
+def test_a_new_metric_network_never_leaves_the_old_networks_scores_behind(tmp_path):
+    """Rescoring with another LPIPS network: a generation that cannot be rescored (its media are gone) loses its
+    old-network score instead of keeping it beside the new network's scores of the others."""
+    run, spec = tmp_path / "run", tmp_path / "spec.yaml"
+    data = small_spec(run, generation={"height": 32, "width": 32, "num_frames": 5, "num_inference_steps": 2,
+                                       "guidance_scale": 5.0, "max_sequence_length": 16})  # LPIPS needs 31 pixels
+    data["prompts"] = ["a red fox in snow", "a lighthouse at night"]
+    spec.write_text(yaml.safe_dump(data))
+    assert invoke("sweep", spec).exit_code == 0
+    added = invoke("score", run, "--set", "metrics.names=[psnr,ssim,lpips]", "--set", "metrics.allow_random_weights=true")
+    assert added.exit_code == 0 and "scored 2 generation(s)" in added.output, added.output
+    row = cached_row(run)
+    shutil.rmtree(run / row["media_dir"])
+    out = invoke("score", run, "--force", "--set", "metrics.lpips_net=vgg")
+    assert out.exit_code == 0, out.output
+    store = Store(run)
+    labels = {k: s["lpips"]["label"] for k, s in store.scores().items() if "lpips" in s}
+    store.close()
+    assert row["key"] not in labels, labels[row["key"]]
+    assert labels and all("vgg" in label for label in labels.values()), labels
 
 
 def test_figures_are_never_left_truncated_under_their_final_names(tmp_path):

@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the build this machine ships, so the rest does not pull another one
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[dev,ray,quantization,tune]'
+	$(BIN)/pip install --quiet -e '.[dev,ray,quantization,tune,cache-dit]'
 	touch $(STAMP)
 
 install: $(STAMP)

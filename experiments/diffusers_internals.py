@@ -159,6 +159,39 @@ def record_mag_calibration(h: Any, ratios: dict[str, list[float]]) -> None:
     h._perform_calibration_step = perform
 
 
+# -- cache contexts (what a pipeline's `transformer.cache_context(...)` sets) --------------------------
+
+
+def cache_context_class() -> Any:
+    """diffusers' CacheContext: the name of a denoising call plus where the loop is (step, sigma, timestep)."""
+    return private("diffusers.hooks.hooks", "CacheContext")
+
+
+def current_cache_context(module: Any) -> Any:
+    """The cache context the pipeline set for this call (read from the first stateful hook's state), or None."""
+    state_manager = private("diffusers.hooks.hooks", "StateManager")
+    registry = hook_registry(module)
+    if registry is None:
+        return None
+    for child in (registry, *registry._get_child_registries()):  # the registries _set_cache_context walks
+        for h in child.hooks.values():
+            for attr in vars(h).values():
+                if isinstance(attr, state_manager) and attr._context is not None:
+                    return attr._context
+    return None
+
+
+def set_cache_context(module: Any, context: Any) -> None:
+    """Set (None: clear) the cache context on every stateful hook under `module`, as `cache_context` does;
+    works on models that are not a CacheMixin (SD3's transformer has no `cache_context`)."""
+    private("diffusers.hooks.hooks", "_set_cache_context")(module, context)
+
+
+def block_metadata(block_class: type) -> Any:
+    """diffusers' TransformerBlockMetadata of a block class (raises ValueError if diffusers does not know it)."""
+    return private("diffusers.hooks._helpers", "TransformerBlockRegistry").get(block_class)
+
+
 # -- reading the decisions of diffusers' caches ---------------------------------------------------------
 
 

@@ -13,8 +13,10 @@
 * **Decisions.** What a cache decided at each call: one :class:`Decision` per CFG branch and
   step (computed or reused, the signal its rule measured, the value it compared with its
   threshold). A cache reports them with :func:`record_decision` while a call is recorded; the
-  project's hooks do so themselves, diffusers' caches are read from their hook state
-  (``experiments.methods.diffusers_caches.decision_reader``). One shape for every method.
+  project's hooks and cache-dit's methods do so themselves, diffusers' caches are read from their
+  hook state (``experiments.methods.diffusers_caches.decision_reader``), on every expert the
+  cache runs on. One shape for every method; a library's own statistics (cache-dit's) are kept
+  beside it (``CallRecord.method_stats``), never as a second record of the decisions.
 """
 
 from __future__ import annotations
@@ -53,10 +55,15 @@ DECISION_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Decision))
 _active: list[Decision] | None = None  # the decisions of the call being recorded (one call at a time)
 
 
-def record_decision(branch: str, step: int, computed: bool, signal: float | None = None,
+def record_decision(branch: str, step: int | None, computed: bool, signal: float | None = None,
                     accumulated: float | None = None) -> None:
-    """Report one decision of the call being recorded (a no-op outside recorded calls: calibration, warm-ups)."""
+    """Report one decision of the call being recorded (a no-op outside recorded calls: calibration, warm-ups).
+
+    ``step`` None: the branch's decisions recorded so far in this call (for a cache whose own step count
+    restarts on each transformer, as on Wan 2.2's two experts, or that keeps none)."""
     if _active is not None:
+        if step is None:
+            step = sum(d.branch == branch for d in _active)
         _active.append(Decision(branch, int(step), bool(computed), _number(signal), _number(accumulated)))
 
 
@@ -138,6 +145,8 @@ class CallRecord:
     other_s: float = 0.0
     #: what the enabled cache decided, per CFG branch and step (:func:`decisions_table`); None without a cache
     decisions: dict[str, list[Any]] | None = None
+    #: the enabled cache's own statistics, where its library keeps them (cache-dit's ``cache_dit.summary``)
+    method_stats: dict = field(default_factory=dict)
 
     @property
     def loop_overhead_s(self) -> float:
@@ -154,6 +163,10 @@ class Instrumentation:
         self.transformer = pipe.transformer
         self.blocks = _transformer_blocks(self.transformer)
         self.units = _compute_units(self.blocks)
+        # a second expert the pipeline switches to (Wan 2.2's transformer_2): counted and timed like the first
+        expert = getattr(pipe, "transformer_2", None)
+        self.experts = [expert] if isinstance(expert, torch.nn.Module) else []
+        self._units_of: dict[int, int] = {}  # id(transformer) -> its sublayers (one call's possible work)
         self._active = False
         self._handles: list[Any] = []  # text encoders
         self._transformer_handles: list[Any] = []
@@ -177,12 +190,16 @@ class Instrumentation:
             vae.decode = self._timed_decode(vae.decode)
 
     def _install_transformer(self) -> None:
-        for module in self.units:
-            if not isinstance(module.__dict__.get("forward"), CountedForward):
-                module.forward = module._repro_counted = CountedForward(module.forward, self._count)
-                self._counted.append(module)
-        self._transformer_handles = [self.transformer.register_forward_pre_hook(self._transformer_start),
-                                     self.transformer.register_forward_hook(self._transformer_end)]
+        self._transformer_handles = []
+        for transformer, units in [(self.transformer, self.units),
+                                   *((e, _compute_units(_transformer_blocks(e))) for e in self.experts)]:
+            self._units_of[id(transformer)] = len(units)
+            for module in units:
+                if not isinstance(module.__dict__.get("forward"), CountedForward):
+                    module.forward = module._repro_counted = CountedForward(module.forward, self._count)
+                    self._counted.append(module)
+            self._transformer_handles += [transformer.register_forward_pre_hook(self._transformer_start),
+                                          transformer.register_forward_hook(self._transformer_end)]
 
     def use_transformer(self, transformer: torch.nn.Module) -> None:
         """Count and time `transformer` from now on (another copy swapped into the pipeline, e.g. quantized)."""
@@ -235,9 +252,11 @@ class Instrumentation:
 
     def _transformer_end(self, module, args, output):
         if self._active:
-            self._calls.append((self._call_start, self.clock.mark(), self._units_in_call))
-            if self._read_decision is not None:
-                self._read_decision()
+            end = self.clock.mark()
+            self._calls.append((self._call_start, end, self._units_in_call, self._units_of[id(module)]))
+            read = self._read_decision.get(id(module))
+            if read is not None:
+                read()
 
     def _text_start(self, module, args):
         if self._active:
@@ -262,14 +281,18 @@ class Instrumentation:
         self._vae_spans: list[tuple] = []
         self._units_in_call = 0
         self._decisions: list[Decision] = []
-        self._read_decision: Callable[[], None] | None = None
+        self._read_decision: dict[int, Callable[[], None]] = {}  # id(transformer) -> its cache's decision reader
 
     def start(self) -> Any:
         global _active
         from experiments.methods.diffusers_caches import decision_reader
 
         self._reset()
-        self._read_decision = decision_reader(self.transformer)  # diffusers' caches: read after each call
+        method = getattr(self.transformer, "_repro_cache_method", None)
+        for transformer in (self.transformer, *self.experts):  # diffusers' caches: read after each call
+            read = decision_reader(transformer, method)
+            if read is not None:
+                self._read_decision[id(transformer)] = read
         _active = self._decisions
         self._active = True
         return self.clock.mark()
@@ -288,9 +311,12 @@ class Instrumentation:
         rec.vae_decode_s = sum(sec(a, b) for a, b in self._vae_spans)
         spans = [(sec(start_mark, a), sec(start_mark, b)) for a, b in (*self._text_spans, *self._vae_spans)]
         rec.transformer_calls = len(self._calls)
-        rec.transformer_s = sum(sec(a, b) for a, b, _ in self._calls)
-        rec.units_executed = sum(n for *_, n in self._calls)
-        rec.units_possible = len(self.units) * len(self._calls)
+        rec.transformer_s = sum(sec(a, b) for a, b, *_ in self._calls)
+        rec.units_executed = sum(c[2] for c in self._calls)
+        rec.units_possible = sum(c[3] for c in self._calls)
+        run = getattr(self.transformer, "_repro_cache_run", None)
+        if run is not None and hasattr(run, "stats"):
+            rec.method_stats = run.stats()
         if not self._calls:
             rec.other_s = rec.e2e_s - _union_length(spans)
             return rec
@@ -301,7 +327,7 @@ class Instrumentation:
         for end, calls_done in ends:
             calls = self._calls[first_call:calls_done]
             if calls:
-                possible = len(self.units) * len(calls)
+                possible = sum(c[3] for c in calls)
                 rec.step_computed.append(sum(c[2] for c in calls) / possible if possible else 1.0)
             rec.step_s.append(sec(step_start, end))
             if calls_done < len(self._calls):

@@ -104,6 +104,8 @@ class GenerationResult:
             "step_computed": first.step_computed,
             # per CFG branch and step: computed or reused, and the signal the cache's rule used (the first run's)
             "decisions": first.decisions,
+            # the cache's own statistics, where its library keeps them (cache-dit's), beside the project's counts
+            "method_stats": first.method_stats,
             "peak_memory_bytes": self.peak_memory_bytes,
             "repeats_identical": self.repeats_identical,
             "compile_s": self.compile_s,
@@ -243,9 +245,12 @@ class Engine:
             raise ValueError(f"{method_name} has no calibration")
         pipe = self.pipe
         passes = [lambda p=p, s=s: self._call(GenerationRequest(prompt=p, seed=s), "calibration") for p, s in items]
+        from experiments.families.adapters import adapted
+
         try:
-            values = method.calibrate(pipe.transformer, passes, self.spec.generation.num_inference_steps,
-                                      {**self._family_extra(method_name), **(params or {})})
+            with adapted(pipe):  # what the family's pipeline does not give the hooks, as during generation
+                values = method.calibrate(pipe.transformer, passes, self.spec.generation.num_inference_steps,
+                                          {**self._family_extra(method_name), **(params or {})})
         except ValueError as exc:
             raise GenerationFailed(f"{method_name} calibration failed: {exc}") from None
         if not values:
@@ -284,7 +289,7 @@ class Engine:
             params, pipe=self.pipe, num_inference_steps=self.spec.generation.num_inference_steps,
             calibration=list(request.calibration) if request.calibration else None,
         )
-        disable = enable_cache(self.pipe.transformer, config)
+        disable = enable_cache(self.pipe.transformer, config, pipe=self.pipe)
         try:
             yield
         finally:

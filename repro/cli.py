@@ -454,6 +454,8 @@ def export(run_dir, fmt, out):
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--paper", metavar="NAME|FILE", help="A published table (`repro papers`) or a table YAML file.")
 @click.option("--points", nargs=2, metavar="A B", help="Two point ids (or labels) of this run, tested against each other.")
+@click.option("--parity", is_flag=True, help="Step-by-step skip decisions of diffusers' First Block Cache vs "
+              "cache-dit's DBCache F1B0 at the same threshold, per item and CFG branch, and why they differ.")
 @click.option("--match", "matches", multiple=True, metavar="LABEL=POINT",
               help="Pair a published row with one of our points by hand (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "latex"]), default="text", show_default=True)
@@ -461,12 +463,21 @@ def export(run_dir, fmt, out):
               help="--paper: also write NAME.md, NAME.tex and Pareto plots with the published points here "
                    "(default RUN_DIR/figures/compare).")
 @_friendly_errors
-def compare(run_dir, paper, points, matches, fmt, out):
-    """Compare RUN_DIR with a published table (--paper) or two of its points with each other (--points)."""
+def compare(run_dir, paper, points, parity, matches, fmt, out):
+    """Compare RUN_DIR with a published table (--paper), two of its points with each other (--points), or two
+    libraries' implementations of one algorithm (--parity)."""
     from experiments.errors import SpecError
 
-    if bool(paper) == bool(points):
-        raise SpecError("repro compare: give exactly one of --paper NAME or --points A B")
+    if bool(paper) + bool(points) + parity != 1:
+        raise SpecError("repro compare: give exactly one of --paper NAME, --points A B or --parity")
+    if parity:
+        from repro.parity import format_parity
+        from repro.parity import parity as run_parity
+
+        if fmt == "latex":
+            raise SpecError("repro compare --parity: --format text or markdown")
+        click.echo(format_parity(run_parity(run_dir), markdown=fmt == "markdown"))
+        return
     if points:
         from repro.aggregate import tables
         from repro.significance import compare_points, find_point, format_point_comparison
@@ -586,7 +597,7 @@ def papers(name):
 @_friendly_errors
 def methods(family, plugins, probe):
     """List the cache methods (with where each comes from) and the method x family matrix."""
-    from experiments.families import METHODS, all_families, get_family
+    from experiments.families import LIBRARY_METHODS, METHODS, all_families, get_family
     from experiments.methods import all_methods, load_plugins
     from experiments.methods.plugins import entry_points
 
@@ -597,26 +608,37 @@ def methods(family, plugins, probe):
 
     click.echo("method".ljust(30) + "origin".ljust(34) + "config")
     for name, m in registered.items():
-        click.echo(name.ljust(30) + m.origin.ljust(34) + m.config_class_name)
+        click.echo(name.ljust(30) + m.origin.ljust(34) + (m.missing() or _config_label(m)))
         if m.doc:  # what it is and how it differs from the original code (docs/fidelity.md has the sources)
             click.echo(textwrap.fill(m.doc, width=110, initial_indent="    ", subsequent_indent="    "))
     for ep in entry_points():
         if ep["name"] not in registered:
             click.echo(ep["name"].ljust(30) + f"entry point {ep['dist']}".ljust(34)
                        + f"{ep['value']} (imported when a spec names it)")
-    click.echo("")
-    width = max(len(m) for m in METHODS) + 2
-    click.echo("family".ljust(16) + "".join(m.ljust(width) for m in METHODS))
     reasons = []
-    for fam in fams:
-        cells = []
-        for m in METHODS:
-            support = fam.methods.get(m)
-            status = support.status if support else "untested"
-            cells.append(status.ljust(width))
-            if support and support.status != "supported":
-                reasons.append(f"  {fam.name} / {m}: {support.reason}")
-        click.echo(fam.name.ljust(16) + "".join(cells))
+    counts = []
+    for title, columns in (("diffusers and project methods", METHODS), ("cache-dit methods", LIBRARY_METHODS)):
+        if not columns:
+            continue
+        width = max(len(m) for m in columns) + 2
+        click.echo("")
+        click.echo("family".ljust(16) + "".join(m.ljust(width) for m in columns))
+        supported = not_applicable = 0
+        for fam in fams:
+            cells = []
+            for m in columns:
+                support = fam.methods.get(m)
+                status = support.status if support else "untested"
+                supported += status == "supported"
+                not_applicable += support is not None and not support.applicable
+                cells.append(status.ljust(width))
+                if support and support.status != "supported":
+                    reasons.append(f"  {fam.name} / {m}: {support.reason}")
+            click.echo(fam.name.ljust(16) + "".join(cells))
+        # a method defined for another model (n/a) is not a cell it could support here
+        counts.append(f"{supported} of {len(fams) * len(columns) - not_applicable} {title}"
+                      + (f" ({not_applicable} n/a: defined for another model)" if not_applicable else ""))
+    click.echo("\nsupported cells: " + "; ".join(counts))
     if reasons:
         click.echo("\nreasons:")
         click.echo("\n".join(reasons))
@@ -624,11 +646,25 @@ def methods(family, plugins, probe):
         from experiments.families.matrix import report
 
         click.echo("\nprobe (tiny twins, through the engine):")
-        extra = [n for n, m in all_methods().items() if n not in METHODS]
-        mismatches = report([f.name for f in fams], [*METHODS, *extra], tuple(plugins), echo=click.echo)
+        stated = (*METHODS, *LIBRARY_METHODS)
+        extra = [n for n, m in all_methods().items() if n not in stated]
+        mismatches = report([f.name for f in fams], [*stated, *extra], tuple(plugins), echo=click.echo)
         if mismatches:
             click.echo(f"{mismatches} probe result(s) disagree with the recorded matrix", err=True)
             sys.exit(1)
+
+
+def _config_label(method) -> str:
+    """The config class, with the version of the library it comes from when that is not diffusers or ours."""
+    if method.requires is None:
+        return method.config_class_name
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = method.requires.replace("_", "-")
+    try:
+        return f"{method.config_class_name} ({dist} {version(dist)})"
+    except PackageNotFoundError:
+        return method.config_class_name
 
 
 if __name__ == "__main__":  # pragma: no cover

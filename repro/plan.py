@@ -32,10 +32,14 @@ from experiments.spec import Spec, refuse_ranges, stable_hash
 
 #: Bump when a code change alters generated pixels, so stale generations are not reused.
 #: 3: TeaCache and EasyCache decide as their official scripts (issue 29).
-CODE_VERSION = "3"
+#: 4: on Wan 2.2 a cache also runs on the second expert, MagCache once per expert (pipeline adapters, issue 26).
+CODE_VERSION = "4"
 
 _SHORT = {"threshold": "t", "retention_ratio": "r", "max_skip_steps": "k", "cache_interval": "n",
-          "spatial_attention_block_skip_range": "s", "max_consecutive_cached": "c"}
+          "spatial_attention_block_skip_range": "s", "max_consecutive_cached": "c",
+          # cache-dit's own abbreviations (its config strings read F1B0_W8..._R0.12)
+          "residual_diff_threshold": "R", "Fn_compute_blocks": "F", "Bn_compute_blocks": "B", "max_warmup_steps": "W",
+          "taylorseer_order": "O", "mask_policy": "SCM"}
 
 
 @dataclass(frozen=True)
@@ -363,6 +367,8 @@ def check_support(spec: Spec) -> None:
         support = family.methods.get(m.name)
         if support is not None and support.status == "unsupported":
             raise SpecError(f"methods[{i}]: {m.name} does not support the {family.name} family: {support.reason}")
+        if support is not None and not support.applicable:
+            raise SpecError(f"methods[{i}]: {m.name} does not apply to the {family.name} family: {support.reason}")
 
 
 def _baseline_id(opt: dict[str, Any]) -> str:

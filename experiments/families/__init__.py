@@ -24,15 +24,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from experiments.errors import SpecError
-from experiments.methods.registry import builtin_names
+from experiments.methods.registry import builtin_names, library_names
 
 if TYPE_CHECKING:  # pragma: no cover
     from diffusers import DiffusionPipeline
 
 __all__ = [
+    "LIBRARY_METHODS",
     "METHODS",
     "Family",
     "MethodSupport",
+    "STATUSES",
     "all_families",
     "family_for",
     "get_family",
@@ -42,8 +44,13 @@ __all__ = [
 # Every built-in cache method (diffusers' six and the project's own) that each family states its
 # support for: the method registry's names, so adding a method there asks every family about it.
 METHODS = builtin_names()
+# Methods of other caching libraries the project registers (cache-dit's): each family states them too.
+LIBRARY_METHODS = library_names()
 
-Status = Literal["supported", "unsupported", "untested"]
+#: "n/a": the method is defined for another model (its official code is written for one architecture); it may
+#: well run here, but what ran would not be the method, so a spec naming it is refused and the probe skips it
+Status = Literal["supported", "unsupported", "untested", "n/a"]
+STATUSES: tuple[str, ...] = ("supported", "unsupported", "untested", "n/a")
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,14 @@ class MethodSupport:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.status not in ("supported", "unsupported", "untested"):
-            raise ValueError(f"MethodSupport.status must be supported/unsupported/untested, got {self.status!r}")
+        if self.status not in STATUSES:
+            raise ValueError(f"MethodSupport.status must be one of {'/'.join(STATUSES)}, got {self.status!r}")
         if self.status != "supported" and not self.reason:
             raise ValueError(f"MethodSupport({self.status!r}) needs a reason")
+
+    @property
+    def applicable(self) -> bool:
+        return self.status != "n/a"
 
 
 def supported(reason: str = "", **extra: Any) -> MethodSupport:
@@ -71,6 +82,27 @@ def unsupported(reason: str, **extra: Any) -> MethodSupport:
 
 def untested(reason: str, **extra: Any) -> MethodSupport:
     return MethodSupport("untested", reason, dict(extra))
+
+
+def not_applicable(reason: str) -> MethodSupport:
+    return MethodSupport("n/a", reason)
+
+
+#: MagCache's evaluation script (magcache_official_eval) is written for Wan2.1 only
+MAGCACHE_EVAL_WAN21_ONLY = not_applicable(
+    "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two transformer calls per "
+    "step with one interleaved ratio list; on this model use mag_cache")
+
+#: diffusers' lossless text K/V cache hooks one block class of one model (NucleusMoE-Image) only
+TEXT_KV_CACHE_ONLY_NUCLEUS = unsupported(
+    "TextKVCacheConfig hooks NucleusMoEImageTransformerBlock only (diffusers.hooks.text_kv_cache."
+    "apply_text_kv_cache); this transformer has none, so it would run as a no-op")
+
+
+def cache_dit_methods(pipeline: str, **overrides: MethodSupport) -> dict[str, MethodSupport]:
+    """Every cache-dit method as supported through cache-dit's own block adapter for `pipeline` (overridable)."""
+    found = {m: supported(f"cache-dit's block adapter for {pipeline}") for m in LIBRARY_METHODS}
+    return {**found, **overrides}
 
 
 @dataclass(frozen=True)
@@ -98,12 +130,15 @@ class Family:
     # `spatial_multiple`; a video's num_frames is k * `frames_step` + 1 (the causal VAE's temporal factor).
     spatial_multiple: int = 16
     frames_step: int | None = None
+    # What the pipeline does not provide to cache hooks, supplied around each call (experiments/families/adapters.py).
+    adapter: Any = None
 
     def __post_init__(self):
-        missing = [m for m in METHODS if m not in self.methods]
-        unknown = [m for m in self.methods if m not in METHODS]
+        stated = (*METHODS, *LIBRARY_METHODS)
+        missing = [m for m in stated if m not in self.methods]
+        unknown = [m for m in self.methods if m not in stated]
         if missing or unknown:
-            raise ValueError(f"family {self.name!r}: methods must cover exactly {METHODS}; missing {missing}, unknown {unknown}")
+            raise ValueError(f"family {self.name!r}: methods must cover exactly {stated}; missing {missing}, unknown {unknown}")
         if self.output not in ("image", "video"):
             raise ValueError(f"family {self.name!r}: output must be image or video")
         if self.cfg not in ("batched", "separate", "distilled", "none"):
@@ -121,7 +156,7 @@ class Family:
         return ms is not None and ms.status == "supported"
 
     def supported_methods(self) -> list[str]:
-        return [m for m in METHODS if self.supports(m)]
+        return [m for m in (*METHODS, *LIBRARY_METHODS) if self.supports(m)]
 
 
 _REGISTRY: dict[str, Family] = {}
@@ -176,7 +211,15 @@ def family_for(pipeline_or_class_name: Any) -> Family | None:
         names = [c.__name__ for c in cls.__mro__]
     fams = all_families()
     for n in names:
-        for fam in fams.values():
-            if fam.pipeline_class == n:
-                return fam
+        found = [fam for fam in fams.values() if fam.pipeline_class == n]
+        if len(found) > 1 and not isinstance(obj, (str, type)):
+            # families sharing a pipeline class (Wan 2.1, Wan 2.2) differ by their further experts: the loaded
+            # pipeline belongs to the one with the most experts it actually has
+            def experts(fam: Family) -> tuple[str, ...]:
+                return fam.adapter.experts if fam.adapter is not None else ()
+
+            found = sorted((f for f in found if all(getattr(obj, e, None) is not None for e in experts(f))),
+                           key=lambda f: -len(experts(f)))
+        if found:
+            return found[0]
     return None

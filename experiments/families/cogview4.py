@@ -5,7 +5,16 @@ CFG runs as two separate transformer calls per step (cache contexts "cond" and "
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+    unsupported,
+)
+from experiments.families.adapters import PipelineAdapter, image_raw_vision
 
 
 def build_tiny():
@@ -100,21 +109,20 @@ FAMILY = register_family(
                 "default cache identifiers match nothing in CogView4 (attn1, ff): pass cache_identifiers",
                 cache_identifiers=[r"^transformer_blocks\.\d+\.attn1$", r"^transformer_blocks\.\d+\.ff$"],
             ),
-            "sea_cache": unsupported(
-                "no-op: CogView4Pipeline enters cache_context('cond'/'uncond') without step_index/sigma/"
-                "num_inference_steps, so SeaCache runs in fail-open mode (never caches)"
+            "sea_cache": supported(
+                "step index, sigma and step count added to the pipeline's cache context by the family adapter (CogView4Pipeline passes none); raw vision = the latent image",
+                raw_vision_callback=image_raw_vision,
             ),
-            "teacache": unsupported(
-                "no timestep-modulated input rule: CogView4TransformerBlock's norm1 does not take the timestep embedding "
-                "(probe: 'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding'); "
-                "rules exist for wan (TeaCache4Wan2.1), flux and hunyuan_video (norm1)"
-            ),
+            # TeaCache has no script for CogView4 (its norm1 takes hidden, text and temb together): the project's temb
+            # rule, not an official one (experiments/methods/teacache.py; named as a deviation on every point)
+            "teacache": supported("the project's temb rule, not an official TeaCache rule: the first block's timestep "
+                                  "projection (temb), coefficients from repro calibrate", modulated_input="temb"),
             "easycache": supported(),
-            "magcache_official_eval": unsupported(
-                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
-                "transformer calls per step with one interleaved ratio list; use mag_cache"
-            ),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("CogView4Pipeline"),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
+        adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,
     )
 )

@@ -6,7 +6,15 @@ there is no CFG pass, so FasterCache must be told ``is_guidance_distilled=True``
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+)
+from experiments.families.adapters import PipelineAdapter, flux_raw_vision
 
 
 def build_tiny():
@@ -102,19 +110,19 @@ FAMILY = register_family(
                 tensor_format="BCHW",
             ),
             "taylorseer_cache": supported(),
-            "sea_cache": unsupported(
-                "no-op: FluxPipeline enters cache_context('cond') without step_index/sigma/num_inference_steps, "
-                "so SeaCache runs in fail-open mode (never caches): 'SeaCache is running in fail-open mode "
-                "because the scheduler step, sigma, and step count are required'"
+            "sea_cache": supported(
+                "step index, sigma and step count added to the pipeline's cache context by the family adapter (FluxPipeline passes none); raw vision = the packed latents unpacked as "
+                "FluxPipeline._unpack_latents does",
+                raw_vision_callback=flux_raw_vision,
             ),
             "teacache": supported("modulated input: transformer_blocks[0].norm1(hidden_states, emb=temb)",
                                   modulated_input="norm1"),
             "easycache": supported(),
-            "magcache_official_eval": unsupported(
-                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
-                "transformer calls per step with one interleaved ratio list; use mag_cache"
-            ),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("FluxPipeline"),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
+        adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,
     )
 )

@@ -6,7 +6,15 @@ runs when ``true_cfg_scale > 1`` with a negative prompt. Text encoders: Llama + 
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+)
+from experiments.families.adapters import PipelineAdapter, video_raw_vision
 
 
 def build_tiny():
@@ -122,19 +130,19 @@ FAMILY = register_family(
                 tensor_format="BCFHW",
             ),
             "taylorseer_cache": supported(),
-            "sea_cache": unsupported(
-                "no-op: HunyuanVideoPipeline enters cache_context('cond') without step_index/sigma/"
-                "num_inference_steps, so SeaCache runs in fail-open mode (never caches)"
+            "sea_cache": supported(
+                "step index, sigma and step count added to the pipeline's cache context by the family adapter (HunyuanVideoPipeline passes none); raw vision = the latent video, as diffusers' Wan rule",
+                raw_vision_callback=video_raw_vision,
             ),
             "teacache": supported("modulated input: transformer_blocks[0].norm1(hidden_states, emb=temb)",
                                   modulated_input="norm1"),
             # EasyCache4HunyuanVideo: ret_steps = 5 (5 warm-up steps), one call per step.
             "easycache": supported("EasyCache4HunyuanVideo rules: 5 warm-up steps", warmup_steps=5),
-            "magcache_official_eval": unsupported(
-                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
-                "transformer calls per step with one interleaved ratio list; use mag_cache"
-            ),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("HunyuanVideoPipeline"),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
+        adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,
     )
 )

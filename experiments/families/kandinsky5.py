@@ -2,12 +2,23 @@
 
 Text encoders: Qwen2.5-VL (hidden states of a chat-templated prompt) and CLIP (pooled). CFG runs
 as two separate transformer calls per step, and the pipeline enters no ``cache_context`` and has
-no ``current_timestep``.
+no ``current_timestep``: the family adapter supplies both.
 """
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+    unsupported,
+)
+from experiments.families.adapters import PipelineAdapter, kandinsky5_raw_vision
+
+_ADAPTED = "through the family adapter: "
 
 
 def build_tiny():
@@ -79,6 +90,19 @@ def build_tiny():
         axes_dims=(4, 6, 6),
         visual_cond=True,  # as in the T2V Lite checkpoints
     ).eval()
+    # diffusers zero-initialises every Kandinsky5Modulation (its gates and shifts), so a freshly built block is
+    # the identity and no cache could change the output; trained checkpoints are not zero: give them small weights
+    import torch
+
+    from diffusers.models.transformers.transformer_kandinsky import Kandinsky5Modulation
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in transformer.modules():
+            if isinstance(module, Kandinsky5Modulation):
+                layer = module.out_layer
+                layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.1)
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator) * 0.1)
 
     vae = tiny_hunyuan_video_vae()
 
@@ -121,48 +145,57 @@ FAMILY = register_family(
             "guidance_scale": 5.0,
             "max_sequence_length": 64,  # the default negative prompt is long
         },
-        # Kandinsky5Transformer3DModel is a CacheMixin, but in diffusers 0.42.1 none of the methods
-        # works through this pipeline (no cache_context, no current_timestep, block signature).
+        # Kandinsky5T2VPipeline enters no cache_context and keeps no current_timestep, and the decoder block
+        # names its input visual_embed: the adapter gives each call a context ("cond", then "uncond") with the
+        # scheduler's step, sigma and step count, sets pipe._current_timestep during the call, and lets hooks
+        # that ask for "hidden_states" by name (First Block Cache) find visual_embed.
         methods={
-            "first_block_cache": unsupported(
-                "ValueError: Parameter 'hidden_states' not found in function signature but was requested "
-                "(Kandinsky5TransformerDecoderBlock's forward does not name its input hidden_states)"
-            ),
-            "mag_cache": unsupported(
-                "no-op: runs, but calibration gives degenerate ratios [1.0, 0.0, 0.0, ...] and any threshold "
-                "leaves the output bit-identical (the pipeline enters no cache_context, so the cond and uncond "
-                "calls share one state, and the decoder block does not take hidden_states)"
-            ),
-            "pyramid_attention_broadcast": unsupported(
-                "AttributeError: 'Kandinsky5T2VPipeline' object has no attribute 'current_timestep' "
-                "(current_timestep_callback has nothing to read)"
+            "first_block_cache": supported(_ADAPTED + "cache context per CFG branch; hidden_states = visual_embed"),
+            "mag_cache": supported(_ADAPTED + "cache context per CFG branch (calibration: one ratio array each)"),
+            # the default identifiers also match the text blocks, whose prompt lengths differ between the CFG calls
+            # (PAB's state is not per cache_context): name the visual blocks' attention only
+            "pyramid_attention_broadcast": supported(
+                _ADAPTED + "current_timestep from the scheduler; identifiers name the visual blocks' attention; "
+                "caveat: PAB state is not per cache_context, so the skip counter advances on both CFG calls",
+                spatial_attention_block_identifiers=[r"^visual_transformer_blocks\.\d+\.self_attention$"],
+                cross_attention_block_identifiers=[r"^visual_transformer_blocks\.\d+\.cross_attention$"],
             ),
             "faster_cache": unsupported(
-                "AttributeError: 'Kandinsky5T2VPipeline' object has no attribute 'current_timestep'; "
-                "CFG also runs as two separate calls, which FasterCache does not handle"
+                "FasterCache's unconditional-branch reuse needs CFG batched as [uncond, cond] in one call; "
+                "Kandinsky5T2VPipeline runs cond and uncond as two separate calls"
             ),
-            "taylorseer_cache": unsupported(
-                "no-op with the default identifiers (nothing matches self_attention/cross_attention/"
-                "feed_forward); with explicit cache_identifiers: ValueError: No cache context is set "
-                "(the pipeline never enters transformer.cache_context)"
+            "taylorseer_cache": supported(
+                _ADAPTED + "cache context per CFG branch; default cache identifiers match nothing in Kandinsky 5 "
+                "(self_attention/cross_attention/feed_forward): pass cache_identifiers",
+                cache_identifiers=[r"^visual_transformer_blocks\.\d+\.self_attention$",
+                                   r"^visual_transformer_blocks\.\d+\.cross_attention$",
+                                   r"^visual_transformer_blocks\.\d+\.feed_forward$"],
             ),
-            "sea_cache": unsupported(
-                "no-op: 'SeaCache requires a cache context for each transformer call; running in fail-open mode'"
-            ),
+            "sea_cache": supported(_ADAPTED + "cache context with step index, sigma and step count; raw vision = "
+                                   "the latent channels of hidden_states", raw_vision_callback=kandinsky5_raw_vision),
             "teacache": unsupported(
-                "no timestep-modulated input rule: Kandinsky5TransformerDecoderBlock's norm1 does not take the timestep embedding "
-                "(probe: 'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding'); "
-                "rules exist for wan (TeaCache4Wan2.1), flux and hunyuan_video (norm1)"
+                "no timestep-modulated input rule: Kandinsky5TransformerDecoderBlock modulates by a time_embed "
+                "input through visual_modulation, neither a norm1(hidden_states, emb=temb) nor a temb input "
+                "(rules exist for wan (TeaCache4Wan2.1), flux, hunyuan_video and sd35 (norm1), and the project's "
+                "temb rule for cogview4 and ltx_video); TeaCache's rescaling is fitted per model rule (probe: "
+                "'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding')"
             ),
             "easycache": unsupported(
-                "the pipeline never enters transformer.cache_context(), which EasyCache's per-branch state needs "
-                "(probe: 'No cache context is set')"
+                "EasyCache reuses the transformer's input-to-output residual; Kandinsky 5's input carries the "
+                "conditioning frames and mask beside the latents, so there is none to reuse (probe: "
+                "'Kandinsky5Transformer3DModel maps hidden_states (1, 2, 4, 4, 9) to (1, 2, 4, 4, 4)')"
             ),
-            "magcache_official_eval": unsupported(
-                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
-                "transformer calls per step with one interleaved ratio list; use mag_cache"
-            ),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("Kandinsky5T2VPipeline", dbprune=unsupported(
+                "cache-dit 1.5.3's Dynamic Block Prune fails on its own Kandinsky 5 adapter (ForwardPattern_3): "
+                "TypeError: CachedBlocks_Pattern_3_4_5._process_block_outputs() takes 2 positional arguments but "
+                "3 were given (DBCache with the same adapter runs)")),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
+        adapter=PipelineAdapter(
+            branches=("cond", "uncond"), step_metadata=True, current_timestep=True,
+            hidden_states_alias=("diffusers.models.transformers.transformer_kandinsky:Kandinsky5TransformerDecoderBlock",),
+        ),
         build_tiny=build_tiny,
         current_timestep=False,
     )

@@ -5,7 +5,16 @@ CFG is batched: one transformer call per step on [uncond, cond] (cache context "
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+    unsupported,
+)
+from experiments.families.adapters import PipelineAdapter, ltx_raw_vision
 
 
 def build_tiny():
@@ -115,21 +124,23 @@ FAMILY = register_family(
                     r"^transformer_blocks\.\d+\.ff$",
                 ],
             ),
-            "sea_cache": unsupported(
-                "no-op: LTXPipeline enters cache_context('cond_uncond') without step_index/sigma/"
-                "num_inference_steps, so SeaCache runs in fail-open mode (never caches)"
+            "sea_cache": supported(
+                "step index, sigma and step count added to the pipeline's cache context by the family adapter (LTXPipeline passes none); raw vision = the packed tokens unpacked as "
+                "LTXPipeline._unpack_latents does",
+                raw_vision_callback=ltx_raw_vision,
             ),
-            "teacache": unsupported(
-                "no timestep-modulated input rule: LTXVideoTransformerBlock's norm1 does not take the timestep embedding "
-                "(probe: 'modulated_input=norm1 needs a first block whose norm1 takes the timestep embedding'); "
-                "rules exist for wan (TeaCache4Wan2.1), flux and hunyuan_video (norm1)"
-            ),
+            # TeaCache4LTX-Video (ali-vilab/TeaCache) modulates norm1(hidden_states) by the block's scale/shift table,
+            # a rule this project does not implement: the project's temb rule instead, not an official one
+            # (experiments/methods/teacache.py; named as a deviation on every point)
+            "teacache": supported("the project's temb rule, not TeaCache4LTX-Video's modulated norm1: the first "
+                                  "block's timestep projection (temb), coefficients from repro calibrate",
+                                  modulated_input="temb"),
             "easycache": supported(),
-            "magcache_official_eval": unsupported(
-                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
-                "transformer calls per step with one interleaved ratio list; use mag_cache"
-            ),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("LTXPipeline"),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
+        adapter=PipelineAdapter(step_metadata=True),
         build_tiny=build_tiny,
     )
 )

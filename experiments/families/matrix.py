@@ -7,7 +7,8 @@ after upgrading diffusers (or to try a plugin) to see whether the recorded statu
     repro methods --probe --family wan          # one
     python -m experiments.families.matrix wan flux
 
-For each method the probe calibrates it if it needs calibration (``Engine.calibrate``, the path
+Every method the families state is probed: diffusers', the project's and cache-dit's (a family's
+adapter supplies what its pipeline lacks, as in a sweep). For each method the probe calibrates it if it needs calibration (``Engine.calibrate``, the path
 ``repro calibrate`` takes), generates with the method's registered ``probe`` setting through
 ``Engine.generate`` (the same enable / disable path and compute counting as a sweep), and reports
 whether it ran, whether it skipped work (compute below the baseline's), whether the output moved
@@ -23,7 +24,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-from experiments.families import METHODS, Family, all_families, get_family
+from experiments.families import LIBRARY_METHODS, METHODS, Family, all_families, get_family
 
 PROMPT = "a cat riding a horse on mars"
 
@@ -137,7 +138,8 @@ def probe_family(family: Family | str, methods=None, plugins: tuple[str, ...] = 
 
     engine = probe_engine(family, plugins=plugins)
     baseline = engine.generate(GenerationRequest(PROMPT, 0))
-    return {m: probe_method(engine, m, baseline) for m in (methods or METHODS)}
+    return {m: probe_method(engine, m, baseline)
+            for m in (methods if methods is not None else (*METHODS, *LIBRARY_METHODS))}
 
 
 def report(names: list[str], methods=None, plugins: tuple[str, ...] = (), echo=print) -> int:
@@ -145,7 +147,12 @@ def report(names: list[str], methods=None, plugins: tuple[str, ...] = (), echo=p
     mismatches = 0
     for name in names:
         fam = get_family(name)
-        for m, r in probe_family(fam, methods, plugins).items():
+        wanted = list(methods or (*METHODS, *LIBRARY_METHODS))
+        # a method defined for another model ("n/a") is not probed: whatever ran would not be the method
+        skipped = [m for m in wanted if m in fam.methods and not fam.methods[m].applicable]
+        for m in skipped:
+            echo(f"{name:15s} {m:28s} {'n/a':11s} {0:6.2f}s  not probed: {fam.methods[m].reason}")
+        for m, r in probe_family(fam, [m for m in wanted if m not in skipped], plugins).items():
             support = fam.methods.get(m)
             recorded = support.status if support else "untested"
             found = "supported" if r.ok else "unsupported"

@@ -1,12 +1,20 @@
 """Stable Diffusion 3 / 3.5 text-to-image (StableDiffusion3Pipeline + SD3Transformer2DModel).
 
 CFG is batched: one transformer call per step on [uncond, cond]. The pipeline has neither a
-``current_timestep`` attribute nor ``cache_context`` blocks.
+``current_timestep`` attribute nor ``cache_context`` blocks: the family adapter supplies both.
 """
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import (
+    MAGCACHE_EVAL_WAN21_ONLY,
+    TEXT_KV_CACHE_ONLY_NUCLEUS,
+    Family,
+    cache_dit_methods,
+    register_family,
+    supported,
+)
+from experiments.families.adapters import PipelineAdapter, image_raw_vision
 
 
 def build_tiny():
@@ -60,9 +68,7 @@ def build_tiny():
     return materialize(pipe)
 
 
-_NO_CACHE_MIXIN = (
-    "AttributeError: 'SD3Transformer2DModel' object has no attribute 'enable_cache' (not a CacheMixin)"
-)
+_ADAPTED = "through the family adapter: "
 
 FAMILY = register_family(
     Family(
@@ -93,45 +99,44 @@ FAMILY = register_family(
             "guidance_scale": 3.5,
             "max_sequence_length": 16,
         },
-        # SD3Transformer2DModel is not a CacheMixin in diffusers 0.42.1: `pipe.transformer.enable_cache`
-        # does not exist. The notes after it say what the bare apply_* functions do on the tiny twin.
+        # SD3Transformer2DModel is not a CacheMixin in diffusers 0.42.1: the registry applies the bare
+        # diffusers.hooks.apply_* functions. StableDiffusion3Pipeline enters no transformer.cache_context()
+        # and keeps no current_timestep: the adapter gives each call a context ("cond_uncond": CFG is one
+        # batched call; "skip_layers": the extra call of skip-layer guidance) with the scheduler's step,
+        # sigma and step count, and sets pipe._current_timestep during the call.
         methods={
-            "first_block_cache": unsupported(
-                _NO_CACHE_MIXIN + "; apply_first_block_cache raises 'No cache context is set' because "
-                "StableDiffusion3Pipeline never enters transformer.cache_context()"
-            ),
-            # The runner falls back to apply_mag_cache when the model has no enable_cache; CFG is batched,
-            # so calibration gives one ratio array (context "inference").
+            "first_block_cache": supported(_ADAPTED + "cache context per call (apply_first_block_cache)"),
+            # calibration gives one ratio array (context "cond_uncond")
             "mag_cache": supported("via apply_mag_cache (SD3Transformer2DModel is not a CacheMixin)"),
-            "pyramid_attention_broadcast": unsupported(
-                _NO_CACHE_MIXIN + "; apply_pyramid_attention_broadcast runs, but the pipeline has no "
-                "current_timestep attribute for current_timestep_callback"
-            ),
-            "faster_cache": unsupported(
-                _NO_CACHE_MIXIN + "; apply_faster_cache fails: 'The size of tensor a (4) must match the size "
-                "of tensor b (2) at non-singleton dimension 0', and there is no current_timestep attribute"
-            ),
-            "taylorseer_cache": unsupported(
-                _NO_CACHE_MIXIN + "; apply_taylorseer_cache raises 'No cache context is set'"
-            ),
-            "sea_cache": unsupported(
-                _NO_CACHE_MIXIN + "; apply_sea_cache is a no-op: 'SeaCache requires a cache context for each "
-                "transformer call; running in fail-open mode'"
-            ),
-            "teacache": unsupported(
-                "StableDiffusion3Pipeline never enters transformer.cache_context(), which TeaCache's per-branch "
-                "state needs (probe: 'No cache context is set')"
-            ),
-            "easycache": unsupported(
-                "the pipeline never enters transformer.cache_context(), which EasyCache's per-branch state needs "
-                "(probe: 'No cache context is set')"
-            ),
-            "magcache_official_eval": unsupported(
-                "MagCache's evaluation script (the source of its Table 1) exists for Wan2.1 only: two "
-                "transformer calls per step with one interleaved ratio list; use mag_cache"
-            ),
+            "pyramid_attention_broadcast": supported(_ADAPTED + "current_timestep from the scheduler"),
+            # the unconditional half is dropped from every batched input, pooled_projections included (diffusers'
+            # default list omits it; left batched, SD3's time-text embedding broadcasts it over the cond half)
+            "faster_cache": supported(
+                _ADAPTED + "current_timestep; CFG batched as [uncond, cond]; pooled_projections named as a batched "
+                "input", tensor_format="BCHW",
+                _unconditional_conditional_input_kwargs_identifiers=[
+                    "hidden_states", "encoder_hidden_states", "timestep", "pooled_projections"]),
+            "taylorseer_cache": supported(_ADAPTED + "cache context per call"),
+            "sea_cache": supported(_ADAPTED + "step index, sigma and step count; raw vision = the latent image",
+                                   raw_vision_callback=image_raw_vision),
+            "teacache": supported(_ADAPTED + "cache context per call; modulated input: "
+                                  "transformer_blocks[0].norm1(hidden_states, emb=temb) (AdaLayerNormZero)",
+                                  modulated_input="norm1"),
+            "easycache": supported(_ADAPTED + "cache context per call"),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            # SD3's last block returns no text stream, so cache-dit's encoder-side calibrator finds no residual
+            # to forecast (AssertionError: State 'transformer_blocks_Bn_residual' not found): it is turned off
+            **cache_dit_methods(
+                "StableDiffusion3Pipeline",
+                dbcache_taylorseer=supported("cache-dit's block adapter; enable_encoder_calibrator=False (the last "
+                                             "block returns no text stream to forecast)", enable_encoder_calibrator=False),
+                dbcache_foca=supported("cache-dit's block adapter; enable_encoder_calibrator=False (the last block "
+                                       "returns no text stream to forecast)", enable_encoder_calibrator=False)),
+            "magcache_official_eval": MAGCACHE_EVAL_WAN21_ONLY,
         },
         build_tiny=build_tiny,
         current_timestep=False,
+        adapter=PipelineAdapter(branches=("cond_uncond", "skip_layers"), step_metadata=True, current_timestep=True,
+                                encoder_passthrough=("diffusers.models.attention:JointTransformerBlock",)),
     )
 )

@@ -6,7 +6,7 @@ MagCache calibration prints two ratio arrays. The VAE should stay in float32 on 
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, supported, unsupported
+from experiments.families import TEXT_KV_CACHE_ONLY_NUCLEUS, Family, cache_dit_methods, register_family, supported, unsupported
 
 
 def build_tiny():
@@ -117,7 +117,10 @@ FAMILY = register_family(
             # EasyCache4Wan2.1: the cond call decides for the pair; ret_steps = 10*2 (10 warm-up steps).
             "easycache": supported("EasyCache4Wan2.1 rules: 10 warm-up steps, the cond call decides for both "
                                    "branches", warmup_steps=10),
-            "magcache_official_eval": supported("the rule of MagCache's Wan2.1 evaluation script (wan_magcache.py): interleaved cond/uncond ratios, square roots, <="),
+            "text_kv_cache": TEXT_KV_CACHE_ONLY_NUCLEUS,
+            **cache_dit_methods("WanPipeline"),
+            "magcache_official_eval": supported("the rule of MagCache's Wan2.1 evaluation script (wan_magcache.py): "
+                                                "interleaved cond/uncond ratios, square roots, <="),
         },
         build_tiny=build_tiny,
     )

@@ -2,13 +2,15 @@
 
 `transformer` denoises the high-noise steps (t >= boundary_ratio * 1000), `transformer_2` the
 low-noise steps; each has its own guidance scale (`guidance_scale`, `guidance_scale_2`).
-Cache methods enabled through `pipe.transformer.enable_cache` only touch the high-noise expert;
-`transformer_2` runs uncached unless it is cached as well.
+Cache methods enabled through `pipe.transformer.enable_cache` only touch the high-noise expert; the
+family's adapter names `transformer_2` as a further expert, so the engine enables the same cache on
+it too (each expert keeps its own state). cache-dit caches both experts through its own Wan adapter.
 """
 
 from __future__ import annotations
 
-from experiments.families import Family, register_family, unsupported, untested
+from experiments.families import Family, not_applicable, register_family, supported, unsupported, untested
+from experiments.families.adapters import PipelineAdapter, wan_expert_steps
 from experiments.families.wan import FAMILY as WAN
 
 
@@ -48,27 +50,31 @@ FAMILY = register_family(
         },
         methods={
             **WAN.methods,
-            "mag_cache": unsupported(
-                "pipe.transformer (the high-noise expert) only runs the steps with t >= boundary_ratio * 1000, "
-                "so a calibration with num_inference_steps=N records ratios for part of the steps only "
-                "(probe: 'MagCache calibration recorded 3 ratios for 8 steps'); each expert would need its own step count "
-                "and ratios"
+            # each expert runs MagCache over its own steps: ratios, retention ratio and skip budget of its share
+            "mag_cache": supported(
+                "on both experts: the calibration records each expert's steps and joins them; at run time each "
+                "expert gets its share of the ratios and its own step count (its retention steps count from its "
+                "first step)"
             ),
             "teacache": unsupported(
-                "pipe.transformer (the high-noise expert) runs only the steps with t >= boundary_ratio * 1000, "
-                "too few to fit coefficients (probe: 'TeaCache calibration needs more than 4 (input change, "
-                "residual change) pairs per branch ... got 2'); each expert would need its own cache and coefficients"
+                "TeaCache's rescaling polynomial is fitted per model, and each expert is a model of its own running "
+                "part of the steps (the high-noise expert's share gives 2 input/residual pairs per branch, too few "
+                "for a degree-4 fit); TeaCache publishes no Wan 2.2 coefficients (probe: 'TeaCache calibration "
+                "needs more than 4 (input change, residual change) pairs per branch')"
             ),
             "easycache": untested(
-                "caches only pipe.transformer, the high-noise expert, which runs the first steps (t >= boundary_ratio "
-                "* 1000), mostly warm-up steps; transformer_2 stays uncached (on the tiny twin it skips calls at 8 "
-                "steps and none at 6)"
-            ),
-            "magcache_official_eval": unsupported(
-                "MagCache's evaluation script is for Wan2.1's single transformer; a two-expert model splits its calls between two transformers"
-            ),
+                "caches pipe.transformer (the high-noise expert) only: EasyCache counts the pipeline's steps "
+                "itself, so the engine does not enable it on transformer_2, and the per-expert rule of "
+                "EasyCache4Wan2.2 (one state per expert, each forcing the last step of its share) is not "
+                "implemented; on the tiny twin it skips calls of the first expert"),
+            "magcache_official_eval": not_applicable(
+                "MagCache's evaluation script is for Wan2.1's single transformer; a two-expert model splits its calls "
+                "between two transformers"),
         },
         build_tiny=build_tiny,
-        notes="cache methods on pipe.transformer cover only the high-noise expert; transformer_2 stays uncached",
+        adapter=PipelineAdapter(experts=("transformer_2",), expert_steps=wan_expert_steps),
+        notes="the engine enables a cache on both experts, each with its own state; MagCache runs once per expert "
+              "over its own steps (ratios calibrated over both, split at the boundary); a cache that counts the "
+              "pipeline's steps itself and has no per-expert config (TeaCache, EasyCache) caches the first only",
     )
 )

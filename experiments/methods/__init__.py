@@ -1,6 +1,7 @@
-"""Cache methods: the registry (``registry.py``), diffusers' six caches (``diffusers_caches.py``),
+"""Cache methods: the registry (``registry.py``), diffusers' caches (``diffusers_caches.py``),
 the project's own TeaCache (``teacache.py``) and EasyCache (``easycache.py``), the residual-reuse
-hooks they share (``residual_hooks.py``), and methods from the user's code (``plugins.py``).
+hooks they share (``residual_hooks.py``), cache-dit's methods (``cache_dit.py``, optional), and
+methods from the user's code (``plugins.py``).
 
 A method is a config dataclass plus ``apply(transformer, config)`` / ``remove(transformer)``;
 :func:`enable_cache` is the one path that turns any of them on and back off.

@@ -1,4 +1,4 @@
-"""The six caches of ``diffusers.hooks``, applied and removed by the model's own ``enable_cache``.
+"""The caches of ``diffusers.hooks``, applied and removed by the model's own ``enable_cache``.
 
 MagCache's calibration runs in the hook's own calibration mode; the ratios are read from the
 hook state per CFG branch (cache context), never parsed from what the hook prints.
@@ -31,23 +31,31 @@ from experiments.methods.registry import CacheMethod, register_method
 
 
 def calibrate_mag_cache(transformer: Any, passes: list, num_inference_steps: int, params: dict) -> dict[str, list[float]]:
-    """MagCache ratios per CFG branch, averaged step by step over the calibration passes."""
+    """MagCache ratios per CFG branch, averaged step by step over the calibration passes.
+
+    With further experts (Wan 2.2, inside the family adapter) each expert records its own steps; the
+    ratios are joined in the order the experts run, one value per pipeline step.
+    """
     from diffusers.hooks import MagCacheConfig
 
     from experiments import diffusers_internals as di
+    from experiments.families.adapters import experts_of, pipeline_of
     from experiments.methods.registry import enable_cache
 
+    transformers = [transformer, *experts_of(pipeline_of(transformer))]
     per_pass: list[dict[str, list[float]]] = []
     for run in passes:
-        ratios: dict[str, list[float]] = {}
+        recorded: list[dict[str, list[float]]] = [{} for _ in transformers]
         disable = enable_cache(transformer, MagCacheConfig(calibrate=True, num_inference_steps=num_inference_steps))
         try:
-            for hook in di.mag_cache_tail_hooks(transformer):
-                di.record_mag_calibration(hook, ratios)
+            for t, ratios in zip(transformers, recorded):
+                for hook in di.mag_cache_tail_hooks(t):
+                    di.record_mag_calibration(hook, ratios)
             with contextlib.redirect_stdout(io.StringIO()):  # the hook prints the ratios; we keep them instead
                 run()
         finally:
             disable()
+        ratios = {branch: [v for r in recorded for v in r.get(branch, [])] for branch in recorded[0]}
         for branch, values in ratios.items():
             if len(values) != num_inference_steps:  # MagCache's ratios are per step: a partial record is unusable
                 raise ValueError(f"MagCache calibration recorded {len(values)} ratios for {num_inference_steps} steps "
@@ -65,14 +73,24 @@ def _mean_per_branch(per_pass: list[dict[str, list[float]]]) -> dict[str, list[f
     return out
 
 
-def decision_reader(transformer: Any) -> Any:
+def mag_cache_for_expert(config: Any, first: int, steps: int) -> Any:
+    """MagCache on a transformer that runs `steps` of the pipeline's steps from `first`: its step count and ratios."""
+    import dataclasses
+
+    ratios = None if config.mag_ratios is None else [float(r) for r in config.mag_ratios][first:first + steps]
+    return dataclasses.replace(config, num_inference_steps=steps, mag_ratios=ratios)
+
+
+def decision_reader(transformer: Any, method: str | None = None) -> Any:
     """For diffusers' First Block Cache or MagCache enabled on `transformer`: a function to call after each
     transformer call that records the call's decision (``experiments.instrumentation.record_decision``) from
-    the hook's state, per cache context; None for any other cache (the project's report their own)."""
+    the hook's state, per cache context; None for any other cache (the project's and cache-dit's report their
+    own). `method`: the cache enabled (default: the one ``enable_cache`` noted on `transformer`; a further
+    expert such as Wan 2.2's ``transformer_2`` carries the cache without that note)."""
     from experiments import diffusers_internals as di
     from experiments.instrumentation import record_decision
 
-    method = getattr(transformer, "_repro_cache_method", None)
+    method = method or getattr(transformer, "_repro_cache_method", None)
     leader = di.cache_leader_hook(transformer, method) if method in ("first_block_cache", "mag_cache") else None
     if leader is None:
         return None
@@ -86,14 +104,15 @@ def decision_reader(transformer: Any) -> Any:
             return
         state = leader.state_manager.get_state()
         branch = context.name
-        step = steps.get(branch, 0)
+        step = steps.get(branch, 0)  # this transformer's own step (an expert's MagCache indexes its ratios so)
         steps[branch] = step + 1
+        # recorded at the branch's step in the pipeline call (None: counted there), the same on one transformer
         if method == "first_block_cache":  # its difference is computed and dropped inside the hook
-            record_decision(branch, step, state.should_compute)
+            record_decision(branch, None, state.should_compute)
             return
         ratios = config.mag_ratios
         used = retention <= step < len(ratios)  # the ratio MagCache's rule multiplied in at this step
-        record_decision(branch, step, state.should_compute, float(ratios[step]) if used else None,
+        record_decision(branch, None, state.should_compute, float(ratios[step]) if used else None,
                         None if state.should_compute else state.accumulated_err)
 
     return read
@@ -180,6 +199,7 @@ _diffusers("mag_cache", "MagCacheConfig",
            nonnegative=("threshold", "retention_ratio", "max_skip_steps"),
            wired=("num_inference_steps", "calibrate"), no_op={"threshold": 0.0},
            calibrated_field="mag_ratios", calibrate=calibrate_mag_cache, ranges={"retention_ratio": (0, 1)},
+           expert_config=mag_cache_for_expert,
            probe={"threshold": 10.0, "retention_ratio": 0.0, "max_skip_steps": 2}, deviations=mag_cache_deviations,
            aggressiveness="threshold", post_init=(_PostInit.MAG_CACHE, _PostInit.mag_cache),
            doc="diffusers' MagCache. Differs from Zehong-Ma/MagCache: one ratio array for both CFG branches (original: "
@@ -213,3 +233,8 @@ _diffusers("sea_cache", "SeaCacheConfig",
            nonnegative=("threshold", "retention_steps", "cache_end_steps", "max_consecutive_cached"),
            no_op={"threshold": 0.0}, probe={"threshold": 10.0}, aggressiveness="threshold",
            post_init=(_PostInit.SEA_CACHE, _PostInit.sea_cache))
+# Lossless: the text key/value projections of each block are computed once per prompt and reused at every step
+# (NucleusMoE-Image's blocks only); nothing to tune, nothing skipped in the attention or feed-forward sublayers.
+_diffusers("text_kv_cache", "TextKVCacheConfig", key_params=(), no_op={}, probe={},
+           doc="diffusers' lossless text K/V cache: each block's text key/value projections once per prompt; "
+               "hooks NucleusMoE-Image's blocks only")

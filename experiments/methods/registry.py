@@ -1,9 +1,10 @@
 """The cache-method registry: one :class:`CacheMethod` per method, whoever wrote it.
 
 A method is a config dataclass plus ``apply(transformer, config)`` / ``remove(transformer)``.
-The six ``diffusers.hooks`` caches use diffusers' own ``enable_cache`` / ``disable_cache``
+The ``diffusers.hooks`` caches use diffusers' own ``enable_cache`` / ``disable_cache``
 (``diffusers_caches.py``); the project's TeaCache and EasyCache (``teacache.py``,
-``easycache.py``) and any plugin register their own pair. The registry also says which
+``easycache.py``) and any plugin register their own pair; cache-dit's methods (``cache_dit.py``,
+an optional extra) act on the whole pipeline: ``apply(pipe, config)`` / ``remove(pipe)``. The registry also says which
 params label a point, which must be non-negative, which are filled from the pipeline, which
 setting is a no-op (for the bit-exactness test) and how the method calibrates, if it does.
 
@@ -19,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib
@@ -84,11 +86,35 @@ class CacheMethod:
     #: transcription of it taking the field values as attributes), so a spec is checked without importing the
     #: class's library (experiments/library_facts.py); another source version is checked by the class itself
     post_init: tuple[str, Callable[[Any], None]] | None = None
+    #: "transformer": ``apply(transformer, config)``; "pipeline": ``apply(pipe, config)`` / ``remove(pipe)`` for
+    #: libraries that wrap the whole pipeline (cache-dit wraps ``pipe.__call__`` and every transformer)
+    acts_on: str = "transformer"
+    #: the distribution an optional method needs (its import name) and how to install it; None: always there
+    requires: str | None = None
+    install: str = ""
+    #: ``expert_config(config, first_step, steps)``: the config for a transformer that runs `steps` of the
+    #: pipeline's steps from `first_step` (Wan 2.2's experts), for a method that counts the steps itself;
+    #: None: such a method caches the first transformer only
+    expert_config: Callable[[Any, int, int], Any] | None = None
+    #: ``call_text(params, num_inference_steps)``: the library's own lines for a point (cache-dit's
+    #: ``cache_dit.enable_cache(pipe, ...)``), instead of the registry's ``enable_cache`` call
+    call_text: Callable[[dict, int | None], str] | None = None
+
+    def missing(self) -> str | None:
+        """How to install what this method needs when it is not installed; None when it can run."""
+        import importlib.util
+
+        if self.requires is None or importlib.util.find_spec(self.requires) is not None:
+            return None
+        return f"not installed: {self.install or f'pip install {self.requires}'}"
 
     @property
     def config_class(self) -> type:
         if not isinstance(self.config, str):
             return self.config
+        if self.missing():
+            raise SpecError(f"cache method {self.name!r} needs the {self.requires} package, which is "
+                            f"{self.missing()}")
         module_name, _, attr = self.config.partition(":")
         cls = getattr(importlib.import_module(module_name), attr, None)
         if cls is None:
@@ -164,7 +190,8 @@ class CacheMethod:
     def build_config(self, params: dict[str, Any], pipe: Any = None, num_inference_steps: int | None = None,
                      calibration: list[float] | None = None) -> Any:
         """The config for `params`, with pipeline-dependent fields and the calibrated values wired in."""
-        fields = self.fields()
+        # every field, private ones included: a family may fix one (FasterCache's batched-input names on SD3)
+        fields = {f.name: f for f in dataclasses.fields(self.config_class)}
         kwargs = {k: _coerce(fields[k], v) for k, v in params.items()}
         for name in self.wired:
             if name == "current_timestep_callback":
@@ -213,6 +240,8 @@ class CacheMethod:
         Wired fields are written out: the step count and the timestep callback PAB/FasterCache read; the
         calibrated values (MagCache's ratios, TeaCache's coefficients) are in `params` once calibrated.
         """
+        if self.call_text is not None:
+            return self.call_text(params, num_inference_steps)
         fields = self.fields()
         items = [f"{k}={_coerce(fields[k], v, stand_in=True)!r}" if k in fields else f"{k}={v!r}"
                  for k, v in params.items()]
@@ -291,6 +320,12 @@ def builtin_names() -> tuple[str, ...]:
     return tuple(n for n, m in METHODS.items() if m.origin in ("diffusers", "project"))
 
 
+def library_names() -> tuple[str, ...]:
+    """The methods of other caching libraries the project registers (cache-dit's), in registration order."""
+    _load_builtins()
+    return tuple(n for n, m in METHODS.items() if m.origin == "cache-dit")
+
+
 def all_methods() -> dict[str, CacheMethod]:
     _load_builtins()
     return dict(METHODS)
@@ -315,12 +350,17 @@ def method_of_config(config: Any) -> CacheMethod | None:
     return next((m for m in METHODS.values() if _is_instance(config, m)), None)
 
 
-def enable_cache(transformer: Any, config: Any) -> Callable[[], None]:
+def enable_cache(transformer: Any, config: Any, pipe: Any = None) -> Callable[[], None]:
     """Enable `config` on `transformer`; returns the function that removes it again.
 
     The one path for every method: the registered ``apply``/``remove`` pair, or for diffusers'
     caches the model's ``enable_cache`` (models without diffusers' CacheMixin, e.g. SD3's
     transformer, get the matching ``diffusers.hooks.apply_*`` and the same removal code).
+
+    `pipe` (the pipeline `transformer` belongs to) lets the family's adapter supply what its
+    pipeline does not provide to the hooks (``experiments/families/adapters.py``) and enables the
+    cache on the pipeline's further experts (Wan 2.2's ``transformer_2``); a method that acts on
+    the whole pipeline (cache-dit's) needs it.
     """
     method = method_of_config(config)
     if method is None:
@@ -328,20 +368,59 @@ def enable_cache(transformer: Any, config: Any) -> Callable[[], None]:
     if getattr(transformer, "_repro_cache_method", None) is not None:
         raise RuntimeError(f"cache {transformer._repro_cache_method} is already enabled on this transformer; "
                            f"disable it first")
+    pipe = pipe if pipe is not None else _pipeline_of(transformer)
+    with contextlib.ExitStack() as stack:
+        if method.acts_on == "pipeline":
+            if pipe is None or pipe.transformer is not transformer:
+                raise TypeError(f"{method.name} acts on the whole pipeline: call "
+                                f"enable_cache(pipe.transformer, config, pipe=pipe)")
+            method.apply(pipe, config)
+            stack.callback(method.remove, pipe)
+        else:
+            from experiments.families.adapters import adapted, experts_of
+
+            experts = experts_of(pipe) if pipe is not None else []
+            if pipe is not None:
+                stack.enter_context(adapted(pipe))
+            if experts and method.expert_config is not None:  # one run per expert over its own steps
+                first = 0
+                for t, steps in zip([transformer, *experts], _expert_steps(pipe, config)):
+                    stack.callback(_enable_on(t, method.expert_config(config, first, steps), method))
+                    first += steps
+            else:
+                stack.callback(_enable_on(transformer, config, method))
+                # a cache that counts the pipeline's steps itself would count each expert's share as the whole run
+                if "num_inference_steps" not in method.wired:
+                    for expert in experts:
+                        stack.callback(_enable_on(expert, config, method))
+        transformer._repro_cache_method = method.name
+        stack.callback(setattr, transformer, "_repro_cache_method", None)
+        undo = stack.pop_all()
+    return undo.close
+
+
+def _pipeline_of(transformer: Any) -> Any:
+    from experiments.families.adapters import pipeline_of
+
+    return pipeline_of(transformer)
+
+
+def _expert_steps(pipe: Any, config: Any) -> list[int]:
+    from experiments.families.adapters import adapter_of
+
+    adapter = adapter_of(pipe)
+    if adapter is None or adapter.expert_steps is None:
+        raise TypeError(f"{type(pipe).__name__} has further experts but its family adapter does not say how many "
+                        f"steps each runs (PipelineAdapter.expert_steps)")
+    return adapter.expert_steps(pipe, config.num_inference_steps)
+
+
+def _enable_on(transformer: Any, config: Any, method: CacheMethod) -> Callable[[], None]:
     if method.apply is not None:
         method.apply(transformer, config)
-        remove = method.remove
-    else:
-        remove = _diffusers_enable(transformer, config, method)
-    transformer._repro_cache_method = method.name
-
-    def disable() -> None:
-        try:
-            remove(transformer)
-        finally:
-            transformer._repro_cache_method = None
-
-    return disable
+        return lambda: method.remove(transformer)
+    remove = _diffusers_enable(transformer, config, method)
+    return lambda: remove(transformer)
 
 
 def _diffusers_enable(transformer: Any, config: Any, method: CacheMethod) -> Callable[[Any], None]:
@@ -430,7 +509,8 @@ def check_method_spec(method_spec: Any, where: str, generation: Any = None) -> N
 
 
 _BUILTIN_MODULES = ("experiments.methods.diffusers_caches", "experiments.methods.teacache",
-                    "experiments.methods.easycache", "experiments.methods.magcache_eval")
+                    "experiments.methods.easycache", "experiments.methods.magcache_eval",
+                    "experiments.methods.cache_dit")
 
 
 def _load_builtins() -> None:

@@ -30,6 +30,14 @@ read here from the copy zhajingjing/cse585@470d440, whose TeaCache4* folders are
   and ``e0`` are recomputed in float32 from the timestep the condition embedder receives (a hook on
   ``transformer.condition_embedder``; diffusers returns them in the model's dtype).
 
+A project rule, not an official TeaCache rule (``modulated_input="temb"``): for architectures with
+no TeaCache script the project may use, or whose script it does not implement (CogView4; LTX-Video,
+whose TeaCache4LTX-Video modulates ``norm1(hidden_states)`` by the block's scale/shift table), the
+signal is the first block's ``temb`` argument: the timestep projection every block receives, the
+quantity TeaCache4Wan2.1's ``--use_ret_steps`` mode reads as ``e0``, with the FLUX/HunyuanVideo
+schedule (1 warm-up step, the last step forced) and coefficients fitted by ``repro calibrate``. Every
+point run so carries the deviation line naming it (docs/fidelity.md).
+
 Options that deviate from the official code (each named, recorded with the point and listed by
 ``repro compare``; see :func:`deviations`): ``absolute_rescale`` (add ``|poly(x)|``),
 ``max_skip_steps`` (cap a run of skips), ``warmup_steps`` / ``final_steps`` other than the
@@ -80,10 +88,11 @@ PUBLISHED: dict[str, dict[str, tuple[tuple[float, ...], str]]] = {
     },
 }
 
-MODULATED_INPUTS = ("norm1", "wan")
+MODULATED_INPUTS = ("norm1", "wan", "temb")
 CALIBRATION_TARGETS = ("output", "residual")
 #: The official script behind each modulated input, for messages.
-SCRIPTS = {"norm1": "TeaCache4FLUX / TeaCache4HunyuanVideo", "wan": "TeaCache4Wan2.1"}
+SCRIPTS = {"norm1": "TeaCache4FLUX / TeaCache4HunyuanVideo", "wan": "TeaCache4Wan2.1",
+           "temb": "the project's temb rule (no official script)"}
 
 
 @dataclass
@@ -96,7 +105,8 @@ class TeaCacheConfig:
         modulated_input: "norm1" (FLUX, HunyuanVideo: the first block's norm1 output) or "wan"
             (TeaCache4Wan2.1: the time embedding e, or with ``use_ret_steps`` the timestep projection e0,
             both in float32, and a float32 residual); set per family (None: "wan" for a transformer with
-            Wan's condition embedder, else "norm1").
+            Wan's condition embedder, else "norm1"). "temb" is a project rule, not an official one: the first
+            block's ``temb`` argument (see the module docstring), for CogView4 and LTX-Video.
         use_ret_steps: TeaCache4Wan2.1's --use_ret_steps mode: signal e0, its own coefficients, 5 warm-up
             steps and no forced last step (False: signal e, 1 warm-up step, the last step forced).
         warmup_steps: first steps of each CFG branch that always run; None: the official count.
@@ -131,9 +141,9 @@ class TeaCacheConfig:
         if self.calibration_target not in CALIBRATION_TARGETS:
             raise ValueError(f"calibration_target={self.calibration_target!r}: allowed are "
                              f"{', '.join(CALIBRATION_TARGETS)}")
-        if self.use_ret_steps and self.modulated_input == "norm1":
+        if self.use_ret_steps and self.modulated_input in ("norm1", "temb"):
             raise ValueError("use_ret_steps is a mode of TeaCache4Wan2.1 only (modulated_input='wan'); the FLUX "
-                             "and HunyuanVideo scripts have no such mode")
+                             "and HunyuanVideo scripts and the project's temb rule have no such mode")
         for name in ("warmup_steps", "final_steps", "max_skip_steps"):
             value = getattr(self, name)
             if value is None and name != "max_skip_steps":
@@ -166,7 +176,7 @@ def official_schedule(modulated_input: str, use_ret_steps: bool) -> tuple[int, i
 
     TeaCache4Wan2.1: ``ret_steps = 5*2, cutoff_steps = sample_steps*2`` with --use_ret_steps, else
     ``ret_steps = 1*2, cutoff_steps = sample_steps*2 - 2`` (counted in calls, two per step);
-    TeaCache4FLUX / 4HunyuanVideo: ``cnt == 0 or cnt == num_steps-1``.
+    TeaCache4FLUX / 4HunyuanVideo: ``cnt == 0 or cnt == num_steps-1`` (the project's temb rule takes this one).
     """
     return (5, 0) if modulated_input == "wan" and use_ret_steps else (1, 1)
 
@@ -241,6 +251,16 @@ def norm1_input(block: Any, args: tuple, kwargs: dict) -> Any:
     return out[0] if isinstance(out, tuple) else out
 
 
+def temb_input(block: Any, args: tuple, kwargs: dict) -> Any:
+    """The project's temb rule: the first block's ``temb`` argument (the timestep projection every block receives)."""
+    from diffusers.utils.torch_utils import unwrap_module
+
+    from experiments.methods.residual_hooks import TransformerBlockRegistry
+
+    meta = TransformerBlockRegistry.get(unwrap_module(block).__class__)
+    return meta._get_parameter_from_args_kwargs("temb", args, kwargs)
+
+
 def wan_time_signals(embedder: Any, timestep: Any) -> tuple[Any, Any]:
     """(e, e0) of TeaCache4Wan2.1 in float32: the time embedding and the timestep projection of `timestep`,
     recomputed from diffusers' WanTimeTextImageEmbedding with float32 weights (the official code computes
@@ -268,6 +288,9 @@ def _check_block(block: Any, kind: str) -> None:
         raise ValueError(f"teacache: modulated_input='norm1' needs a first block whose norm1 takes the timestep "
                          f"embedding (AdaLayerNormZero); {type(block).__name__} has none. Wan uses "
                          f"modulated_input='wan'")
+    if kind == "temb" and "temb" not in inspect.signature(type(block).forward).parameters:
+        raise ValueError(f"teacache: modulated_input='temb' reads the first block's temb argument; "
+                         f"{type(block).__name__}.forward takes none")
 
 
 def _check_wan(transformer: Any) -> Any:
@@ -297,6 +320,8 @@ class TeaCacheRun:
     def signal(self, block: Any, args: tuple, kwargs: dict) -> Any:
         if self.config.modulated_input == "norm1":
             return norm1_input(block, args, kwargs)
+        if self.config.modulated_input == "temb":
+            return temb_input(block, args, kwargs)
         e, e0 = self._wan
         return e0 if self.config.use_ret_steps else e
 
@@ -420,6 +445,10 @@ def deviations(params: dict, official: dict) -> list[str]:
         if params.get(name) is not None and params[name] != value:
             out.append(f"{name}={params[name]}: {script} runs {value} (warm-up: its ret_steps, forced last steps: "
                        f"its cutoff_steps) in this mode")
+    if kind == "temb":
+        out.append("modulated_input='temb': the project's rule (the first block's timestep projection, "
+                   "TeaCache4Wan2.1's use_ret_steps signal, with calibrated coefficients), not an official TeaCache "
+                   "script for this model (docs/fidelity.md)")
     if params.get("max_skip_steps"):
         out.append(f"max_skip_steps={params['max_skip_steps']}: at most that many skipped calls in a row; the "
                    f"official TeaCache has no such limit")
@@ -441,6 +470,7 @@ register_method(CacheMethod(
     origin="project", aggressiveness="threshold",
     doc="TeaCache: accumulated rescaled change of a timestep-modulated input; skips the block stack. Official "
         "rules of TeaCache4FLUX/4HunyuanVideo (norm1) and TeaCache4Wan2.1 (e, or e0 with use_ret_steps; per-branch "
-        "accumulators, float32); deviations only by name: absolute_rescale, max_skip_steps, warmup_steps/"
+        "accumulators, float32); the project's temb rule (CogView4, LTX-Video) is not official and named as a "
+        "deviation on every point; deviations only by name: absolute_rescale, max_skip_steps, warmup_steps/"
         "final_steps other than the script's, calibration_target='residual'",
 ))

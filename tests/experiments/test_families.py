@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from experiments.errors import SpecError
-from experiments.families import METHODS, Family, MethodSupport, all_families, family_for, get_family
+from experiments.families import LIBRARY_METHODS, METHODS, Family, MethodSupport, all_families, family_for, get_family
 from experiments.spec import Spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_import_is_cheap():
 def test_family_record_is_complete(name):
     fam = get_family(name)
     assert fam.name == name
-    assert set(fam.methods) == set(METHODS)
+    assert set(fam.methods) == {*METHODS, *LIBRARY_METHODS}
     for method, ms in fam.methods.items():
         assert isinstance(ms, MethodSupport)
         if ms.status != "supported":
@@ -91,6 +91,25 @@ def test_family_record_is_complete(name):
     assert hasattr(diffusers, fam.transformer_class)
     assert family_for(fam.pipeline_class) is not None
     assert family_for(getattr(diffusers, fam.pipeline_class)).pipeline_class == fam.pipeline_class
+
+
+def test_a_method_defined_for_another_model_is_refused_there():
+    """magcache_official_eval is MagCache's Wan2.1 evaluation script: n/a on every other family, refused in a spec
+    before any model loads, and planned on Wan."""
+    from repro.plan import build_plan
+
+    def spec(family):
+        return Spec.model_validate({"name": "n", "model": {"tiny": family, "device": "cpu"}, "prompts": ["a"],
+                                    "seeds": [0], "methods": [{"name": "magcache_official_eval"}]})
+
+    assert [f for f, fam in all_families().items() if fam.methods["magcache_official_eval"].applicable] == ["wan"]
+    for family in ("flux", "wan22"):
+        assert get_family(family).methods["magcache_official_eval"].status == "n/a"
+        with pytest.raises(SpecError, match=f"magcache_official_eval does not apply to the {family} family: .*Wan2.1"):
+            build_plan(spec(family))
+    assert build_plan(spec("wan")).points
+    with pytest.raises(ValueError, match="needs a reason"):
+        MethodSupport("n/a")
 
 
 def test_unknown_family_names_the_known_ones():
@@ -187,9 +206,12 @@ def test_recorded_method_support_holds(name):
     fam = get_family(name)
     engine = probe_engine(fam)
     base = engine.generate(GenerationRequest(PROBE_PROMPT, 0))
-    for method in METHODS:
+    import importlib.util
+
+    library = LIBRARY_METHODS if importlib.util.find_spec("cache_dit") else ()  # the optional cache-dit columns
+    for method in (*METHODS, *library):
         ms = fam.methods[method]
-        if ms.status == "untested":
+        if ms.status in ("untested", "n/a"):  # n/a: defined for another model; whatever ran would not be it
             continue
         res = probe_method(engine, method, baseline=base)
         if ms.status == "supported":

@@ -125,4 +125,5 @@ def test_probe_runs_builtin_and_plugin_methods_through_the_engine(readme_plugin)
     probed = {ln.split()[1]: ln.split()[2] for ln in out.stdout.split("probe (tiny twins")[1].splitlines()
               if ln.startswith("flux ")}
     assert probed["every_other_step"] == "supported" and probed["teacache"] == "supported"
-    assert probed["sea_cache"] == "unsupported"  # recorded unsupported on flux (fail-open no-op), found so again
+    assert probed["text_kv_cache"] == "unsupported"  # recorded unsupported on flux (a no-op there), found so again
+    assert probed["magcache_official_eval"] == "n/a"  # Wan2.1's evaluation script: not probed on flux

@@ -288,10 +288,17 @@ def test_an_integer_range_is_a_grid_of_integers():
 
 
 def test_every_built_in_method_declares_a_settable_numeric_aggressiveness_axis():
-    from experiments.methods import all_methods, builtin_names
+    import importlib.util
 
-    for name in builtin_names():
+    from experiments.methods import all_methods, builtin_names
+    from experiments.methods.registry import library_names
+
+    library = library_names() if importlib.util.find_spec("cache_dit") else ()  # cache-dit's, when installed
+    for name in (*builtin_names(), *library):
         m = all_methods()[name]
+        if not m.settable():  # lossless with nothing to set (text_kv_cache): nothing to tune either
+            assert m.aggressiveness is None and not m.key_params, name
+            continue
         assert m.aggressiveness in m.settable(), name
         assert m.check_param(m.aggressiveness, 2) is None, name
 

@@ -10,11 +10,13 @@ batch, while process 1 trains the CLIP; process 0 then sends the VAE to the othe
 the same bits for every process count. The transformer trains data-parallel: every process draws
 the same global batch from the seed, computes its share of it, and the gradients are summed
 (torch.distributed, gloo) before one identical optimiser step in each. So a seed gives the same
-weights on the same torch build and process count; a data-parallel step is the one-process step up
-to float rounding (checked by the tests), but over many steps those roundings grow into another
-model. At the end the processes compare digests of their weights. The CPU and wall seconds of each
-stage are logged in training.json. A process that fails stops the run: spawn stops the others and
-raises ``ProcessRaisedException`` ("Process 1 terminated with the following error: <traceback>") or
+weights on the same torch build, process count and kind of CPU (its vector instructions decide
+how kernels round: the shipped weights do not come back bit for bit on an AVX-512 machine, with
+this launcher or the earlier one); a data-parallel step is the one-process step up to float
+rounding (checked by the tests), but over many steps those roundings grow into another model.
+At the end the processes compare digests of their weights. The CPU and wall seconds of each stage
+are logged in training.json. A process that fails stops the run: spawn stops the others and raises
+``ProcessRaisedException`` ("Process 1 terminated with the following error: <traceback>") or
 ``ProcessExitedException`` (killed by a signal) for it.
 
 Why the VAE is not data-parallel: its latent space is the fragile part of the recipe. The same VAE

@@ -509,14 +509,25 @@ def _train_clip_into(folder: Path, cfg: TrainConfig, stages: dict, log) -> float
     return float(np.mean(losses[-20:]))
 
 
-_RENDEZVOUS = ".rendezvous"  # torch's FileStore, in the staging folder; torch removes it with the last process group
+_RENDEZVOUS = ".rendezvous"  # torch's FileStore, in the staging folder
+
+
+def join_group(rank: int, world: int, rendezvous: Path | str) -> None:
+    """Join the gloo process group through torch's FileStore at `rendezvous`."""
+    import datetime
+
+    import torch.distributed as dist
+
+    # The others wait in their first message for process 0's VAE stage (10 min on a loaded machine).
+    # Joining is an exchange too: a process that fails right after joining breaks the others' join.
+    with _exchange():
+        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=30))
 
 
 def _process(rank: int, cfg: TrainConfig, staging: str, started: float, verbose: bool) -> None:
     """Training process `rank` of ``cfg.processes``: its stages; process 0 also writes ``wan/`` and
     ``training.json`` into `staging`. Process 1 (or the only one, after the transformer) trains the CLIP."""
-    import datetime
-
     import torch
     import torch.distributed as dist
 
@@ -528,9 +539,7 @@ def _process(rank: int, cfg: TrainConfig, staging: str, started: float, verbose:
     log = (lambda line: print(line if rank == 0 else f"[rank {rank}] {line}", flush=True)) if verbose else quiet
     mine: dict = {"stages": stages}
     if world > 1:
-        # The others wait in their first message for process 0's VAE stage (10 min on a loaded machine).
-        dist.init_process_group("gloo", init_method=f"file://{folder / _RENDEZVOUS}", rank=rank, world_size=world,
-                                timeout=datetime.timedelta(minutes=30))
+        join_group(rank, world, folder / _RENDEZVOUS)
     if rank == 1:  # while process 0 trains the VAE
         mine["clip_loss"] = _train_clip_into(folder / "clip", cfg, stages, log)
     pipe, vae_losses, tr_losses = _train_wan(cfg, Shard(rank, world), stages, log if rank == 0 else quiet)
@@ -592,6 +601,8 @@ def train(cfg: TrainConfig, out: Path, verbose: bool = True) -> dict:
             processes = mp.spawn(_process, args, nprocs=cfg.processes, join=False, daemon=True)
             while not processes.join():
                 pass
+            # The last process's store removes it, unless one checked for it just before the other removed it.
+            (staging / _RENDEZVOUS).unlink(missing_ok=True)
         report = json.loads((staging / "training.json").read_text())
         write_manifest(staging)
         old = out.with_name(out.name + ".old")
@@ -607,6 +618,8 @@ def train(cfg: TrainConfig, out: Path, verbose: bool = True) -> dict:
         for proc in processes.processes if processes else ():
             proc.terminate()
             proc.join()
+        for error_file in processes.error_files if processes else ():  # spawn reads them, never removes them
+            Path(error_file).unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return report

@@ -216,14 +216,14 @@ def _shard_step(rank: int, world: int, init: str, out_dir: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from experiments.reference.train import Shard
+    from experiments.reference.train import Shard, join_group
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     x = torch.linspace(-1, 1, 24).view(8, 3)
     y = torch.linspace(0, 2, 16).view(8, 2)
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+        join_group(rank, world, init)
     shard = Shard(rank, world)
     mine = shard.part(8)
     weight = torch.linspace(1, 3, 8).view(8, 1)  # broadcast over the outputs, as the VAE's pixel weights
@@ -259,15 +259,15 @@ def test_a_data_parallel_step_is_the_one_process_step_on_the_whole_batch(tmp_pat
 
 def _fail_beside_an_exchange(rank: int, culprit: int, init: str) -> None:
     """Process `culprit` fails for its own reason after its connections closed (as on its way out,
-    or a slow exit under load); the other, mid-exchange, loses its connection at once."""
+    or a slow exit under load); the other, still joining or mid-exchange, loses its connection at once."""
     import time
 
     import torch
     import torch.distributed as dist
 
-    from experiments.reference.train import Shard
+    from experiments.reference.train import Shard, join_group
 
-    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=2)
+    join_group(rank, 2, init)
     if rank == culprit:
         dist.destroy_process_group()
         time.sleep(2)
@@ -276,11 +276,14 @@ def _fail_beside_an_exchange(rank: int, culprit: int, init: str) -> None:
 
 
 @pytest.mark.parametrize("culprit", [0, 1])
-def test_a_failing_process_is_named_by_its_rank_not_the_one_that_lost_its_connection(tmp_path, culprit):
+def test_a_failing_process_is_named_by_its_rank_not_the_one_that_lost_its_connection(tmp_path, monkeypatch, culprit):
     """torch.multiprocessing.spawn names the first process whose exit it sees; the one that lost its
     connection waits in train._exchange, so that is the one that failed."""
+    import tempfile
+
     from torch.multiprocessing import ProcessRaisedException, spawn
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # spawn's error files, which it leaves behind
     with pytest.raises(ProcessRaisedException, match=rf"Process {culprit} terminated with the following error") as info:
         spawn(_fail_beside_an_exchange, (culprit, str(tmp_path / "rendezvous")), nprocs=2)
     assert info.value.error_index == culprit
@@ -356,11 +359,16 @@ def test_two_process_training_writes_the_one_process_model(tmp_path, torch_setti
     assert clip(1) == clip(2)  # one process trains it either way: the same bytes
 
 
-def test_a_failing_training_process_is_named_by_rank_and_leaves_the_previous_weights(tmp_path):
+def test_a_failing_training_process_is_named_by_rank_and_leaves_the_previous_weights(tmp_path, monkeypatch):
+    import tempfile
+
     from torch.multiprocessing import ProcessRaisedException
 
     from experiments.reference import train as T
 
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where spawn puts its error files
     out = tmp_path / "weights"
     out.mkdir()
     (out / "kept.txt").write_text("previous weights")
@@ -369,7 +377,7 @@ def test_a_failing_training_process_is_named_by_rank_and_leaves_the_previous_wei
         T.train(_tiny_training(processes=2, clip_batch=10_000), out, verbose=False)
     assert info.value.error_index == 1 and "in train_clip" in str(info.value) and "ValueError: " in str(info.value)
     assert [p.name for p in out.iterdir()] == ["kept.txt"] and (out / "kept.txt").read_text() == "previous weights"
-    assert not list(tmp_path.glob(".reference-*"))
+    assert not list(tmp_path.glob(".reference-*")) and not list(temp.iterdir())
 
 
 def test_sigterm_stops_the_training_processes_and_leaves_the_previous_weights(tmp_path):

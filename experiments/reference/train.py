@@ -4,14 +4,20 @@
     python -m experiments.reference.train --out /tmp/ref  # somewhere else
 
 Three stages, each a fixed number of steps, over `processes` processes of one thread each (the
-default, ``--processes 2``: one per core). The VAE trains in process 0 alone on the whole batch,
-while process 1 trains the CLIP; process 0 then sends the VAE to the others, so the VAE is the same
-bits for every process count. The transformer trains data-parallel: every process draws the same
-global batch from the seed, computes its share of it, and the gradients are summed
+default, ``--processes 2``: one per core), started by ``torch.multiprocessing.spawn`` and meeting
+through torch's FileStore in the staging folder. The VAE trains in process 0 alone on the whole
+batch, while process 1 trains the CLIP; process 0 then sends the VAE to the others, so the VAE is
+the same bits for every process count. The transformer trains data-parallel: every process draws
+the same global batch from the seed, computes its share of it, and the gradients are summed
 (torch.distributed, gloo) before one identical optimiser step in each. So a seed gives the same
-weights on the same torch build and process count; a data-parallel step is the one-process step up
-to float rounding (checked by the tests), but over many steps those roundings grow into
-another model. The CPU and wall seconds of each stage are logged in training.json.
+weights on the same torch build, process count and kind of CPU (its vector instructions decide
+how kernels round: the shipped weights do not come back bit for bit on an AVX-512 machine, with
+this launcher or the earlier one); a data-parallel step is the one-process step up to float
+rounding (checked by the tests), but over many steps those roundings grow into another model.
+At the end the processes compare digests of their weights. The CPU and wall seconds of each stage
+are logged in training.json. A process that fails stops the run: spawn stops the others and raises
+``ProcessRaisedException`` ("Process 1 terminated with the following error: <traceback>") or
+``ProcessExitedException`` (killed by a signal) for it.
 
 Why the VAE is not data-parallel: its latent space is the fragile part of the recipe. The same VAE
 recipe trained data-parallel (float rounding apart, the same steps) read clips back as well, yet
@@ -30,10 +36,10 @@ every transformer trained on its latents confused colour words; see the README.
    contrastive loss between single frames and their captions.
 
 The CLIP stage runs in one process (the second, while the first trains the VAE; with
-``--processes 1``, after the transformer). Weights
-are written as a diffusers folder (``wan/``) and an open_clip ``local-dir`` folder
-(``clip/``), safetensors only, then ``SHA256SUMS`` beside them; the folder is replaced whole
-only after everything was written (a crash leaves the previous weights intact).
+``--processes 1``, after the transformer, in this process). Weights are written as a diffusers
+folder (``wan/``) and an open_clip ``local-dir`` folder (``clip/``), safetensors only, then
+``SHA256SUMS`` beside them; the folder is replaced whole only after everything was written (a
+failure, Ctrl-C or SIGTERM stops the training processes and leaves the previous weights intact).
 """
 
 from __future__ import annotations
@@ -167,14 +173,19 @@ class Shard:
         return value
 
 
+# How long a process whose message failed waits before failing itself (the launcher stops it sooner).
+PEER_LOST_WAIT_S = 60.0
+
+
 @contextlib.contextmanager
 def _exchange():
-    """Around a message to the other processes: an error raised there means another process is gone,
-    so this one's error report says so (process 0 then blames the one that failed first)."""
+    """Around a message to the other processes. An error there mostly means another process failed
+    and is gone; torch.multiprocessing.spawn names the first process whose exit it sees and stops
+    the rest, so this one waits instead of racing the failed one out with its lost connection."""
     try:
         yield
-    except Exception as exc:
-        exc.lost_peer = True
+    except Exception:
+        time.sleep(PEER_LOST_WAIT_S)
         raise
 
 
@@ -434,13 +445,6 @@ def write_manifest(folder: Path) -> Path:
     return manifest
 
 
-# What the other processes leave in the staging folder for the first (removed before the manifest).
-_INIT_FILE = ".process-group"
-_READY = ".rank-{}.ready"
-_RANK_REPORT = ".rank-{}.json"
-_RANK_ERROR = ".rank-{}.error"
-
-
 def _timed(stages: dict, name: str, fn, log):
     cpu, wall = time.process_time(), time.time()
     result = fn()
@@ -491,17 +495,6 @@ def _deterministic(threads: int) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
-def _start_process_group(cfg: TrainConfig, rank: int, staging: Path) -> None:
-    import datetime
-
-    import torch.distributed as dist
-
-    # The others wait for process 0's VAE stage (10 min on a loaded machine) in its first message.
-    with _exchange():
-        dist.init_process_group("gloo", init_method=f"file://{staging / _INIT_FILE}", rank=rank,
-                                world_size=cfg.processes, timeout=datetime.timedelta(minutes=30))
-
-
 def _train_clip_into(folder: Path, cfg: TrainConfig, stages: dict, log) -> float:
     """Stage 3: the reference CLIP, written into `folder` (its tokenizer files already there)."""
     import open_clip
@@ -516,142 +509,101 @@ def _train_clip_into(folder: Path, cfg: TrainConfig, stages: dict, log) -> float
     return float(np.mean(losses[-20:]))
 
 
-def _all_done() -> None:
-    """Wait until every process is done with its messages: a process that tears the group down while
-    another still uses it aborts that one (SIGABRT; 3 of 10 runs of the data-parallel step test)."""
+_RENDEZVOUS = ".rendezvous"  # torch's FileStore, in the staging folder
+
+
+def join_group(rank: int, world: int, rendezvous: Path | str) -> None:
+    """Join the gloo process group through torch's FileStore at `rendezvous`."""
+    import datetime
+
     import torch.distributed as dist
 
+    # The others wait in their first message for process 0's VAE stage (10 min on a loaded machine).
+    # Joining is an exchange too: a process that fails right after joining breaks the others' join.
     with _exchange():
-        dist.barrier()
+        dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=30))
 
 
-class TrainingProcessFailed(RuntimeError):
-    """A training process other than process 0 failed (its rank, exit code or signal, and its error)."""
-
-
-def _error_report(staging: Path, rank: int) -> dict:
-    """What process `rank` wrote as it failed (see `_other_process`); {} if nothing readable."""
-    try:
-        report = json.loads((staging / _RANK_ERROR.format(rank)).read_text())
-    except (OSError, ValueError):
-        return {}
-    return report if isinstance(report, dict) else {}
-
-
-def _failed(rank: int, proc, staging: Path) -> TrainingProcessFailed:
-    code = proc.exitcode
-    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    error = _error_report(staging, rank).get("error") or "its error, if any, is printed above"
-    return TrainingProcessFailed(f"training process {rank} failed ({how}): {error}")
-
-
-def _wait_until_ready(others: list, staging: Path) -> None:
-    """Until every other process has started (a group join would wait minutes for one that died)."""
-    waiting = dict(enumerate(others, start=1))
-    while waiting:
-        for rank, proc in list(waiting.items()):
-            if (staging / _READY.format(rank)).exists():
-                del waiting[rank]
-            elif not proc.is_alive():
-                raise _failed(rank, proc, staging)
-        time.sleep(0.05)
-
-
-def _other_process(cfg: TrainConfig, rank: int, staging: str) -> None:
-    """Rank `rank` > 0: its stages (see `_stages_of_other`); on failure, an error report for rank 0."""
-    try:
-        _stages_of_other(cfg, rank, Path(staging))
-    except BaseException as exc:
-        report = {"error": f"{type(exc).__name__}: {exc}"[:1000], "lost_peer": bool(getattr(exc, "lost_peer", False))}
-        with contextlib.suppress(OSError):  # the staging folder may be gone already (process 0 stopped)
-            (Path(staging) / _RANK_ERROR.format(rank)).write_text(json.dumps(report))
-        raise
-
-
-def _stages_of_other(cfg: TrainConfig, rank: int, folder: Path) -> None:
-    """(Rank 1) the CLIP while rank 0 trains the VAE, then its shard of the transformer; a small
-    report for rank 0."""
-    import torch.distributed as dist
-
-    _deterministic(cfg.threads)
-    stages: dict = {}
-    (folder / _READY.format(rank)).touch()  # imports done: rank 0 now joins the group too
-    _start_process_group(cfg, rank, folder)
-    report: dict = {"stages": stages}
-    try:
-        if rank == 1:
-            report["clip_loss"] = _train_clip_into(folder / "clip", cfg, stages,
-                                                   log=lambda line: print(f"[rank 1] {line}", flush=True))
-        pipe, _, _ = _train_wan(cfg, Shard(rank, cfg.processes), stages, log=lambda line: None)
-        _all_done()
-    finally:
-        dist.destroy_process_group()
-    report["digest"] = _weights_digest(pipe)
-    report["cpu_s"] = round(time.process_time(), 1)
-    (folder / _RANK_REPORT.format(rank)).write_text(json.dumps(report))
-
-
-def train(cfg: TrainConfig, out: Path, log=print) -> dict:
-    """Run every stage and write the weights folder `out` (replaced whole at the end).
-
-    With ``cfg.processes > 1`` this process is rank 0 and spawns the others; they meet through a
-    file in the staging folder and hand their reports (and the CLIP) back through it.
-    """
-    import multiprocessing
-
+def _process(rank: int, cfg: TrainConfig, staging: str, started: float, verbose: bool) -> None:
+    """Training process `rank` of ``cfg.processes``: its stages; process 0 also writes ``wan/`` and
+    ``training.json`` into `staging`. Process 1 (or the only one, after the transformer) trains the CLIP."""
     import torch
     import torch.distributed as dist
 
-    from experiments.reference.model import NUM_FRAMES, make_reference_tokenizer
+    from experiments.reference.model import NUM_FRAMES
 
-    started = time.time()
     _deterministic(cfg.threads)
-    report: dict = {"config": asdict(cfg), "torch": torch.__version__, "stages": {}}
+    folder, world, stages = Path(staging), cfg.processes, {}
+    quiet = lambda line: None  # noqa: E731
+    log = (lambda line: print(line if rank == 0 else f"[rank {rank}] {line}", flush=True)) if verbose else quiet
+    mine: dict = {"stages": stages}
+    if world > 1:
+        join_group(rank, world, folder / _RENDEZVOUS)
+    if rank == 1:  # while process 0 trains the VAE
+        mine["clip_loss"] = _train_clip_into(folder / "clip", cfg, stages, log)
+    pipe, vae_losses, tr_losses = _train_wan(cfg, Shard(rank, world), stages, log if rank == 0 else quiet)
+    if world == 1:
+        mine["clip_loss"] = _train_clip_into(folder / "clip", cfg, stages, log)
+    mine["digest"], mine["cpu_s"] = _weights_digest(pipe), time.process_time()
+    everyone = [mine]
+    if world > 1:
+        everyone = [None] * world
+        with _exchange():
+            dist.all_gather_object(everyone, mine)
+            # Every process past its last message before any tears the group down: tearing it down
+            # under a peer aborted that peer (SIGABRT in 3 of 10 runs of the data-parallel step test).
+            dist.barrier()
+        dist.destroy_process_group()
+    if rank != 0:
+        return
+    for other, theirs in enumerate(everyone):
+        if theirs["digest"] != mine["digest"]:
+            raise RuntimeError(f"training process {other} ended with other weights than process 0: "
+                               "the data-parallel steps diverged")
+    clip_process = everyone[min(1, world - 1)]
+    report = {"config": asdict(cfg), "torch": torch.__version__,
+              "stages": {**stages, "clip": clip_process["stages"]["clip"]}}
+    report["vae_reconstruction"] = reconstruction_check(pipe.vae, NUM_FRAMES)
+    log(f"== vae reconstruction: {report['vae_reconstruction']}")
+    pipe.save_pretrained(str(folder / "wan"), safe_serialization=True)
+    report["final_loss"] = {"vae": float(np.mean(vae_losses[-20:])), "transformer": float(np.mean(tr_losses[-50:])),
+                            "clip": clip_process["clip_loss"]}
+    others_cpu_s = sum(theirs["cpu_s"] for theirs in everyone[1:])
+    report["cpu_s_total"] = round(time.process_time() + others_cpu_s, 1)  # every process, start-up included
+    report["wall_s_total"] = round(time.time() - started, 1)
+    (folder / "training.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+
+
+def train(cfg: TrainConfig, out: Path, verbose: bool = True) -> dict:
+    """Run every stage and write the weights folder `out` (replaced whole at the end); the report.
+
+    ``cfg.processes`` > 1: torch.multiprocessing.spawn starts them (ranks 0..N-1) and raises
+    ``ProcessRaisedException`` / ``ProcessExitedException`` naming the first to fail, with its
+    traceback, after stopping the others. One process trains here.
+    """
+    import torch.multiprocessing as mp
+
+    from experiments.reference.model import make_reference_tokenizer
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".reference-", dir=out.parent))
-    others: list = []
+    processes = None
     try:
         write_clip_folder(staging / "clip", make_reference_tokenizer())
-        spawn = multiprocessing.get_context("spawn")
-        others = [spawn.Process(target=_other_process, args=(cfg, rank, str(staging)), name=f"reference-rank-{rank}")
-                  for rank in range(1, cfg.processes)]
-        for proc in others:
-            proc.start()
-        if others:
-            _wait_until_ready(others, staging)
-            _start_process_group(cfg, 0, staging)
-        try:
-            pipe, vae_losses, tr_losses = _train_wan(cfg, Shard(0, cfg.processes), report["stages"], log)
-            if others:
-                _all_done()
-        finally:
-            if others:
-                dist.destroy_process_group()
-        report["vae_reconstruction"] = reconstruction_check(pipe.vae, NUM_FRAMES)
-        log(f"== vae reconstruction: {report['vae_reconstruction']}")
-        pipe.save_pretrained(str(staging / "wan"), safe_serialization=True)
-        report["final_loss"] = {"vae": float(np.mean(vae_losses[-20:])), "transformer": float(np.mean(tr_losses[-50:]))}
-        if not others:
-            report["final_loss"]["clip"] = _train_clip_into(staging / "clip", cfg, report["stages"], log)
-        cpu_s = time.process_time()
-        for rank, proc in enumerate(others, start=1):
-            proc.join()
-            if proc.exitcode != 0:
-                raise _failed(rank, proc, staging)
-            theirs = json.loads((staging / _RANK_REPORT.format(rank)).read_text())
-            if theirs["digest"] != _weights_digest(pipe):
-                raise RuntimeError(f"training process {rank} ended with other weights than process 0: "
-                                   f"the data-parallel steps diverged")
-            if rank == 1:
-                report["stages"]["clip"] = theirs["stages"]["clip"]
-                report["final_loss"]["clip"] = theirs["clip_loss"]
-            cpu_s += theirs["cpu_s"]
-        for leftover in staging.glob(".*"):
-            leftover.unlink()
-        report["cpu_s_total"] = round(cpu_s, 1)  # every process, start-up included
-        report["wall_s_total"] = round(time.time() - started, 1)
-        (staging / "training.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        args = (cfg, str(staging), time.time(), verbose)
+        if cfg.processes == 1:
+            _process(0, *args)
+        else:
+            # daemon: should this process exit without stopping them (SIGTERM while they start), it
+            # stops them on its way out instead of waiting for them.
+            processes = mp.spawn(_process, args, nprocs=cfg.processes, join=False, daemon=True)
+            while not processes.join():
+                pass
+            # The last process's store removes it, unless one checked for it just before the other removed it.
+            (staging / _RENDEZVOUS).unlink(missing_ok=True)
+        report = json.loads((staging / "training.json").read_text())
         write_manifest(staging)
         old = out.with_name(out.name + ".old")
         if out.exists():
@@ -661,27 +613,21 @@ def train(cfg: TrainConfig, out: Path, log=print) -> dict:
         os.replace(staging, out)
         if old.exists():
             shutil.rmtree(old)
-    except BaseException as exc:
-        culprit = None
-        if isinstance(exc, Exception) and not isinstance(exc, TrainingProcessFailed):
-            # Which process failed first? The others then lose their connection and say so: give them
-            # time to exit (process 0 closed the group, so none waits on it), then blame the one that
-            # failed for its own reason; if none did, process 0's own error stands.
-            deadline = time.monotonic() + 60
-            for proc in others:
-                proc.join(max(0.0, deadline - time.monotonic()))
-            culprit = next((_failed(rank, proc, staging) for rank, proc in enumerate(others, start=1)
-                            if not proc.is_alive() and proc.exitcode
-                            and not _error_report(staging, rank).get("lost_peer")), None)
-        for proc in others:
-            if proc.is_alive():
-                proc.terminate()
+    except BaseException:
+        # spawn stops the others when one fails, but not when this process is interrupted (Ctrl-C, SIGTERM).
+        for proc in processes.processes if processes else ():
+            proc.terminate()
             proc.join()
+        for error_file in processes.error_files if processes else ():  # spawn reads them, never removes them
+            Path(error_file).unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
-        if culprit is not None:
-            raise culprit from exc
         raise
     return report
+
+
+def _unwind_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C: the training processes are stopped and the staging folder removed."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -697,8 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         allowed = [n for n in range(1, batch + 1) if batch % n == 0]
         parser.error(f"--processes {args.processes}: must divide the transformer's batch size ({batch}): "
                      f"{', '.join(map(str, allowed))}")
-    # SIGTERM unwinds like Ctrl-C: the staging folder is removed and the other processes stopped.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    _unwind_on_sigterm()
     report = train(TrainConfig(seed=args.seed, processes=args.processes), args.out)
     print(json.dumps({"out": str(args.out), "wall_s_total": report["wall_s_total"], "cpu_s_total": report["cpu_s_total"],
                       "final_loss": report["final_loss"]}))

@@ -4,6 +4,7 @@ spec reaches them (model.reference, metrics.clip_model: reference)."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,21 +209,21 @@ def test_a_spec_selects_the_reference_clip_by_name(tmp_path):
 # -- data-parallel training ----------------------------------------------------------------------
 
 
-def _shard_step(rank: int, world: int, init: str, out: str) -> None:
+def _shard_step(rank: int, world: int, init: str, out_dir: str) -> None:
     """One SGD step (lr 1, so the weight change is minus the gradient) on this rank's shard of a fixed batch."""
     import json
 
     import torch
     import torch.distributed as dist
 
-    from experiments.reference.train import Shard
+    from experiments.reference.train import Shard, join_group
 
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     x = torch.linspace(-1, 1, 24).view(8, 3)
     y = torch.linspace(0, 2, 16).view(8, 2)
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+        join_group(rank, world, init)
     shard = Shard(rank, world)
     mine = shard.part(8)
     weight = torch.linspace(1, 3, 8).view(8, 1)  # broadcast over the outputs, as the VAE's pixel weights
@@ -230,36 +231,63 @@ def _shard_step(rank: int, world: int, init: str, out: str) -> None:
     loss = shard.mean(err, weight[mine]) + shard.mean(err.abs())  # this rank's share of the global means
     value = shard.step(torch.optim.SGD(model.parameters(), lr=1.0), loss, list(model.parameters()), clip=False)
     if world > 1:
-        dist.barrier()  # as training does (train._all_done): tearing down under a peer aborts it
+        dist.barrier()  # as training does: tearing the group down under a peer aborts it
         dist.destroy_process_group()
-    with open(out, "w") as fh:
+    with open(f"{out_dir}/world{world}-rank{rank}.json", "w") as fh:
         json.dump({"loss": value, "weight": model.weight.tolist(), "bias": model.bias.tolist()}, fh)
 
 
 def test_a_data_parallel_step_is_the_one_process_step_on_the_whole_batch(tmp_path):
     import json
-    import multiprocessing
 
     import torch
+    from torch.multiprocessing import spawn
 
-    _shard_step(0, 1, "", str(tmp_path / "one.json"))
-    procs = [multiprocessing.get_context("spawn").Process(
-        target=_shard_step, args=(rank, 2, str(tmp_path / "group"), str(tmp_path / f"rank{rank}.json")))
-        for rank in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
-    one, *ranks = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "rank0", "rank1"))
+    from experiments.reference.train import Shard
+
+    _shard_step(0, 1, "", str(tmp_path))
+    spawn(_shard_step, (2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    names = ("world1-rank0", "world2-rank0", "world2-rank1")
+    one, *ranks = (json.loads((tmp_path / f"{n}.json").read_text()) for n in names)
     for got in ranks:  # every rank ends with the one-process weights and reports the global loss
         assert got["loss"] == pytest.approx(one["loss"], rel=1e-6)
         for name in ("weight", "bias"):
             assert torch.allclose(torch.tensor(got[name]), torch.tensor(one[name]), atol=1e-6), name
-    from experiments.reference.train import Shard
-
     with pytest.raises(ValueError, match="does not split over 3 processes"):
         Shard(0, 3).part(8)
+
+
+def _fail_beside_an_exchange(rank: int, culprit: int, init: str) -> None:
+    """Process `culprit` fails for its own reason after its connections closed (as on its way out,
+    or a slow exit under load); the other, still joining or mid-exchange, loses its connection at once."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    from experiments.reference.train import Shard, join_group
+
+    join_group(rank, 2, init)
+    if rank == culprit:
+        dist.destroy_process_group()
+        time.sleep(2)
+        raise ValueError(f"process {culprit}'s own error")
+    Shard(rank, 2).total(torch.ones(1))
+
+
+@pytest.mark.parametrize("culprit", [0, 1])
+def test_a_failing_process_is_named_by_its_rank_not_the_one_that_lost_its_connection(tmp_path, monkeypatch, culprit):
+    """torch.multiprocessing.spawn names the first process whose exit it sees; the one that lost its
+    connection waits in train._exchange, so that is the one that failed."""
+    import tempfile
+
+    from torch.multiprocessing import ProcessRaisedException, spawn
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # spawn's error files, which it leaves behind
+    with pytest.raises(ProcessRaisedException, match=rf"Process {culprit} terminated with the following error") as info:
+        spawn(_fail_beside_an_exchange, (culprit, str(tmp_path / "rendezvous")), nprocs=2)
+    assert info.value.error_index == culprit
+    assert f"ValueError: process {culprit}'s own error" in str(info.value)
 
 
 def test_a_process_count_that_does_not_divide_the_batches_is_refused_with_the_counts_that_do(tmp_path, capsys):
@@ -276,32 +304,19 @@ def test_a_process_count_that_does_not_divide_the_batches_is_refused_with_the_co
     assert not (tmp_path / "w").exists()
 
 
-def test_a_training_process_that_dies_before_joining_is_reported_at_once(tmp_path):
-    import multiprocessing
-    import sys
-    import time
-
-    from experiments.reference.train import _wait_until_ready
-
-    proc = multiprocessing.get_context("spawn").Process(target=sys.exit, args=(3,))
-    proc.start()
-    t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"training process 1 failed \(exit code 3\)"):
-        _wait_until_ready([proc], tmp_path)
-    assert time.monotonic() - t0 < 60  # not the process group's join timeout
+_TINY = dict(vae_steps=2, transformer_steps=2, clip_steps=2, vae_batch=2, transformer_batch=4, clip_batch=4,
+             jitters_per_caption=1)
 
 
 def _tiny_training(**changes):
     from experiments.reference import train as T
 
-    tiny = dict(vae_steps=2, transformer_steps=2, clip_steps=2, vae_batch=2, transformer_batch=4, clip_batch=4,
-                jitters_per_caption=1)
-    return T.TrainConfig(**(tiny | changes))
+    return T.TrainConfig(**(_TINY | changes))
 
 
 @pytest.fixture
 def torch_settings_restored():
-    """train() sets the thread count and deterministic mode process-wide, as its command should."""
+    """train() with one process sets the thread count and deterministic mode process-wide, as its command should."""
     import torch
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -319,56 +334,95 @@ def test_two_process_training_writes_the_one_process_model(tmp_path, torch_setti
     from experiments.reference import train as T
     from experiments.reference.model import build_untrained
 
-    counts = (1, 2, 4)  # 4: processes 2 and 3 train no CLIP and wait for the VAE at once
-    reports = {n: T.train(_tiny_training(processes=n), tmp_path / f"w{n}", log=lambda s: None) for n in counts}
+    reports = {n: T.train(_tiny_training(processes=n), tmp_path / f"w{n}", verbose=False) for n in (1, 2)}
     for n, report in reports.items():
         out = tmp_path / f"w{n}"
         assert manifest_problems(out) == [] and "clip/open_clip_model.safetensors" in read_manifest(out)
-        assert not list(out.rglob(".*")) and not list(tmp_path.glob(".reference-*"))  # hand-over files gone
+        assert not list(out.rglob(".*")) and not list(tmp_path.glob(".reference-*"))  # no rendezvous file, no staging
         assert set(report["stages"]) == {"vae", "encode", "transformer", "clip"} and report["wall_s_total"] > 0
-    one = reports[1]["final_loss"]
+    one, two = reports[1]["final_loss"], reports[2]["final_loss"]
+    assert one.keys() == two.keys() == {"vae", "transformer", "clip"}
+    assert all(two[k] == pytest.approx(one[k], rel=1e-5) for k in one), (one, two)
     fresh = build_untrained(0)
-    for n in counts[1:]:
-        other = reports[n]["final_loss"]
-        assert one.keys() == other.keys() == {"vae", "transformer", "clip"}
-        assert all(other[k] == pytest.approx(one[k], rel=1e-5) for k in one), (n, one, other)
-        for part, module in (("vae", fresh.vae), ("transformer", fresh.transformer)):
-            a = load_file(str(tmp_path / f"w1/wan/{part}/diffusion_pytorch_model.safetensors"))
-            b = load_file(str(tmp_path / f"w{n}/wan/{part}/diffusion_pytorch_model.safetensors"))
-            start = module.state_dict()
-            assert any(not torch.equal(a[k], start[k]) for k in a)  # trained
-            if part == "vae":  # trained by process 0 alone, whatever the process count: the same bits
-                assert all(torch.equal(a[k], b[k]) for k in a), n
-                continue
-            # Same up to float rounding (a rounding-level gradient can flip one Adam update: at most 2 lr).
-            assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3, (n, part)
-            assert sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(v.numel() for v in a.values()) < 1e-6, (n, part)
+    for part, module in (("vae", fresh.vae), ("transformer", fresh.transformer)):
+        a = load_file(str(tmp_path / f"w1/wan/{part}/diffusion_pytorch_model.safetensors"))
+        b = load_file(str(tmp_path / f"w2/wan/{part}/diffusion_pytorch_model.safetensors"))
+        start = module.state_dict()
+        assert any(not torch.equal(a[k], start[k]) for k in a)  # trained
+        if part == "vae":  # trained by process 0 alone, whatever the process count: the same bits
+            assert all(torch.equal(a[k], b[k]) for k in a)
+            continue
+        # Same up to float rounding (a rounding-level gradient can flip one Adam update: at most 2 lr).
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-3, part
+        assert sum(float((a[k] - b[k]).abs().sum()) for k in a) / sum(v.numel() for v in a.values()) < 1e-6, part
+    clip = lambda n: (tmp_path / f"w{n}/clip/open_clip_model.safetensors").read_bytes()  # noqa: E731
+    assert clip(1) == clip(2)  # one process trains it either way: the same bytes
 
 
-def test_a_failing_training_process_leaves_the_previous_weights_and_no_staging(tmp_path, torch_settings_restored):
+def test_a_failing_training_process_is_named_by_rank_and_leaves_the_previous_weights(tmp_path, monkeypatch):
+    import tempfile
+
+    from torch.multiprocessing import ProcessRaisedException
+
     from experiments.reference import train as T
 
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where spawn puts its error files
     out = tmp_path / "weights"
     out.mkdir()
     (out / "kept.txt").write_text("previous weights")
     # More distinct captions per CLIP batch than the world has: the CLIP stage (process 1) raises.
-    with pytest.raises(T.TrainingProcessFailed, match=r"training process 1 failed \(exit code 1\): ValueError: "):
-        T.train(_tiny_training(processes=2, clip_batch=10_000), out, log=lambda s: None)
+    with pytest.raises(ProcessRaisedException, match=r"Process 1 terminated with the following error:") as info:
+        T.train(_tiny_training(processes=2, clip_batch=10_000), out, verbose=False)
+    assert info.value.error_index == 1 and "in train_clip" in str(info.value) and "ValueError: " in str(info.value)
     assert [p.name for p in out.iterdir()] == ["kept.txt"] and (out / "kept.txt").read_text() == "previous weights"
-    assert not list(tmp_path.glob(".reference-*"))
+    assert not list(tmp_path.glob(".reference-*")) and not list(temp.iterdir())
 
 
-def test_when_process_0_fails_first_its_own_error_stands(tmp_path, monkeypatch, torch_settings_restored):
-    """The others then fail too (their connection is gone): none of them is blamed."""
-    from experiments.reference import train as T
+def test_sigterm_stops_the_training_processes_and_leaves_the_previous_weights(tmp_path):
+    """The launcher is stopped while both training processes run (process 0 in a long VAE stage)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
 
-    def broken_vae_stage(*args, **kwargs):
-        raise OSError("disk full while training the VAE")
+    out = tmp_path / "weights"
+    out.mkdir()
+    (out / "kept.txt").write_text("previous weights")
+    script = (f"from experiments.reference import train as T; T._unwind_on_sigterm(); "
+              f"T.train(T.TrainConfig(**{_TINY | dict(vae_steps=10**6, processes=2)!r}), {str(out)!r}, verbose=False)")
+    root = str(Path(__file__).resolve().parents[2])
+    launcher = subprocess.Popen([sys.executable, "-c", script], env=os.environ | {"PYTHONPATH": root})
 
-    monkeypatch.setattr(T, "train_vae", broken_vae_stage)  # process 0 only: the others never train the VAE
-    with pytest.raises(OSError, match="disk full while training the VAE"):
-        T.train(_tiny_training(processes=2), tmp_path / "weights", log=lambda s: None)
-    assert not (tmp_path / "weights").exists() and not list(tmp_path.glob(".reference-*"))
+    def training_processes() -> list[int]:  # the launcher's children started by multiprocessing's spawn
+        found = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                spawned = b"spawn_main" in (proc / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if parent == launcher.pid and spawned:
+                found.append(int(proc.name))
+        return found
+
+    try:
+        deadline = time.monotonic() + 300  # against a hang only
+        while not (len(training_processes()) == 2 and list(tmp_path.glob(".reference-*/.rendezvous"))):
+            assert launcher.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        ranks = training_processes()
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=300) == 128 + signal.SIGTERM
+    finally:
+        if launcher.poll() is None:  # a failed assertion above: its training processes get SIGINT as it dies
+            launcher.kill()
+            launcher.wait()
+    assert [p.name for p in out.iterdir()] == ["kept.txt"] and not list(tmp_path.glob(".reference-*"))
+    for pid in ranks:  # stopped and reaped by the launcher before it exited
+        assert not Path(f"/proc/{pid}").exists()
 
 
 def test_evaluate_refuses_a_folder_that_is_not_a_pipeline(tmp_path, capsys):

@@ -149,6 +149,9 @@ class Engine:
         self.calls: Counter[str] = Counter()
         self._warmed = False
         self.on_step: Callable[[int, int], None] | None = None
+        #: entered around each timed call: what else of this machine's work must not run meanwhile is paused
+        #: there (a sweep pauses its W&B tracker process)
+        self.pause_background: Callable[[], Any] = contextlib.nullcontext
         self._kind = "image"
 
     # -- pipeline -----------------------------------------------------------------------------
@@ -341,16 +344,17 @@ class Engine:
         import torch
 
         cuda = self.pipe.device.type == "cuda"
-        # nothing else of ours runs meanwhile: scoring follows the item's timed calls, W&B is another process
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = self._instr.start()
-        try:
-            result = self._call(request, purpose)
-        finally:
-            record = self._instr.stop(start)
-        peak = torch.cuda.max_memory_allocated() if cuda else None
+        # nothing else of ours runs meanwhile: scoring follows the item's timed calls, W&B's process is paused
+        with self.pause_background():
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            start = self._instr.start()
+            try:
+                result = self._call(request, purpose)
+            finally:
+                record = self._instr.stop(start)
+            peak = torch.cuda.max_memory_allocated() if cuda else None
         return self._to_frames(result), record, peak
 
     def _to_frames(self, result: Any) -> np.ndarray:

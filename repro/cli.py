@@ -152,7 +152,10 @@ def track(run_dir, follow, wandb_mode):
     from repro.tracking import lowest_priority, track as project
 
     if follow:
+        import signal
+
         lowest_priority()  # it follows a sweep: never beside a timed call
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # sent with SIGCONT if the sweep dies while it is paused
     if not project(run_dir, mode=wandb_mode, follow=follow):
         sys.exit(1)
 

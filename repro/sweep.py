@@ -202,7 +202,8 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     store.put_points(point_records(plan, store))
     tracker = None if idle and up_to_date(store, target) else LiveTracker.start(spec.run_dir, target)
     try:
-        _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, metric_nets, events, outcome)
+        _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, metric_nets, events, outcome,
+                  tracker)
     finally:
         aborted = not outcome.finished
         try:
@@ -223,7 +224,7 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
 
 
 def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, metric_nets,
-              events: Listeners, outcome: SweepOutcome) -> None:
+              events: Listeners, outcome: SweepOutcome, tracker=None) -> None:
     """Generate and score `todo` (and what earlier sessions left unscored); fills `outcome`."""
     items = item_major(plan, todo)
     outcome.skipped = len(plan.jobs) - len(todo)
@@ -240,7 +241,7 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
     events.emit("sweep_started", SweepStarted(spec, spec.run_dir, store, plan, [j for it in items for j in it.jobs],
                                               len(items)))
     if todo:
-        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, scoring_.scorer)
+        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, scoring_.scorer, tracker)
         try:
             executor.start()
             ratios = _calibrations(plan, todo, store, executor, progress)
@@ -262,7 +263,7 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
     events.emit("sweep_finished", SweepFinished(outcome, outcome.stats))
 
 
-def _make_executor(kind, spec, progress, workers, ray_address, metric_nets):
+def _make_executor(kind, spec, progress, workers, ray_address, metric_nets, tracker):
     from repro.executors import make_executor
 
     def on_step(done: int, total: int) -> None:  # runs in the pipeline's per-step callback
@@ -270,7 +271,8 @@ def _make_executor(kind, spec, progress, workers, ray_address, metric_nets):
         progress.step(done, total)
 
     return make_executor(kind, spec, on_step=on_step, workers=workers, address=ray_address,
-                         scorer=metric_nets, raise_if_aborted=stop.check)
+                         scorer=metric_nets, raise_if_aborted=stop.check,
+                         pause_background=tracker.paused if tracker is not None else None)
 
 
 def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, dict]:

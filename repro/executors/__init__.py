@@ -27,13 +27,18 @@ class Executor(Protocol):
 
 def make_executor(kind: str, spec: Any, on_step: Callable[[int, int], None] | None = None,
                   workers: int | None = None, address: str | None = None, scorer: Any = None,
-                  raise_if_aborted: Callable[[], None] | None = None) -> Executor:
+                  raise_if_aborted: Callable[[], None] | None = None,
+                  pause_background: Callable[[], Any] | None = None) -> Executor:
     """`on_step` runs in the local pipeline's per-step callback; Ray workers are other processes, so the Ray
-    executor calls `raise_if_aborted` (the sweep's stop-now check) between its polls instead."""
+    executor calls `raise_if_aborted` (the sweep's stop-now check) between its polls instead.
+    `pause_background` is entered around each local timed call (Ray workers time on their own machines)."""
     if kind == "local":
         from repro.executors.local import LocalExecutor
 
-        return LocalExecutor(spec, on_step=on_step, scorer=scorer)
+        executor = LocalExecutor(spec, on_step=on_step, scorer=scorer)
+        if pause_background is not None:
+            executor.engine.pause_background = pause_background
+        return executor
     if kind == "ray":
         try:
             import ray  # noqa: F401

@@ -285,3 +285,38 @@ def test_kill_9_mid_sweep_then_a_rerun_leaves_every_item_on_the_dashboard_exactl
         assert steps == list(range(1, len(steps) + 1)), (rid, steps)  # a later pass continues the steps
         if r["job_type"] == "cached":
             assert r["summary"]["n_items"] == 8
+
+
+def test_a_sweep_killed_while_its_tracker_is_paused_leaves_no_stopped_tracker(tmp_path):
+    """The tracker is stopped around every timed call; kill -9 of the sweep mid-generation must not leave it
+    stopped for ever: the kernel continues it, it sees the sweep gone, logs what is stored and ends."""
+    run_dir = tmp_path / "run"
+    spec_path = tmp_path / "spec.yaml"
+    gen = {"height": 64, "width": 64, "num_frames": 5, "num_inference_steps": 1000, "guidance_scale": 5.0,
+           "max_sequence_length": 16}
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict(run_dir, prompts=["a red fox"], generation=gen,
+                                                       wandb={"mode": "offline", "project": "repro-test"})))
+    proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while (pid := _tracker_pid(run_dir)) is None or _state(pid) != "T":  # T: stopped, a timed call runs
+            assert proc.poll() is None and time.time() < deadline, "the tracker was never paused"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 120
+        while _state(pid) not in (None, "Z"):
+            assert time.time() < deadline, f"the tracker of a killed sweep is still there ({_state(pid)})"
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter from /proc (R, S, T stopped, Z zombie), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None

@@ -229,13 +229,18 @@ def _stored(run_dir: Path) -> int:
         return 0
 
 
-def _tracker_pid(run_dir: Path) -> int | None:
-    from repro.tracking import LOCK
+def _child_tracker(parent: int) -> int | None:
+    """The pid of the `repro track` process a sweep started (from /proc), or None."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent and \
+                    b"track" in (stat.parent / "cmdline").read_bytes().split(b"\0"):
+                return int(stat.parent.name)
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
 
-    try:
-        return int((run_dir / LOCK).read_text().strip())
-    except (OSError, ValueError):
-        return None
+
 
 
 @pytest.mark.parametrize("victim", ["sweep", "tracker"])
@@ -251,13 +256,13 @@ def test_kill_9_mid_sweep_then_a_rerun_leaves_every_item_on_the_dashboard_exactl
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
     try:
-        # a third of the generations stored and the tracker running (what it has logged by then depends on how
-        # much CPU it got: at the lowest priority, maybe nothing yet; the test holds either way)
-        while _stored(run_dir) < total // 3 or _tracker_pid(run_dir) is None:
+        # a third of the generations stored (what the tracker has logged by then depends on how much CPU it got
+        # between timed calls: maybe nothing yet; the test holds either way)
+        while _stored(run_dir) < total // 3 or (victim == "tracker" and _child_tracker(proc.pid) is None):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.time() < deadline, "the sweep made no progress"
             time.sleep(0.05)
-        pid = proc.pid if victim == "sweep" else _tracker_pid(run_dir)
+        pid = proc.pid if victim == "sweep" else _child_tracker(proc.pid)
         os.kill(pid, signal.SIGKILL)
         first = proc.wait(timeout=600)
     finally:
@@ -300,7 +305,7 @@ def test_a_sweep_killed_while_its_tracker_is_paused_leaves_no_stopped_tracker(tm
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 300
-        while (pid := _tracker_pid(run_dir)) is None or _state(pid) != "T":  # T: stopped, a timed call runs
+        while (pid := _child_tracker(proc.pid)) is None or _state(pid) != "T":  # T: stopped, a timed call runs
             assert proc.poll() is None and time.time() < deadline, "the tracker was never paused"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)

@@ -172,6 +172,7 @@ def test_tiny_twin_rebuild_is_identical():
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.slow  # every method through each family's engine
 def test_save_and_reload_offline(name, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import diffusers
@@ -197,6 +198,7 @@ def test_save_and_reload_offline(name, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.slow  # every method through each family's engine
 def test_recorded_method_support_holds(name):
     """The recorded matrix, re-found by the probe that runs through the engine (as `repro methods --probe`)."""
     from experiments.families.matrix import PROMPT as PROBE_PROMPT

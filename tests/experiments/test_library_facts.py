@@ -125,6 +125,7 @@ def _validate(args: list[str], monkeypatch, mode: str) -> tuple[int, str, str]:
     return out.exit_code, out.stdout, out.stderr
 
 
+@pytest.mark.slow  # library facts read in a process
 def test_validation_from_the_snapshot_equals_validation_from_the_libraries(tmp_path, monkeypatch):
     cases = _cases(tmp_path)
     assert len(cases) > 100 and len({n for n, _ in cases}) == len(cases)
@@ -241,6 +242,7 @@ def test_a_current_entry_is_used_as_it_is(fresh):
 
 
 @pytest.mark.parametrize("stale", ["file", "version", "missing file"])
+@pytest.mark.slow  # library facts read in a process
 def test_a_stale_entry_is_never_used_but_read_again_and_cached(fresh, stale):
     entry = _doctored()
     some_file = next(iter(entry["files"]))
@@ -259,6 +261,7 @@ def test_a_stale_entry_is_never_used_but_read_again_and_cached(fresh, stale):
     assert library_facts._is_current(cached)
 
 
+@pytest.mark.slow  # library facts read in a process
 def test_the_shipped_snapshot_is_current_and_says_what_the_libraries_say():
     """On the pinned versions nothing is read again (else: python -m experiments.library_facts --ship)."""
     shipped = library_facts._load(library_facts.SHIPPED)

@@ -56,6 +56,7 @@ def test_readme_example_runs_end_to_end(readme_plugin):
     assert "plugin my_cache" in line and "EveryOtherStepConfig" in line
 
 
+@pytest.mark.slow  # a repro process
 def test_plugins_are_imported_only_when_named(readme_plugin, tmp_path):
     marker = tmp_path / "imported"
     (readme_plugin / "my_cache.py").write_text(f"open({str(marker)!r}, 'a').write('x')\n"
@@ -78,6 +79,7 @@ def test_plugins_are_imported_only_when_named(readme_plugin, tmp_path):
     (["os; rm -rf /"], "is not a Python module name"),
     ([3], "valid string"),
 ])
+@pytest.mark.slow  # a repro process
 def test_bad_plugin_entries_exit_2_naming_the_entry(readme_plugin, plugins, needle):
     spec = yaml.safe_load((readme_plugin / "toy.yaml").read_text())
     spec["plugins"] = plugins
@@ -87,6 +89,7 @@ def test_bad_plugin_entries_exit_2_naming_the_entry(readme_plugin, plugins, need
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # a repro process
 def test_a_plugin_cannot_replace_a_builtin_method(readme_plugin):
     source = readme_block("python", "# my_cache.py").replace('register_method("every_other_step"',
                                                             'register_method("teacache"')
@@ -95,6 +98,7 @@ def test_a_plugin_cannot_replace_a_builtin_method(readme_plugin):
     assert out.returncode == 2 and "clashes with the one from project" in out.stderr, out.stderr
 
 
+@pytest.mark.slow  # a repro process
 def test_entry_points_are_listed_without_import_and_loaded_when_a_spec_names_them(readme_plugin, tmp_path):
     site = tmp_path / "site"
     dist = site / "toy_cache-0.1.dist-info"

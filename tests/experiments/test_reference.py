@@ -162,6 +162,7 @@ def _few_steps(seed: int):
     return (vae_losses, tr_losses, clip_losses), tensors
 
 
+@pytest.mark.slow  # training processes
 def test_a_few_training_steps_run_learn_and_are_deterministic():
     import torch
 
@@ -237,6 +238,7 @@ def _shard_step(rank: int, world: int, init: str, out_dir: str) -> None:
         json.dump({"loss": value, "weight": model.weight.tolist(), "bias": model.bias.tolist()}, fh)
 
 
+@pytest.mark.slow  # training processes
 def test_a_data_parallel_step_is_the_one_process_step_on_the_whole_batch(tmp_path):
     import json
 
@@ -276,6 +278,7 @@ def _fail_beside_an_exchange(rank: int, culprit: int, init: str) -> None:
 
 
 @pytest.mark.parametrize("culprit", [0, 1])
+@pytest.mark.slow  # training processes
 def test_a_failing_process_is_named_by_its_rank_not_the_one_that_lost_its_connection(tmp_path, monkeypatch, culprit):
     """torch.multiprocessing.spawn names the first process whose exit it sees; the one that lost its
     connection waits in train._exchange, so that is the one that failed."""
@@ -327,6 +330,7 @@ def torch_settings_restored():
     torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
+@pytest.mark.slow  # training processes
 def test_two_process_training_writes_the_one_process_model(tmp_path, torch_settings_restored):
     import torch
     from safetensors.torch import load_file
@@ -359,6 +363,7 @@ def test_two_process_training_writes_the_one_process_model(tmp_path, torch_setti
     assert clip(1) == clip(2)  # one process trains it either way: the same bytes
 
 
+@pytest.mark.slow  # training processes
 def test_a_failing_training_process_is_named_by_rank_and_leaves_the_previous_weights(tmp_path, monkeypatch):
     import tempfile
 
@@ -380,6 +385,7 @@ def test_a_failing_training_process_is_named_by_rank_and_leaves_the_previous_wei
     assert not list(tmp_path.glob(".reference-*")) and not list(temp.iterdir())
 
 
+@pytest.mark.slow  # training processes
 def test_sigterm_stops_the_training_processes_and_leaves_the_previous_weights(tmp_path):
     """The launcher is stopped while both training processes run (process 0 in a long VAE stage)."""
     import os

@@ -82,6 +82,7 @@ def _consistency_plumbing(name, rng, empty_caches):
     return s, feats, torch
 
 
+@pytest.mark.slow  # a full-size network with random weights
 def test_subject_consistency_plumbing_on_random_dino(rng, empty_caches):
     from metrics.vbench import dino_pixels
 
@@ -95,6 +96,7 @@ def test_subject_consistency_plumbing_on_random_dino(rng, empty_caches):
     assert float(p[0, 0, 0, 0]) == pytest.approx((255 - 0.485) / 0.229, rel=1e-5)
 
 
+@pytest.mark.slow  # a full-size network with random weights
 def test_background_consistency_plumbing_on_random_clip(rng, empty_caches):
     s, feats, _ = _consistency_plumbing("vbench_background_consistency", rng, empty_caches)
     assert feats.shape == (4, 512)

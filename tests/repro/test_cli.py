@@ -51,6 +51,7 @@ def test_bad_spec_exits_2_with_one_line_and_writes_nothing(tmp_path, change, nee
     assert not run_dir.exists()
 
 
+@pytest.mark.slow  # a repro process
 def test_bad_spec_in_a_real_process_has_no_traceback(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec_dict(tmp_path / "run", seeds=[0.5])))
@@ -122,6 +123,7 @@ def test_methods_matrix_lists_families():
     ({"metrics": {"names": ["lpips"], "device": "cpu"}}, "repro fetch-weights"),
     ({"model": {"id": "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "device": "cpu"}}, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"),
 ])
+@pytest.mark.slow  # a repro process
 def test_missing_weights_exit_3_before_the_run_directory_exists(tmp_path, change, needle):
     run_dir = tmp_path / "run"
     spec = tmp_path / "spec.yaml"

@@ -57,6 +57,34 @@ def wait_for(proc: subprocess.Popen, needle: str, timeout: float = 300) -> list[
     raise AssertionError(f"never saw {needle!r}: {''.join(seen)[-2000:]}")
 
 
+def wait_for_ray_task(driver: int, title: str, timeout: float = 300) -> None:
+    """Until a Ray worker of `driver`'s own Ray instance runs the task `title` (Ray names a worker's process
+    after the task it runs; the instance's processes descend from the driver)."""
+    def parent(pid: int) -> int:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            if pid == driver:
+                return True
+            pid = parent(pid)
+        return False
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if cmdline.read_bytes().startswith(title.encode()) and descends(int(cmdline.parent.name)):
+                    return
+            except OSError:
+                continue
+        time.sleep(0.2)
+    raise AssertionError(f"no Ray worker ran {title} within {timeout} s")
+
+
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, float]:
     t0 = time.monotonic()
     try:
@@ -137,7 +165,8 @@ def test_sigterm_stops_a_ray_worker_mid_generation(tmp_path):
     pytest.importorskip("ray")
     proc, run = start_sweep(tmp_path, 256, 9, "--executor", "ray", "--workers", "1")
     wait_for(proc, " to run, ")
-    time.sleep(25)  # Ray started, the worker loaded its pipeline, a (minutes-long) generation under way
+    wait_for_ray_task(proc.pid, "ray::_Worker.next")  # Ray started, the worker loaded, a (minutes-long) generation runs
+    time.sleep(1)
     before = recorded(run)
     proc.send_signal(signal.SIGTERM)
     code, err, took = finish(proc, timeout=60)

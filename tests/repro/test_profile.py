@@ -147,6 +147,7 @@ def engine(tmp_path_factory):
     return Engine(Spec.model_validate(spec_dict))
 
 
+@pytest.mark.slow  # torch.profiler over generations
 def test_profile_names_a_planted_slow_hook(engine):
     from diffusers.hooks import HookRegistry
 
@@ -190,6 +191,7 @@ def _spec_file(tmp_path, **changes):
     return path
 
 
+@pytest.mark.slow  # torch.profiler over generations
 def test_repro_profile_writes_traces_and_the_table(tmp_path):
     from repro.cli import main
 
@@ -214,6 +216,7 @@ def test_repro_profile_writes_traces_and_the_table(tmp_path):
     assert not list(out.glob(".tmp-*"))
 
 
+@pytest.mark.slow  # torch.profiler over generations
 def test_repro_profile_profiles_every_point_of_a_calibrated_method(tmp_path):
     """MagCache points need their calibration: each is calibrated once, then profiled (it used to fail on every
     MagCache point with a NameError, recorded as the point's error)."""

@@ -44,7 +44,8 @@ def made(monkeypatch):
 @pytest.fixture(scope="module")
 def shared_ray():
     """A Ray instance started by the test: the executor must use it and leave it running."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # its own instance ("local"), never a cluster another test (or user) runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 

@@ -14,6 +14,8 @@ from experiments.spec import Spec
 from tests.conftest import ROOT, tiny_spec_dict
 from tests.repro.synthetic_run import write_finished_run
 
+pytestmark = pytest.mark.slow  # each verb in a process of its own
+
 HEAVY = ("torch", "diffusers", "transformers")
 # the command, then which libraries it had imported, printed as the process exits (sys.exit included)
 PROBE = ("import atexit, json, sys\n"

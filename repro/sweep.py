@@ -29,6 +29,7 @@ from experiments.media import clean_partial, read_frames, write_frames
 from experiments.pipelines import check_model_available
 from experiments.spec import Spec
 from repro import scoring, stop
+from repro.executors.resident import Resident
 from repro.events import (GenerationFinished, GenerationStarted, ItemFinished, Listeners, PointFinished,
                           SweepFinished, SweepStarted)
 from repro.lock import RunLock
@@ -101,7 +102,8 @@ def pending(plan: Plan, statuses: dict[str, str], retry_failed: bool) -> list[Jo
 def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = None, only: tuple[str, ...] = (),
               retry_failed: bool = False, dry_run: bool = False, workers: int | None = None,
               ray_address: str | None = None, stream: TextIO | None = None,
-              listeners: Iterable[Any] = ()) -> SweepOutcome:
+              listeners: Iterable[Any] = (), resident: Resident | None = None) -> SweepOutcome:
+    """`resident`: a pipeline and metric networks kept loaded across this process's sweeps (repro tune's rounds)."""
     from repro.tracking import resolve_target
 
     stream = stream or sys.stderr
@@ -117,12 +119,12 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
         _print_todo(plan, run_dir, retry_failed, stream)
         return SweepOutcome(run_dir)
 
-    metric_nets = None
+    resident = resident or Resident()
     if not (run_dir / STORE_FILE).exists() and plan.jobs:
         # A new run: what is missing (model, metric weights) stops it before its directory exists.
         if executor == "local":
             check_model_available(spec.model)
-        metric_nets = build_scorer(spec.metrics)
+        resident.scorer = resident.scorer or build_scorer(spec.metrics)
     with RunLock(run_dir):
         store = Store(run_dir)
         try:
@@ -132,7 +134,7 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
                 sizes[job.point_id] = sizes.get(job.point_id, 0) + 1
             # what the tables aggregate, and how many generations complete each point (W&B's tracker reads it)
             store.set_meta(plan_keys=[j.key for j in full_plan.jobs], plan_points=sizes)
-            return _run(spec, plan, store, executor, retry_failed, workers, ray_address, stream, metric_nets,
+            return _run(spec, plan, store, executor, retry_failed, workers, ray_address, stream, resident,
                         Listeners(list(listeners), stream), target)
         finally:
             store.close()
@@ -183,7 +185,7 @@ def refuse_changed_spec(run_dir: Path, spec: Spec, store: Store | None = None) -
 
 
 def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, stream,
-         metric_nets, events: Listeners, target) -> SweepOutcome:
+         resident: Resident, events: Listeners, target) -> SweepOutcome:
     from repro.provenance import environment, write_run_files
     from repro.tracking import LiveTracker, up_to_date
 
@@ -202,7 +204,7 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     store.put_points(point_records(plan, store))
     tracker = None if idle and up_to_date(store, target) else LiveTracker.start(spec.run_dir, target)
     try:
-        _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, metric_nets, events, outcome,
+        _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, resident, events, outcome,
                   tracker)
     finally:
         aborted = not outcome.finished
@@ -223,7 +225,7 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     return outcome
 
 
-def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, metric_nets,
+def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stream, resident: Resident,
               events: Listeners, outcome: SweepOutcome, tracker=None) -> None:
     """Generate and score `todo` (and what earlier sessions left unscored); fills `outcome`."""
     items = item_major(plan, todo)
@@ -232,16 +234,17 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
     print(f"{len(todo)} generation(s) in {len(items)} item(s) to run, {outcome.skipped} already in {spec.run_dir}",
           file=stream)
 
-    scoring_ = Scoring(spec.metrics, metric_nets)
+    scoring_ = Scoring(spec.metrics, resident.scorer)
     if todo or _unscored(store, spec):
-        _ = scoring_.scorer  # build the metric networks now: missing weights stop us before hours of generation
+        # build the metric networks now: missing weights stop us before hours of generation
+        resident.scorer = scoring_.scorer
 
     progress = Progress(len(todo), stream, items=len(items))
     driver = _Driver(spec, store, items, progress, events, outcome)
     events.emit("sweep_started", SweepStarted(spec, spec.run_dir, store, plan, [j for it in items for j in it.jobs],
                                               len(items)))
     if todo:
-        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, scoring_.scorer, tracker)
+        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, resident, tracker)
         try:
             executor.start()
             ratios = _calibrations(plan, todo, store, executor, progress)
@@ -263,7 +266,7 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
     events.emit("sweep_finished", SweepFinished(outcome, outcome.stats))
 
 
-def _make_executor(kind, spec, progress, workers, ray_address, metric_nets, tracker):
+def _make_executor(kind, spec, progress, workers, ray_address, resident: Resident, tracker):
     from repro.executors import make_executor
 
     def on_step(done: int, total: int) -> None:  # runs in the pipeline's per-step callback
@@ -271,7 +274,7 @@ def _make_executor(kind, spec, progress, workers, ray_address, metric_nets, trac
         progress.step(done, total)
 
     return make_executor(kind, spec, on_step=on_step, workers=workers, address=ray_address,
-                         scorer=metric_nets, raise_if_aborted=stop.check,
+                         resident=resident, raise_if_aborted=stop.check,
                          pause_background=tracker.paused if tracker is not None else None)
 
 

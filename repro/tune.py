@@ -54,6 +54,7 @@ from typing import Any, Protocol, TextIO
 
 from experiments.errors import SpecError, UserError
 from experiments.spec import Spec, validate_spec_data
+from repro.executors.resident import Resident
 from repro.pareto import meets_gates
 
 #: What the store's meta holds about the last tune (read by repro.aggregate into the `tune` column).
@@ -536,6 +537,7 @@ class Tuner:
         self.chosen: dict[str, str] = {}
         self.used: dict[str, set[tuple[str, tuple[int, int]]]] = {s.label: set() for s in self.spaces}
         self.calls: dict[str, int] = {}
+        self.resident = Resident()  # one pipeline and one set of metric networks for every round
 
     # -- measuring --------------------------------------------------------------------------------------------
 
@@ -566,7 +568,8 @@ class Tuner:
             only += [f"prompt={i}" for i in sorted({i for i, _ in items})]
             only += [f"seed={s}" for s in sorted({s for _, s in items})]
         print(f"tune: sweeping {len(pids)} setting(s) on {len(items)} item(s)", file=self.stream, flush=True)
-        outcome = run_sweep(self.grid_spec, wandb_mode=self.wandb_mode, only=tuple(only), stream=self.stream)
+        outcome = run_sweep(self.grid_spec, wandb_mode=self.wandb_mode, only=tuple(only), stream=self.stream,
+                            resident=self.resident)
         for purpose, n in (outcome.stats.get("calls") or {}).items():
             self.calls[purpose] = self.calls.get(purpose, 0) + n
         if outcome.interrupted:

@@ -26,19 +26,20 @@ class Executor(Protocol):
 
 
 def make_executor(kind: str, spec: Any, on_step: Callable[[int, int], None] | None = None,
-                  workers: int | None = None, address: str | None = None, scorer: Any = None,
+                  workers: int | None = None, address: str | None = None, resident: Any = None,
                   raise_if_aborted: Callable[[], None] | None = None,
                   pause_background: Callable[[], Any] | None = None) -> Executor:
     """`on_step` runs in the local pipeline's per-step callback; Ray workers are other processes, so the Ray
     executor calls `raise_if_aborted` (the sweep's stop-now check) between its polls instead.
-    `pause_background` is entered around each local timed call (Ray workers time on their own machines)."""
+    `pause_background` is entered around each local timed call (Ray workers time on their own machines).
+    `resident` (repro.executors.resident.Resident): the loaded pipeline and metric networks a local executor
+    takes over and leaves behind for this process's next sweep."""
     if kind == "local":
         from repro.executors.local import LocalExecutor
+        from repro.executors.resident import Resident
 
-        executor = LocalExecutor(spec, on_step=on_step, scorer=scorer)
-        if pause_background is not None:
-            executor.engine.pause_background = pause_background
-        return executor
+        return LocalExecutor(spec, on_step=on_step, resident=resident or Resident(),
+                             pause_background=pause_background)
     if kind == "ray":
         try:
             import ray  # noqa: F401

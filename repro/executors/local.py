@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Callable
 
-from experiments.runner import Engine
 from repro.executors.item import run_item, score_outputs
 
 
 class LocalExecutor:
-    def __init__(self, spec: Any, on_step: Callable[[int, int], None] | None = None, scorer: Any = None):
+    def __init__(self, spec: Any, on_step: Callable[[int, int], None] | None = None, resident: Any = None,
+                 pause_background: Callable[[], Any] | None = None):
+        """`resident` (repro.executors.resident.Resident): the pipeline and metric networks to use and leave
+        loaded; `pause_background` is entered around each timed call."""
+        from repro.executors.resident import Resident
         from repro.scoring import Scoring
 
         self.spec = spec
-        self.engine = Engine(spec)
+        self.resident = resident or Resident()
+        self.engine = self.resident.engine_for(spec)
         self.engine.on_step = on_step
-        self.scoring = Scoring(spec.metrics, scorer)
+        self.engine.pause_background = pause_background or contextlib.nullcontext
+        self.scoring = Scoring(spec.metrics, self.resident.scorer)
         self.busy_s = 0.0  # time spent generating (for the closing summary)
         self.started_s: float | None = None
 
     def start(self) -> None:
         self.engine.pipe  # load now: a missing model stops the sweep here, not as a failed point
-        self.scoring.scorer  # and missing metric weights too
+        self.resident.scorer = self.scoring.scorer  # and missing metric weights too
 
     def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
         return self.engine.calibrate(method, items, params)

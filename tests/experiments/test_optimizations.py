@@ -208,7 +208,9 @@ def compile_sweep(tmp_path_factory):
     from repro.sweep import run_sweep
 
     run_dir = tmp_path_factory.mktemp("compile") / "run"
+    # one item: every compiled generation compiles anew, and the rules here hold per item
     spec = Spec.model_validate(tiny_spec_dict(run_dir, optimizations={"compile": ["none", "regional"]}, methods=FBC,
+                                              prompts=["a red fox in snow"],
                                               metrics={"names": ["psnr", "ssim"], "device": "cpu"}))
     outcome = run_sweep(spec)
     store = Store(run_dir)

@@ -248,9 +248,9 @@ def test_kill_9_mid_sweep_then_a_rerun_leaves_every_item_on_the_dashboard_exactl
     run_dir = tmp_path / "run"
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(tiny_spec_dict(
-        run_dir, prompts=[f"prompt {i}" for i in range(4)], seeds=[0, 1], methods=FBC,
+        run_dir, prompts=["prompt 0", "prompt 1"], seeds=[0, 1], methods=FBC,
         wandb={"mode": "offline", "project": "repro-test"})))
-    total = 3 * 8
+    total = 3 * 4
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -289,7 +289,7 @@ def test_kill_9_mid_sweep_then_a_rerun_leaves_every_item_on_the_dashboard_exactl
         steps = [h["_step"] for h in r["history"] if "item_key" in h]
         assert steps == list(range(1, len(steps) + 1)), (rid, steps)  # a later pass continues the steps
         if r["job_type"] == "cached":
-            assert r["summary"]["n_items"] == 8
+            assert r["summary"]["n_items"] == 4
 
 
 def test_a_sweep_killed_while_its_tracker_is_paused_leaves_no_stopped_tracker(tmp_path):

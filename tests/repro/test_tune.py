@@ -401,6 +401,28 @@ def test_a_plugin_without_monotone_structure_is_searched_by_optuna(tmp_path, mon
     assert "StrideCacheConfig(" in result.python_call and "stride_cache" in result.spec_snippet
 
 
+def test_every_round_of_a_search_runs_on_one_loaded_pipeline_and_metric_networks(tmp_path, monkeypatch):
+    import io
+
+    import experiments.pipelines
+    import repro.scoring
+    import repro.sweep
+    from repro.tune import tune
+
+    loads, scorers = [], []
+    real_load, real_scorer = experiments.pipelines.load_pipeline, repro.scoring.build_scorer
+    monkeypatch.setattr(experiments.pipelines, "load_pipeline", lambda m: loads.append(m) or real_load(m))
+    for module in (repro.sweep, repro.scoring):
+        monkeypatch.setattr(module, "build_scorer", lambda m: scorers.append(m) or real_scorer(m))
+    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", methods=FBC_RANGE))
+    stream = io.StringIO()
+    tune(spec, [("psnr", "min", 60.0)], search_items=1, stream=stream)
+    rounds = stream.getvalue().count("tune: sweeping")
+    assert rounds >= 3, stream.getvalue()
+    # a real model loads for minutes and its metric networks for seconds: once per tune, not once per round
+    assert len(loads) == 1 and len(scorers) <= 1, (len(loads), len(scorers), rounds)
+
+
 # -- resume after kill -9 -----------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TextIO
@@ -246,7 +247,9 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
     if todo:
         executor = _make_executor(executor_kind, spec, progress, workers, ray_address, resident, tracker)
         try:
+            t0 = time.perf_counter()
             executor.start()
+            progress.note(f"ready to generate after {time.perf_counter() - t0:.1f} s of loading")
             ratios = _calibrations(plan, todo, store, executor, progress)
             with stop.graceful(progress.note):
                 executor.run(items, prepare=lambda item: _unit(item, spec, store, ratios), on_start=driver.started,

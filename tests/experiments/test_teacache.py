@@ -267,27 +267,24 @@ def test_a_family_without_a_rule_is_refused_clearly():
 
 @pytest.mark.slow
 def test_calibrate_stores_coefficients_per_branch_and_the_sweep_reuses_them(tmp_path):
-    import subprocess
-    import sys
-
     import yaml
+    from click.testing import CliRunner
 
+    from repro.cli import main
     from repro.store import Store
-    from tests.conftest import ROOT, tiny_spec_dict
+    from tests.conftest import tiny_spec_dict
 
     spec = tiny_spec_dict(tmp_path / "run", prompts=["a red fox in snow"],
                           methods=[{"name": "teacache", "sweep": {"threshold": [0.0, 5.0]}}])
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "repro.cli"]
-    out = subprocess.run([*cli, "calibrate", str(path)], capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr
+    out = CliRunner().invoke(main, ["calibrate", str(path)])
+    assert out.exit_code == 0, out.output
     (cal,) = Store(tmp_path / "run").calibrations()
     assert cal["meta"]["method"] == "teacache" and set(cal["ratios"]) == {"cond", "uncond"}
     assert cal["used"] == "cond" and len(cal["ratios"]["cond"]) == teacache.DEGREE + 1
-    out = subprocess.run([*cli, "sweep", str(path)], capture_output=True, text=True, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr
+    out = CliRunner().invoke(main, ["sweep", str(path)])
+    assert out.exit_code == 0, out.output
     assert "calibrating" not in out.stderr  # reused, not fitted again
     store = Store(tmp_path / "run")
     assert len(store.calibrations()) == 1

@@ -108,8 +108,8 @@ def recorded(run: Path) -> int:
 
 def test_sigterm_during_a_long_generation_stops_it_within_seconds(tmp_path):
     proc, run = start_sweep(tmp_path)
-    wait_for(proc, " to run, ")
-    time.sleep(8)  # model loaded, a (1000-step) generation under way
+    wait_for(proc, "ready to generate")
+    time.sleep(1)  # a (1000-step) generation under way
     before = recorded(run)
     proc.send_signal(signal.SIGTERM)
     code, err, took = finish(proc, timeout=60)
@@ -147,8 +147,8 @@ def test_a_sweep_started_with_sigint_ignored_ignores_it_throughout(tmp_path):
 
 def test_second_ctrl_c_stops_now_with_130(tmp_path):
     proc, run = start_sweep(tmp_path)
-    wait_for(proc, " to run, ")
-    time.sleep(8)
+    wait_for(proc, "ready to generate")
+    time.sleep(1)  # a (1000-step) generation under way
     before = recorded(run)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)  # well inside one generation, so "now" is not "after it"

@@ -199,9 +199,12 @@ def test_sigkill_mid_sweep_then_resume_matches_uninterrupted(finished, tmp_path)
     with sqlite3.connect(run_dir / "results.sqlite") as con:
         done = con.execute("SELECT prompt_index, role FROM generations").fetchall()
     assert (0, "baseline") in done and 2 <= len(done) < 4 and {p for p, _ in done} == {0}
-    resumed = subprocess.run([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT,
-                             capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    from click.testing import CliRunner
+
+    from repro.cli import main
+
+    resumed = CliRunner().invoke(main, ["sweep", str(spec_path)])  # the kill is what needed a process
+    assert resumed.exit_code == 0, resumed.output[-2000:]
     reference = Store(spec.run_dir)
     ref_scores, got_scores = reference.scores(), Store(run_dir).scores()
     ref_keys = {g["key"] for g in reference.generations() if g["method"] != "first_block_cache"

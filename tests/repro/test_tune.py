@@ -452,9 +452,16 @@ def test_a_tune_killed_mid_search_resumes_to_the_same_answer(tmp_path):
     for name in ("whole", "killed"):
         specs[name] = tmp_path / f"{name}.yaml"
         specs[name].write_text(yaml.safe_dump(tiny_spec_dict(tmp_path / name, methods=methods)))
+    from click.testing import CliRunner
+
+    from repro.cli import main
+
+    def tune_here(spec_path):  # only the kill needs a process of its own
+        return CliRunner().invoke(main, _tune_cmd(spec_path)[3:])
+
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    whole = subprocess.run(_tune_cmd(specs["whole"]), cwd=ROOT, env=env, capture_output=True, text=True)
-    assert whole.returncode in (0, 1), whole.stderr[-3000:]
+    whole = tune_here(specs["whole"])
+    assert whole.exit_code in (0, 1), whole.output[-3000:]
     proc = subprocess.Popen(_tune_cmd(specs["killed"]), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.time() + 300
@@ -465,8 +472,8 @@ def test_a_tune_killed_mid_search_resumes_to_the_same_answer(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert _rows(tmp_path / "killed" / "results.sqlite") < _rows(tmp_path / "whole" / "results.sqlite")
-    resumed = subprocess.run(_tune_cmd(specs["killed"]), cwd=ROOT, env=env, capture_output=True, text=True)
-    assert resumed.returncode == whole.returncode, resumed.stderr[-3000:]
+    resumed = tune_here(specs["killed"])
+    assert resumed.exit_code == whole.exit_code, resumed.output[-3000:]
     # the same decisions, replayed from the store: the same generations (none made twice) and the same answer
     done, reference = _generations(tmp_path / "killed"), _generations(tmp_path / "whole")
     assert set(done) == set(reference) and set(done.values()) == {1}

@@ -147,6 +147,15 @@ def lpips_backbone_file(net: str) -> Path:
     return torch_checkpoint_dir() / os.path.basename(_lpips_url(net))
 
 
+def _may_download(what: str, where: Path, url: str, cmd: str) -> None:
+    """Raise WeightsMissing (naming `what`, `where` it goes and `cmd`) when offline or `url` is unreachable."""
+    if offline():
+        raise _missing(what, where, "HF_HUB_OFFLINE is set, no download attempted", cmd)
+    why = _reachable(url)
+    if why is not None:
+        raise _missing(what, where, f"download failed: {why}", cmd)
+
+
 def _download_lpips_backbone(net: str) -> Path:
     import torch
 
@@ -154,11 +163,7 @@ def _download_lpips_backbone(net: str) -> Path:
     url = _lpips_url(net)
     cmd = fetch_command(lpips_net=net)
     what = f"LPIPS {net} backbone {target.name}"
-    if offline():
-        raise _missing(what, target.parent, "HF_HUB_OFFLINE is set, no download attempted", cmd)
-    why = _reachable(url)
-    if why is not None:
-        raise _missing(what, target.parent, f"download failed: {why}", cmd)
+    _may_download(what, target.parent, url, cmd)
     target.parent.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", url, target)
     # torchvision names files <name>-<sha256 prefix>.pth; torch.hub verifies that prefix.
@@ -278,11 +283,7 @@ def _download_clip(src: ClipSource, lpips_net: str = "alex") -> Path:
         where = hf_cache_dir()
         what = f"CLIP {src.model}/{src.pretrained} weights (hub repo {src.repo_id}, file {src.filenames[-1]})"
         probe = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + f"/{src.repo_id}"
-    if offline():
-        raise _missing(what, where, "HF_HUB_OFFLINE is set, no download attempted", cmd)
-    why = _reachable(probe)
-    if why is not None:
-        raise _missing(what, where, f"download failed: {why}", cmd)
+    _may_download(what, where, probe, cmd)
     try:
         if src.kind == "url":
             from open_clip.pretrained import download_pretrained_from_url
@@ -345,12 +346,8 @@ def resolve_hub_file(repo_id: str, filename: str, what: str, metric: str,
         return Path(hit)
     where, full = hf_cache_dir(), f"{what} (hub repo {repo_id}, file {filename})"
     try:
-        if offline():
-            raise _missing(full, where, "HF_HUB_OFFLINE is set, no download attempted", _metric_command(metric))
         probe = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + f"/{repo_id}"
-        why = _reachable(probe)
-        if why is not None:
-            raise _missing(full, where, f"download failed: {why}", _metric_command(metric))
+        _may_download(full, where, probe, _metric_command(metric))
         from huggingface_hub import hf_hub_download
 
         try:
@@ -372,11 +369,7 @@ def resolve_aesthetic_head(allow_random_weights: bool = False) -> Path | None:
         return target
     try:
         cmd, what = _metric_command("vbench_aesthetic_quality"), f"LAION aesthetic head {target.name}"
-        if offline():
-            raise _missing(what, target.parent, "HF_HUB_OFFLINE is set, no download attempted", cmd)
-        why = _reachable(AESTHETIC_URL)
-        if why is not None:
-            raise _missing(what, target.parent, f"download failed: {why}", cmd)
+        _may_download(what, target.parent, AESTHETIC_URL, cmd)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(AESTHETIC_URL, str(target), progress=True)

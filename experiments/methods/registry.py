@@ -193,16 +193,21 @@ class CacheMethod:
         # every field, private ones included: a family may fix one (FasterCache's batched-input names on SD3)
         fields = {f.name: f for f in dataclasses.fields(self.config_class)}
         kwargs = {k: _coerce(fields[k], v) for k, v in params.items()}
-        for name in self.wired:
-            if name == "current_timestep_callback":
-                kwargs[name] = _timestep_callback(pipe)
-            elif name == "num_inference_steps":
-                kwargs[name] = num_inference_steps
-        target = self.calibrated_field
-        if target and target not in params and calibration is not None:
-            kwargs[target] = _coerce(fields[target], list(calibration))
+        self._wire(kwargs, fields, params, pipe, num_inference_steps, calibration)
         # without values the config refuses (never a silent switch into calibration mode)
         return self.config_class(**kwargs)
+
+    def _wire(self, values: dict[str, Any], fields: dict[str, Any], params: dict[str, Any], pipe: Any,
+              num_inference_steps: int | None, calibration: list[float] | None, stand_in: bool = False) -> None:
+        """Fill in what the pipeline decides (wired fields) and the calibrated values the user did not set."""
+        for name in self.wired:
+            if name == "current_timestep_callback":
+                values[name] = _timestep_callback(pipe)
+            elif name == "num_inference_steps":
+                values[name] = num_inference_steps
+        target = self.calibrated_field
+        if target and target not in params and calibration is not None:
+            values[target] = _coerce(fields[target], list(calibration), stand_in=stand_in)
 
     def check_config(self, params: dict[str, Any], num_inference_steps: int | None = None,
                      calibration: list[float] | None = None) -> None:
@@ -218,14 +223,7 @@ class CacheMethod:
         fields = self.fields()
         values = {name: f.default for name, f in facts.fields.items()}
         values.update({k: _coerce(fields[k], v, stand_in=True) for k, v in params.items()})
-        for name in self.wired:
-            if name == "current_timestep_callback":
-                values[name] = _timestep_callback(None)
-            elif name == "num_inference_steps":
-                values[name] = num_inference_steps
-        target = self.calibrated_field
-        if target and target not in params and calibration is not None:
-            values[target] = _coerce(fields[target], list(calibration), stand_in=True)
+        self._wire(values, fields, params, None, num_inference_steps, calibration, stand_in=True)
         try:
             if any(v is MISSING for v in values.values()):
                 raise LibraryNeeded  # a required field left out: the class's own TypeError says which

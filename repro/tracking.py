@@ -41,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from experiments.errors import SpecError
 from experiments.spec import stable_hash
@@ -475,7 +475,10 @@ class LiveTracker:
     slows a timed call on a shared core (measured: the demo's slowest generation 4.6x the disabled run's). It
     runs in its own process group of the sweep's session, so a terminal's Ctrl-C does not reach it, and if the
     sweep dies while it is paused, the kernel continues it (a stopped member of a group just orphaned gets
-    SIGHUP, which it ignores, and SIGCONT): it then sees the sweep is gone and makes its final pass."""
+    SIGHUP, which it ignores, and SIGCONT): it then sees the sweep is gone and makes its final pass. That rule
+    misses a pause still pending when the sweep dies (the tracker, at the lowest priority on busy cores, has
+    not yet acted on it), so on Linux the sweep's death also sends it SIGCONT (PR_SET_PDEATHSIG), which
+    cancels a pending stop."""
 
     run_dir: Path
     target: Target
@@ -492,7 +495,8 @@ class LiveTracker:
         with open(log, "ab") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "track", str(run_dir), "--wandb-mode",
                                      target.mode, *(["--follow"] if follow else [])], stdin=subprocess.DEVNULL,
-                                    stdout=fh, stderr=fh, env=env, process_group=0)
+                                    stdout=fh, stderr=fh, env=env, process_group=0,
+                                    preexec_fn=_continue_when_orphaned())
         lowest_priority(proc.pid)
         return cls(Path(run_dir), target, proc, offset)
 
@@ -541,6 +545,17 @@ class LiveTracker:
             text = ""
         if text:
             print(text, file=stream)
+
+
+def _continue_when_orphaned() -> Callable[[], None] | None:
+    """A function for the tracker's child side of the fork (Linux): SIGCONT when the thread that started it ends.
+    The library is loaded here, in the parent, so the child between fork and exec only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, int(signal.SIGCONT), 0, 0, 0)  # 1: PR_SET_PDEATHSIG, kept across exec
 
 
 def lowest_priority(pid: int = 0) -> None:

@@ -155,9 +155,6 @@ class Family:
         ms = self.methods.get(method)
         return ms is not None and ms.status == "supported"
 
-    def supported_methods(self) -> list[str]:
-        return [m for m in (*METHODS, *LIBRARY_METHODS) if self.supports(m)]
-
 
 _REGISTRY: dict[str, Family] = {}
 _NOT_FAMILIES = {"tiny_parts", "matrix"}

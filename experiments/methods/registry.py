@@ -128,10 +128,6 @@ class CacheMethod:
     def config_class_name(self) -> str:
         return self.config.partition(":")[2] if isinstance(self.config, str) else self.config.__name__
 
-    @property
-    def needs_calibration(self) -> bool:
-        return self.calibrate is not None
-
     def facts(self) -> Any:
         """The config's fields as ``experiments.library_facts`` knows them without importing its library (a config
         named "module:Name"); None where the class itself is read (a class, REPRO_LIBRARY_FACTS=import, or a type

@@ -125,7 +125,7 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
         # A new run: what is missing (model, metric weights) stops it before its directory exists.
         if executor == "local":
             check_model_available(spec.model)
-        resident.scorer = resident.scorer or build_scorer(spec.metrics)
+        resident.keep_scorer(spec.metrics, resident.scorer_for(spec.metrics) or build_scorer(spec.metrics))
     with RunLock(run_dir):
         store = Store(run_dir)
         try:
@@ -235,10 +235,10 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
     print(f"{len(todo)} generation(s) in {len(items)} item(s) to run, {outcome.skipped} already in {spec.run_dir}",
           file=stream)
 
-    scoring_ = Scoring(spec.metrics, resident.scorer)
+    scoring_ = Scoring(spec.metrics, resident.scorer_for(spec.metrics))
     if todo or _unscored(store, spec):
         # build the metric networks now: missing weights stop us before hours of generation
-        resident.scorer = scoring_.scorer
+        resident.keep_scorer(spec.metrics, scoring_.scorer)
 
     progress = Progress(len(todo), stream, items=len(items))
     driver = _Driver(spec, store, items, progress, events, outcome)

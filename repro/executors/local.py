@@ -22,13 +22,13 @@ class LocalExecutor:
         self.engine = self.resident.engine_for(spec)
         self.engine.on_step = on_step
         self.engine.pause_background = pause_background or contextlib.nullcontext
-        self.scoring = Scoring(spec.metrics, self.resident.scorer)
+        self.scoring = Scoring(spec.metrics, self.resident.scorer_for(spec.metrics))
         self.busy_s = 0.0  # time spent generating (for the closing summary)
         self.started_s: float | None = None
 
     def start(self) -> None:
         self.engine.pipe  # load now: a missing model stops the sweep here, not as a failed point
-        self.resident.scorer = self.scoring.scorer  # and missing metric weights too
+        self.resident.keep_scorer(self.spec.metrics, self.scoring.scorer)  # and missing metric weights too
 
     def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
         return self.engine.calibrate(method, items, params)

@@ -423,6 +423,16 @@ def test_every_round_of_a_search_runs_on_one_loaded_pipeline_and_metric_networks
     assert len(loads) == 1 and len(scorers) <= 1, (len(loads), len(scorers), rounds)
 
 
+def test_kept_networks_serve_only_the_metrics_they_were_built_for(tmp_path):
+    from repro.executors.resident import Resident
+
+    one = Spec.model_validate(tiny_spec_dict(tmp_path / "a"))
+    other = Spec.model_validate(tiny_spec_dict(tmp_path / "b", metrics={"names": ["psnr"], "device": "cpu"}))
+    resident, nets = Resident(), object()
+    assert resident.keep_scorer(one.metrics, nets) is nets and resident.scorer_for(one.metrics) is nets
+    assert resident.scorer_for(other.metrics) is None  # another metrics section builds its own
+
+
 # -- resume after kill -9 -----------------------------------------------------------------------------------------
 
 

@@ -158,6 +158,12 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # -- meta ---------------------------------------------------------------------------------
 
     def set_meta(self, **values: Any) -> None:
@@ -175,6 +181,16 @@ class Store:
 
     def meta(self) -> dict[str, Any]:
         return {r["key"]: json.loads(r["value"]) for r in self.db.execute("SELECT * FROM meta")}
+
+    def recorded_spec(self) -> Any:
+        """The resolved experiments.spec.Spec the run was made with (SpecError: it stopped before recording one)."""
+        from experiments.spec import Spec
+
+        meta = self.meta()
+        if "spec" not in meta:
+            raise SpecError(f"{self.run_dir}: the run has no recorded spec yet (it stopped before starting); "
+                            f"run `repro sweep`")
+        return Spec.model_validate(meta["spec"])
 
     # -- points -------------------------------------------------------------------------------
 

@@ -59,8 +59,9 @@ class Output:
     quality_baseline_key: str | None
     stored: Collection[str] = ()  # metric keys it already has
 
-    def pixels(self) -> np.ndarray:
-        return self.frames() if callable(self.frames) else self.frames
+
+def _pixels(frames: Any) -> np.ndarray:
+    return frames() if callable(frames) else frames
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Scoring:
             if not names:
                 continue
             try:
-                frames = out.pixels()
+                frames = _pixels(out.frames)
                 scores: dict[str, Any] = {}
                 reference = [n for n in self.spec.names if n in REFERENCE and self.protocol.key(n) in names]
                 if reference:
@@ -114,8 +115,7 @@ class Scoring:
                         source = baselines.get(out.quality_baseline_key)
                         if source is None:
                             raise LookupError(f"its baseline {out.quality_baseline_key} has no output to score against")
-                        pixels = source() if callable(source) else source
-                        ref = prepared[out.quality_baseline_key] = self.scorer.reference(pixels)
+                        ref = prepared[out.quality_baseline_key] = self.scorer.reference(_pixels(source))
                     pair = self.scorer.score_pair(frames, ref, prompt=None)
                     scores.update({self.protocol.key(n): pair[n] for n in reference if n in pair})
                 if any(n in ALONE for n in names):
@@ -132,6 +132,13 @@ def write(store: Any, result: ScoreResult) -> None:
     store.put_scores(result.key, result.scores, reference_key=result.reference_key, error=result.error)
 
 
+def unscored(store: Any, metrics_spec: Any) -> bool:
+    """Whether an ok generation with media lacks a requested metric (cheap: no rows decoded, no frames read)."""
+    have = store.score_keys()
+    return any(needed(metrics_spec, g["quality_baseline_key"], have.get(g["key"], ()))
+               for g in store.generation_states() if g["status"] == "ok" and g["media_dir"])
+
+
 def score_missing(store: Any, scoring: Scoring, force: bool = False) -> tuple[int, list[ScoreResult]]:
     """(Re)score every ok generation of the store that lacks a requested metric; returns how many were scored
     and the results of those that could not be (their errors are stored too).
@@ -142,30 +149,26 @@ def score_missing(store: Any, scoring: Scoring, force: bool = False) -> tuple[in
     from experiments.media import read_frames
     from repro.run_dir import media_present
 
+    if not force and not unscored(store, scoring.spec):
+        return 0, []  # nothing missing (a finished re-run): no networks built
     have = store.score_keys()
-    if not force and not any(needed(scoring.spec, g["quality_baseline_key"], have.get(g["key"], ()))
-                             for g in store.generation_states() if g["status"] == "ok" and g["media_dir"]):
-        return 0, []  # nothing missing (a finished re-run): no rows decoded, no frames read, no networks built
     gens = {g["key"]: g for g in store.generations(status="ok") if media_present(store.run_dir, g)}
 
     def reader(g: dict[str, Any]):
         return lambda: read_frames(store.run_dir / g["media_dir"])
 
-    def output(g: dict[str, Any]) -> Output:
-        return Output(g["key"], g["prompt"], reader(g), g.get("quality_baseline_key"), have.get(g["key"], ()))
-
-    todo = [g for g in gens.values() if force or needed(scoring.spec, g.get("quality_baseline_key"),
-                                                         have.get(g["key"], ()))]
-    by_baseline: dict[str | None, list[dict[str, Any]]] = {}
-    for g in todo:
-        by_baseline.setdefault(g.get("quality_baseline_key"), []).append(g)
+    by_baseline: dict[str | None, list[Output]] = {}
+    for g in gens.values():
+        baseline_key, stored = g.get("quality_baseline_key"), have.get(g["key"], ())
+        if force or needed(scoring.spec, baseline_key, stored):
+            by_baseline.setdefault(baseline_key, []).append(Output(g["key"], g["prompt"], reader(g), baseline_key,
+                                                                   stored))
     count, failed = 0, []
     for baseline_key, group in sorted(by_baseline.items(), key=lambda kv: kv[0] or ""):
         base = gens.get(baseline_key) if baseline_key else None
         if baseline_key and base is None:
             continue  # its baseline failed, lost its media or is not generated yet
-        baselines = {baseline_key: reader(base)} if base else {}
-        for result in scoring.score_item([output(g) for g in group], baselines, force=force):
+        for result in scoring.score_item(group, {baseline_key: reader(base)} if base else {}, force=force):
             write(store, result)
             count += result.error is None
             failed += [result] if result.error else []

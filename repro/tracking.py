@@ -1,32 +1,19 @@
-"""Weights & Biases as a projection of the results store.
+"""Weights & Biases as a projection of the results store (docs/wandb.md).
 
 `repro track RUN_DIR` reads the store and logs what W&B does not have yet: one run per point
-(grouped by the sweep's name) with one history row per finished generation (step = the point's
-items logged: latency, compute fraction, speedup, scores; media for its first items), each point's
-aggregates in its run summary once the point is complete, a summary run with the points table and
-speedup-vs-quality charts, and once the sweep has ended, the results as an artifact (see
-`repro.artifacts`). A generation is logged once it is settled: failed, or stored with every score
-it needs (``repro.scoring.needed``), or with its scoring error.
+(grouped by the sweep's name, one history row per settled generation, the point's aggregates once
+it is complete), a summary run, and once the sweep has ended, the results as an artifact
+(``repro.artifacts``). A generation is settled when it failed, or is stored with every score it
+needs (``repro.scoring.needed``) or with its scoring error.
 
-`repro sweep` starts it as a separate process at the lowest CPU priority (SCHED_IDLE: it runs only
-on an otherwise idle CPU), following the store while the sweep runs (a live dashboard) and making
-its final pass when the sweep ends or dies. W&B never shares a process with a timed call. Run it
-again, or by hand later, and it logs only what is new.
+`repro sweep` runs it as a separate process at the lowest CPU priority (:class:`LiveTracker`),
+following the store while the sweep runs: W&B never shares a process with a timed call.
 
-Durability. W&B writes a run's transaction log (`run-ID.wandb`) in 32 KiB blocks and completes it
-only when the run finishes, so a run held open for a whole sweep has nothing readable after a
-`kill -9`. Each point's run is therefore written in *segments*: resume the run, log what is
-pending, finish. A finished segment is a complete offline directory (`wandb sync` uploads the
-segments of one run in order, as one run), and only then are its items appended to the ledger
-(RUN_DIR/wandb-ledger.jsonl). Run ids come from point ids and steps continue from the ledger, so a
-`kill -9` of the sweep or of the tracker loses nothing and logs nothing twice.
-
-Cost: each logged generation reads only its own rows (and its baselines'); a point's aggregates are
-computed once, when it completes; the whole points table at most every `SUMMARY_EVERY_S` and at
-the end. The API key is never read into our logs, specs or store; we only check whether one exists.
-
-Where: command-line flag, then W&B's own environment variables (WANDB_MODE, WANDB_PROJECT,
-WANDB_ENTITY, WANDB_DIR), then the spec. `auto` means online with credentials, offline without.
+Durability: a W&B run's transaction log is complete only once the run finishes, so a point's run
+is written in *segments* (resume, log what is pending, finish), and only a finished segment's
+items enter the ledger (RUN_DIR/wandb-ledger.jsonl). Run ids come from point ids and steps from
+the ledger, so a `kill -9` of the sweep or of the tracker loses nothing and logs nothing twice.
+The API key is never read into our logs, specs or store; we only check whether one exists.
 """
 
 from __future__ import annotations
@@ -171,14 +158,6 @@ class Ledger:
 # -- the projection -------------------------------------------------------------------------------
 
 
-def settled(metrics_spec: Any, row: dict[str, Any], stored: Any) -> bool:
-    """Whether a generation is ready for W&B: failed, or scored as far as it will be (``scoring.needed``)."""
-    from repro.scoring import needed
-
-    return (row["status"] != "ok" or bool(row.get("score_error"))
-            or not needed(metrics_spec, row.get("quality_baseline_key"), stored))
-
-
 class Projection:
     """What W&B lacks of one run directory's store, logged in segments (see the module doc)."""
 
@@ -202,18 +181,20 @@ class Projection:
 
     def new_rows(self) -> list[dict[str, Any]]:
         """Settled generations of the current plan that W&B lacks, in the order they were stored."""
+        from repro.scoring import needed
+
         planned, _ = self._plan()
         logged = self.ledger.logged()
         fresh = [g for g in self.store.generation_states() if g["key"] not in logged
                  and (planned is None or g["key"] in planned)]
         stored = self.store.score_keys([g["key"] for g in fresh])
-        return [g for g in fresh if settled(self.spec.metrics, g, stored.get(g["key"], ()))]
+        return [g for g in fresh if g["status"] != "ok" or g.get("score_error")
+                or not needed(self.spec.metrics, g.get("quality_baseline_key"), stored.get(g["key"], ()))]
 
     def complete_points(self) -> set[str]:
         """Points whose planned generations are all logged."""
         _, sizes = self._plan()
-        return {pid for pid, n in sizes.items()
-                if len(self.ledger.items.get(run_id(self.spec.name, pid, self.run_dir), [])) >= n}
+        return {pid for pid, n in sizes.items() if len(self.ledger.items.get(self._rid(pid), [])) >= n}
 
     # logging ----------------------------------------------------------------------------------
 
@@ -230,8 +211,8 @@ class Projection:
         for key in fresh:
             by_point.setdefault(rows[key]["point_id"], []).append(rows[key])
         for pid, pending in by_point.items():
-            for chunk in _chunks(pending, SEGMENT_ROWS):
-                self._segment(wandb, pid, chunk, rows)
+            for i in range(0, len(pending), SEGMENT_ROWS):
+                self._segment(wandb, pid, pending[i:i + SEGMENT_ROWS], rows)
         for pid in sorted(self.complete_points() - before):
             self._point_summary(wandb, pid)
             self._completed_since_summary = True
@@ -245,7 +226,7 @@ class Projection:
 
         points, items = tables(self.store)
         for pid in points["point_id"] if len(points) else []:
-            if run_id(self.spec.name, pid, self.run_dir) in self.ledger.items:
+            if self._rid(pid) in self.ledger.items:
                 self._point_summary(wandb, pid, points)
         complete = set(self._plan()[1]) <= self.complete_points()  # every planned generation logged
         self._summary(wandb, final=complete, tables=(points, items))
@@ -261,7 +242,7 @@ class Projection:
     def _segment(self, wandb, pid: str, rows: list[dict[str, Any]], by_key: dict[str, dict[str, Any]],
                  summary: dict[str, Any] | None = None) -> None:
         """Resume the point's run, log `rows` (steps continuing the ledger's) and `summary`, finish, record."""
-        rid = run_id(self.spec.name, pid, self.run_dir)
+        rid = self._rid(pid)
         point = self.points.get(pid)
         run = self._init(wandb, rid, name=f"baseline {pid.partition(' | ')[2]}".strip() if point is None
                          else f"{point['method']} {point['label']}",
@@ -286,12 +267,14 @@ class Projection:
 
         from repro.aggregate import item_rows, point_rows
 
+        rid = self._rid(pid)
         if points is None:
-            keys = self.ledger.items.get(run_id(self.spec.name, pid, self.run_dir), [])
-            points = pd.DataFrame(point_rows(self.store, [r for r in item_rows(self.store, keys=keys)
-                                                          if r["point_id"] == pid]))
-        summary = _point_summary(points, pid)
-        if summary and self.ledger.summaries.get(run_id(self.spec.name, pid, self.run_dir)) != stable_hash(summary):
+            mine = [r for r in item_rows(self.store, keys=self.ledger.items.get(rid, [])) if r["point_id"] == pid]
+            points = pd.DataFrame(point_rows(self.store, mine))
+        rows = points[points["point_id"] == pid].to_dict("records")
+        summary = {k: _clean(v) for k, v in rows[0].items() if k not in ("params", "python_call", "spec_snippet")} \
+            if rows else {}
+        if summary and self.ledger.summaries.get(rid) != stable_hash(summary):
             self._segment(wandb, pid, [], {}, summary)
 
     def _summary(self, wandb, final: bool, tables: tuple | None = None) -> None:
@@ -300,11 +283,11 @@ class Projection:
 
         points, items = tables if tables is not None else make_tables(self.store)
         self._summary_at, self._completed_since_summary = time.monotonic(), False
-        rid = run_id(self.spec.name, "summary", self.run_dir)
+        rid = self._rid("summary")
         fingerprint = stable_hash({"points": points.to_json(), "final": final})
         if self.ledger.summaries.get(rid) == fingerprint:
             return
-        run = self._init(wandb, rid, name=f"{self.spec.name} summary", job_type="summary", config=self._base_config())
+        run = self._summary_run(wandb)
         try:
             step = self.ledger.segments.get(rid, 0) + 1
             cols = [c for c in points.columns if c not in ("python_call", "spec_snippet")]
@@ -343,8 +326,7 @@ class Projection:
             key = stable_hash({"content": content_digest(staging), "stopped": stopped, "media": media})
             if self.ledger.summaries.get("artifact") == key:
                 return
-            run = self._init(wandb, run_id(self.spec.name, "summary", self.run_dir), name=f"{self.spec.name} summary",
-                             job_type="summary", config=self._base_config())
+            run = self._summary_run(wandb)
             try:
                 log_results(wandb, run, staging, self.spec, stopped, media)
             finally:
@@ -352,6 +334,13 @@ class Projection:
             self.ledger.add("artifact", summary=key)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _rid(self, pid: str) -> str:
+        return run_id(self.spec.name, pid, self.run_dir)
+
+    def _summary_run(self, wandb):
+        return self._init(wandb, self._rid("summary"), name=f"{self.spec.name} summary", job_type="summary",
+                          config=self._base_config())
 
     def _init(self, wandb, rid: str, name: str, job_type: str, config: dict[str, Any]):
         t = self.target
@@ -378,19 +367,13 @@ def track(run_dir: str | Path, mode: str | None = None, follow: bool = False, st
     """Log what W&B lacks of RUN_DIR's store (`repro track`); with `follow`, keep doing so while the sweep that
     writes it runs, then make the final pass. Prints what W&B holds and where; False when W&B failed (each
     failure is one warning; local results never depend on W&B, and the next run logs what is missing)."""
-    from experiments.spec import Spec
     from repro.run_dir import check_no_escaping_links
     from repro.store import Store
 
     stream = stream or sys.stderr
     run_dir = Path(run_dir)
-    store = Store.open_existing(run_dir, read_only=True)
-    try:
-        meta = store.meta()
-        if "spec" not in meta:
-            raise SpecError(f"{run_dir}: the run has no recorded spec yet (it stopped before starting); "
-                            f"run `repro sweep`")
-        spec = Spec.model_validate(meta["spec"])
+    with Store.open_existing(run_dir, read_only=True) as store:
+        spec = store.recorded_spec()
         target = resolve_target(spec, run_dir, mode)
         if target.mode == "disabled":
             print("wandb: disabled (--wandb-mode, WANDB_MODE or the spec's wandb.mode); nothing logged", file=stream)
@@ -401,8 +384,6 @@ def track(run_dir: str | Path, mode: str | None = None, follow: bool = False, st
         # one tracker per run directory: a second one (a re-run's, while a killed sweep's still logs) waits
         with RunLock(run_dir, LOCK, wait_s=FINISH_TIMEOUT_S, holder="another W&B tracker"):
             return _project(spec, store, target, follow, stream)
-    finally:
-        store.close()
 
 
 def _project(spec: Any, store: Any, target: Target, follow: bool, stream: TextIO) -> bool:
@@ -503,17 +484,13 @@ class LiveTracker:
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """The tracker stopped for the duration (a timed call); continued after, whatever happened."""
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it has ended (or was killed): nothing to pause
             os.kill(self.proc.pid, signal.SIGSTOP)
-        except ProcessLookupError:  # it has ended (or was killed): nothing to pause
-            pass
         try:
             yield
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.proc.pid, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
 
     def finish(self, stream: TextIO, timeout: float | None = None) -> None:
         """Wait (bounded) for its final pass, then show what it printed. A tracker killed mid-sweep (a signal)
@@ -561,14 +538,10 @@ def _continue_when_orphaned() -> Callable[[], None] | None:
 def lowest_priority(pid: int = 0) -> None:
     """Run `pid` only when a CPU is otherwise idle (SCHED_IDLE, inherited by its children: W&B's own service),
     at nice 19 where that policy is missing: it never competes with a timed call."""
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        pass
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, pid, 19)
-    except (AttributeError, OSError):
-        pass
 
 
 def _forget_inherited_service() -> None:
@@ -579,9 +552,6 @@ def _forget_inherited_service() -> None:
     token = os.environ.get("WANDB_SERVICE")
     if token and token.split("-")[1:2] != [str(os.getpid())]:
         del os.environ["WANDB_SERVICE"]
-
-def _chunks(rows: list, n: int) -> list[list]:
-    return [rows[i:i + n] for i in range(0, len(rows), n)]
 
 
 TIMING_COLUMNS = ("e2e_s", "denoise_s", "speedup", "speedup_denoise", "compute_fraction", "peak_memory_mb")
@@ -600,15 +570,6 @@ def _item_data(row: dict[str, Any], quality: tuple[str, ...]) -> dict[str, Any]:
         elif col in METRICS and row.get(col) == METRICS[col].identity and not row.get("reference"):
             data[f"{col}_identical"] = True  # JSON has no inf: equal to its baseline's (the identity value)
     return data
-
-
-def _point_summary(points, pid: str) -> dict[str, Any]:
-    if points is None:
-        return {}
-    rows = points[points["point_id"] == pid].to_dict("records")
-    if not rows:
-        return {}
-    return {k: _clean(v) for k, v in rows[0].items() if k not in ("params", "python_call", "spec_snippet")}
 
 
 def _media(wandb, row: dict[str, Any], baseline: dict[str, Any] | None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import errno
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, TextIO
@@ -113,11 +114,17 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
     run_dir = spec.run_dir
     preflight(run_dir)
     target = resolve_target(spec, run_dir, wandb_mode)  # a bad WANDB_MODE stops us before anything is written
+    done: dict[str, str] = {}
     if (run_dir / STORE_FILE).is_file():
-        refuse_changed_spec(run_dir, spec)
+        with Store(run_dir) as store:
+            refuse_changed_spec(store, spec)
+            done = store.statuses() if dry_run else {}
     if dry_run:
+        todo = pending(plan, done, retry_failed)
         print(plan.describe(), file=stream)
-        _print_todo(plan, run_dir, retry_failed, stream)
+        print(f"{len(todo)} generation(s) would run; {len(plan.jobs) - len(todo)} already in {run_dir}", file=stream)
+        for p in plan.points:
+            print(f"  {p.point_id:32s} {p.method_label:20s} {p.label}", file=stream)
         return SweepOutcome(run_dir)
 
     resident = resident or Resident()
@@ -126,19 +133,13 @@ def run_sweep(spec: Spec, *, executor: str = "local", wandb_mode: str | None = N
         if executor == "local":
             check_model_available(spec.model)
         resident.keep_scorer(spec.metrics, resident.scorer_for(spec.metrics) or build_scorer(spec.metrics))
-    with RunLock(run_dir):
-        store = Store(run_dir)
-        try:
-            refuse_changed_spec(run_dir, spec, store)  # again under the lock: another sweep may have just begun
-            sizes: dict[str, int] = {}
-            for job in full_plan.jobs:
-                sizes[job.point_id] = sizes.get(job.point_id, 0) + 1
-            # what the tables aggregate, and how many generations complete each point (W&B's tracker reads it)
-            store.set_meta(plan_keys=[j.key for j in full_plan.jobs], plan_points=sizes)
-            return _run(spec, plan, store, executor, retry_failed, workers, ray_address, stream, resident,
-                        Listeners(list(listeners), stream), target)
-        finally:
-            store.close()
+    with RunLock(run_dir), Store(run_dir) as store:
+        refuse_changed_spec(store, spec)  # again under the lock: another sweep may have just begun
+        # what the tables aggregate, and how many generations complete each point (W&B's tracker reads it)
+        store.set_meta(plan_keys=[j.key for j in full_plan.jobs],
+                       plan_points=dict(Counter(j.point_id for j in full_plan.jobs)))
+        return _run(spec, plan, store, executor, retry_failed, workers, ray_address, stream, resident,
+                    Listeners(list(listeners), stream), target)
 
 
 def preflight(run_dir: Path) -> None:
@@ -163,7 +164,7 @@ def _trusted_statuses(store: Store, stream: TextIO) -> dict[str, str]:
     return statuses
 
 
-def refuse_changed_spec(run_dir: Path, spec: Spec, store: Store | None = None) -> None:
+def refuse_changed_spec(store: Store, spec: Spec) -> None:
     """SpecError (exit 2, nothing written) when `spec` changes a field the run directory was made with.
 
     A run directory holds one experiment: results of another model, step count, device, timing or metric
@@ -171,17 +172,11 @@ def refuse_changed_spec(run_dir: Path, spec: Spec, store: Store | None = None) -
     """
     from experiments.spec import fixed_changes
 
-    own = store is None
-    store = store or Store(run_dir)
-    try:
-        stored = store.meta().get("spec")
-    finally:
-        if own:
-            store.close()
+    stored = store.meta().get("spec")
     changes = fixed_changes(stored, spec) if stored else []
     if changes:
         shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
-        raise SpecChanged(f"{run_dir} was made with another experiment ({shown}); a run directory holds one "
+        raise SpecChanged(f"{store.run_dir} was made with another experiment ({shown}); a run directory holds one "
                           f"experiment: write this one elsewhere with --out DIR (or output.dir)")
 
 
@@ -195,7 +190,7 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     # second or two: the environment the results were made in stays theirs (environment() asks torch about the
     # GPUs), and the results table (its confidence intervals import scipy.stats) is left to `repro pareto`.
     todo = pending(plan, _trusted_statuses(store, stream), retry_failed)
-    idle = not todo and not _unscored(store, spec)
+    idle = not todo and not scoring.unscored(store, spec.metrics)
     env = idle and store.meta().get("environment") or environment()
     session = {"pid": os.getpid(), "state": "running"}  # a following W&B tracker logs while this one runs
     store.set_meta(spec=spec.model_dump(mode="json"), spec_hash=spec.spec_hash(), versions=versions(),
@@ -217,7 +212,10 @@ def _run(spec, plan, store, executor_kind, retry_failed, workers, ray_address, s
     if idle:
         print(f"nothing to generate or score; `repro pareto {spec.run_dir}` shows the results", file=stream)
     else:
-        _report(store, stream)
+        from repro.aggregate import tables
+        from repro.report import print_points
+
+        print_points(tables(store)[0], stream)
     if outcome.interrupted:
         print("interrupted: finished generations are saved; run the same command again to resume", file=stream)
     elif outcome.failed:
@@ -236,7 +234,7 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
           file=stream)
 
     scoring_ = Scoring(spec.metrics, resident.scorer_for(spec.metrics))
-    if todo or _unscored(store, spec):
+    if todo or scoring.unscored(store, spec.metrics):
         # build the metric networks now: missing weights stop us before hours of generation
         resident.keep_scorer(spec.metrics, scoring_.scorer)
 
@@ -245,7 +243,15 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
     events.emit("sweep_started", SweepStarted(spec, spec.run_dir, store, plan, [j for it in items for j in it.jobs],
                                               len(items)))
     if todo:
-        executor = _make_executor(executor_kind, spec, progress, workers, ray_address, resident, tracker)
+        from repro.executors import make_executor
+
+        def on_step(done: int, total: int) -> None:  # runs in the pipeline's per-step callback
+            stop.check()
+            progress.step(done, total)
+
+        executor = make_executor(executor_kind, spec, on_step=on_step, workers=workers, address=ray_address,
+                                 resident=resident, raise_if_aborted=stop.check,
+                                 pause_background=tracker.paused if tracker is not None else None)
         try:
             t0 = time.perf_counter()
             executor.start()
@@ -267,18 +273,6 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
         print(progress_summary(outcome.stats, outcome.generated + len(outcome.failed_keys), executor_kind), file=stream)
     outcome.finished = True
     events.emit("sweep_finished", SweepFinished(outcome, outcome.stats))
-
-
-def _make_executor(kind, spec, progress, workers, ray_address, resident: Resident, tracker):
-    from repro.executors import make_executor
-
-    def on_step(done: int, total: int) -> None:  # runs in the pipeline's per-step callback
-        stop.check()
-        progress.step(done, total)
-
-    return make_executor(kind, spec, on_step=on_step, workers=workers, address=ray_address,
-                         resident=resident, raise_if_aborted=stop.check,
-                         pause_background=tracker.paused if tracker is not None else None)
 
 
 def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, dict]:
@@ -421,10 +415,14 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
         "spec_hash": spec.spec_hash(), "code_version": versions()["code"],
     }
     if isinstance(result, BaseException):
+        import traceback
+
         error = " ".join(f"{type(result).__name__}: {result}".split())  # one line; the cause is in the traceback
-        store.put_generation({**row, "status": "failed", "error": error[:2000], "traceback": _traceback(result)})
+        # the traceback as the executor captured it (in the worker), else from the exception
+        tb = getattr(result, "formatted", None) or "".join(traceback.format_exception(result))
+        store.put_generation({**row, "status": "failed", "error": error[:2000], "traceback": tb[-20_000:]})
         outcome.failed_keys.append(job.key)
-        return f"FAILED ({error.splitlines()[0][:120]})"
+        return f"FAILED ({error[:120]})"
     folder = spec.run_dir / "media" / job.key
     paths = {"media_dir": None, "mp4": None}
     try:
@@ -435,14 +433,12 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
             raise DiskFull(folder, needed_bytes=int(result.frames.nbytes)) from None
         raise
     summary = result.summary()
+    frames, height, width = (int(n) for n in result.frames.shape[:3])
     store.put_generation({
         **row, "status": "ok", "error": None, "kind": result.kind,
-        "media_dir": str(Path(paths["media_dir"]).relative_to(spec.run_dir)) if paths["media_dir"] else None,
-        "mp4": str(Path(paths["mp4"]).relative_to(spec.run_dir)) if paths["mp4"] else None,
-        "num_frames": int(result.frames.shape[0]), "height": int(result.frames.shape[1]),
-        "width": int(result.frames.shape[2]), "e2e_s": summary["e2e_s"], "denoise_s": summary["denoise_s"],
-        "compute_executed": summary["compute_executed"], "compute_possible": summary["compute_possible"],
-        "peak_memory_bytes": summary["peak_memory_bytes"], "summary": summary, "device": result.device,
+        **{k: str(Path(p).relative_to(spec.run_dir)) if p else None for k, p in paths.items()},  # media_dir, mp4
+        "num_frames": frames, "height": height, "width": width, "summary": summary, "device": result.device,
+        **{k: summary[k] for k in ("e2e_s", "denoise_s", "compute_executed", "compute_possible", "peak_memory_bytes")},
     })
     outcome.generated += 1
     return _note(summary)
@@ -451,36 +447,3 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
 def _note(summary: dict[str, Any]) -> str:
     return f"{summary['e2e_s']:.2f}s, compute {summary['compute_executed']}/{summary['compute_possible']}"
 
-
-def _traceback(exc: BaseException) -> str:
-    """The failed generation's traceback as the executor captured it (in the worker), else from the exception."""
-    import traceback
-
-    text = getattr(exc, "formatted", None) or "".join(traceback.format_exception(exc))
-    return text[-20_000:]
-
-
-def _unscored(store: Store, spec: Spec) -> bool:
-    have = store.score_keys()
-    return any(scoring.needed(spec.metrics, g["quality_baseline_key"], have.get(g["key"], ()))
-               for g in store.generation_states() if g["status"] == "ok" and g["media_dir"])
-
-
-def _report(store: Store, stream: TextIO) -> None:
-    from repro.aggregate import tables
-    from repro.report import print_points
-
-    points, _ = tables(store)
-    print_points(points, stream)
-
-
-def _print_todo(plan: Plan, run_dir: Path, retry_failed: bool, stream: TextIO) -> None:
-    done: dict[str, str] = {}
-    if (run_dir / "results.sqlite").is_file():
-        store = Store(run_dir, read_only=True)
-        done = store.statuses()
-        store.close()
-    todo = pending(plan, done, retry_failed)
-    print(f"{len(todo)} generation(s) would run; {len(plan.jobs) - len(todo)} already in {run_dir}", file=stream)
-    for p in plan.points:
-        print(f"  {p.point_id:32s} {p.method_label:20s} {p.label}", file=stream)

@@ -92,21 +92,17 @@ def _load(spec_path: str, overrides: tuple[str, ...], out: str | None = None, pl
 
 def _run_spec(run_dir: str):
     """The resolved spec a run directory was made with."""
-    from experiments.errors import SpecError
-    from experiments.spec import Spec
     from repro.store import Store
 
-    store = Store.open_existing(run_dir, read_only=True)
-    meta = store.meta()
-    store.close()
-    if "spec" not in meta:
-        raise SpecError(f"{run_dir}: the run has no recorded spec yet (it stopped before starting); run `repro sweep`")
-    spec = Spec.model_validate(meta["spec"])
+    with Store.open_existing(run_dir, read_only=True) as store:
+        spec = store.recorded_spec()
     return spec.model_copy(update={"output": spec.output.model_copy(update={"dir": str(run_dir)})})
 
 
 set_option = click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
                           help="Override a spec field, e.g. --set generation.num_inference_steps=20 (repeatable).")
+wandb_mode_option = click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
+                                 help="Override the spec's wandb.mode (auto: online with credentials, else offline).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,8 +121,7 @@ def main() -> None:
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Ray: number of workers (default: one per GPU, or 1).")
 @click.option("--ray-address", help="Ray: join this cluster instead of starting Ray locally.")
-@click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
-              help="Override the spec's wandb.mode (auto: online with credentials, else offline).")
+@wandb_mode_option
 @click.option("--only", multiple=True, metavar="KEY=VALUE", help="Restrict to method=NAME, point=ID, prompt=I, seed=S.")
 @click.option("--retry-failed", is_flag=True, help="Run only the generations that failed before.")
 @click.option("--dry-run", is_flag=True, help="Print the plan and what would run; load nothing.")
@@ -144,8 +139,7 @@ def sweep(spec, out, overrides, executor, workers, ray_address, wandb_mode, only
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--follow", is_flag=True, help="Keep logging while the sweep writing RUN_DIR runs, then finish.")
-@click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
-              help="Override the spec's wandb.mode (auto: online with credentials, else offline).")
+@wandb_mode_option
 @_friendly_errors
 def track(run_dir, follow, wandb_mode):
     """Log to W&B what RUN_DIR's store holds and W&B lacks (a sweep runs this itself, in the background)."""
@@ -217,15 +211,13 @@ def calibrate(spec, out, overrides):
     if not plan.calibrations:
         click.echo("no method entry in this spec needs calibration")
         return
-    with RunLock(loaded.run_dir):
-        store = Store(loaded.run_dir)
+    with RunLock(loaded.run_dir), Store(loaded.run_dir) as store:
         executor = LocalExecutor(loaded)
         for cal in plan.calibrations:
             ratios = ensure_calibration(store, cal, executor, note=click.echo)
             for branch, values in ratios["ratios"].items():
                 mark = " (used)" if branch in ratios["used"].split(",") else ""
                 click.echo(f"{cal.method} {cal.key} {branch}{mark}: {[float(f'{v:.6g}') for v in values]}")
-        store.close()
 
 
 #: Spec fields that name the network a score was made with (`repro score` changes them only with --force), and
@@ -264,8 +256,7 @@ def score(run_dir, force, overrides):
         raise SpecError(f"repro score --set: {'; '.join(networks)}: the scores in {run_dir} were made with the old "
                         f"network; add --force to rescore every generation with the new one")
     check_device(spec.metrics.device, "metrics.device", where=f"{run_dir} with --set")
-    with RunLock(Path(run_dir)):
-        store = Store(run_dir)
+    with RunLock(Path(run_dir)), Store(run_dir) as store:
         # first the new settings, without the replaced network's scores: an interrupted rescore leaves gaps
         # that the next `repro score` fills, never scores of two networks side by side
         store.replace_scoring(spec.model_dump(mode="json"),
@@ -274,7 +265,6 @@ def score(run_dir, force, overrides):
         n, failed = score_missing(store, Scoring(spec.metrics), force=force)
         gone = missing_media(store)
         dropped = sum(1 for g in store.generation_states() if g["status"] == "ok" and not g["media_dir"])
-        store.close()
     click.echo(f"scored {n} generation(s) in {run_dir}")
     if gone:
         click.echo(f"{len(gone)} generation(s) have lost their media (e.g. {gone[0]['media_dir']}) and were not "
@@ -381,8 +371,7 @@ def best(run_dir, maxima, minima, confident):
               help="Items (prompt x seed) the search runs on before the choice is confirmed on every item.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<spec name>).")
 @set_option
-@click.option("--wandb-mode", type=click.Choice(["auto", "online", "offline", "disabled"]),
-              help="Override the spec's wandb.mode.")
+@wandb_mode_option
 @_friendly_errors
 def tune(spec, maxima, minima, methods, budget, search_items, out, overrides, wandb_mode):
     """The fastest setting of each method in SPEC whose quality meets every gate (at 95% confidence),
@@ -418,10 +407,8 @@ def figures(run_dir, out, formats):
     from repro.aggregate import tables
     from repro.store import Store
 
-    allowed = {"png", "pdf", "svg"}
     fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
-    bad = [f for f in fmts if f not in allowed]
-    if bad or not fmts:
+    if not fmts or any(f not in ("png", "pdf", "svg") for f in fmts):
         raise SpecError(f"--format {formats!r}: allowed formats are png, pdf, svg (comma-separated)")
     import paper_figures
 
@@ -492,13 +479,10 @@ def compare(run_dir, paper, points, parity, matches, fmt, out):
             raise SpecError(f"--points: {points[0]!r} and {points[1]!r} are the same point; give two different points")
         click.echo(format_point_comparison(compare_points(items, a, b), table, a, b, fmt))
         return
-    from repro.papers.compare import compare_run_dir, write_comparison
+    from repro.papers.compare import compare_run_dir, format_latex, format_markdown, format_text, write_comparison
 
     cmp, points_table, items_table = compare_run_dir(run_dir, paper, _parse_matches(matches))
-    renderer = {"text": "format_text", "markdown": "format_markdown", "latex": "format_latex"}[fmt]
-    import repro.papers.compare as paper_compare
-
-    click.echo(getattr(paper_compare, renderer)(cmp))
+    click.echo({"text": format_text, "markdown": format_markdown, "latex": format_latex}[fmt](cmp))
     out_dir = Path(out) if out else Path(run_dir) / "figures" / "compare"
     for path in write_comparison(cmp, points_table, items_table, out_dir):
         click.echo(f"wrote {path}", err=True)
@@ -618,8 +602,7 @@ def methods(family, plugins, probe):
         if ep["name"] not in registered:
             click.echo(ep["name"].ljust(30) + f"entry point {ep['dist']}".ljust(34)
                        + f"{ep['value']} (imported when a spec names it)")
-    reasons = []
-    counts = []
+    reasons, counts = [], []
     for title, columns in (("diffusers and project methods", METHODS), ("cache-dit methods", LIBRARY_METHODS)):
         if not columns:
             continue

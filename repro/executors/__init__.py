@@ -12,15 +12,14 @@ from typing import Any, Callable, Iterable, Protocol
 
 from experiments.errors import SpecError
 
-OnGenerated = Callable[[Any, Any], None]  # (job, GenerationResult | BaseException)
-OnScored = Callable[[Any], None]  # (repro.scoring.ScoreResult)
-
 
 class Executor(Protocol):
     def start(self) -> None: ...
     def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]: ...
     def run(self, items: Iterable[Any], prepare: Callable[[Any], Any], on_start: Callable[[Any], None],
-            on_generated: OnGenerated, on_scored: OnScored, should_stop: Callable[[], bool]) -> None: ...
+            on_generated: Callable[[Any, Any], None],  # (job, GenerationResult | BaseException)
+            on_scored: Callable[[Any, list[Any]], None],  # (item, [repro.scoring.ScoreResult])
+            should_stop: Callable[[], bool]) -> None: ...
     def stats(self) -> dict[str, Any]: ...  # {"calls": {purpose: n}, "workers": [{"busy_s", "wall_s"}, ...]}
     def close(self) -> None: ...
 

@@ -88,12 +88,8 @@ def _attempt(engine: Any, request: GenerationRequest) -> Any:
         return engine.generate(request)
     except Exception as exc:  # isolated: recorded as a failed generation, the sweep goes on
         exc.formatted = traceback.format_exc()
-        _free_cuda_memory()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return exc
-
-
-def _free_cuda_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -116,13 +116,9 @@ class _Slot:
     pending: deque = field(default_factory=deque)  # (ref of next(), job, item), in the actor's order
     node: str | None = None  # the Ray node id it runs on (known once loaded)
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.pending)
-
 
 class RayExecutor:
-    def __init__(self, spec: Any, workers: int | None = None, address: str | None = None, scorer: Any = None,
+    def __init__(self, spec: Any, workers: int | None = None, address: str | None = None,
                  raise_if_aborted: Callable[[], None] | None = None):
         self.spec = spec
         self.workers = workers
@@ -171,11 +167,10 @@ class RayExecutor:
 
     def stats(self) -> dict[str, Any]:
         self._read_counts()
-        calls: dict[str, int] = {}
+        calls: Counter[str] = Counter()
         for c in self.worker_stats.values():
-            for purpose, n in c["calls"].items():
-                calls[purpose] = calls.get(purpose, 0) + n
-        return {"calls": calls, "workers": [{"busy_s": c["busy_s"], "wall_s": c["wall_s"]}
+            calls.update(c["calls"])
+        return {"calls": dict(calls), "workers": [{"busy_s": c["busy_s"], "wall_s": c["wall_s"]}
                                             for c in self.worker_stats.values()]}
 
     def counts(self) -> list[dict[str, Any]]:
@@ -339,7 +334,7 @@ class RayExecutor:
             queue.appendleft(dataclasses.replace(it, jobs=jobs))
 
     def _idle(self) -> _Slot | None:
-        return next((s for s in self.slots if s.ready is None and not s.busy), None)
+        return next((s for s in self.slots if s.ready is None and not s.pending), None)
 
     def _ready_for_more(self) -> _Slot | None:
         """An idle worker, else one whose last queued job is running (its next item queues behind it)."""

@@ -27,6 +27,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from experiments.optimizations.axis import optimization_label
 from metrics import registry
 from metrics.registry import ALONE, FRONT, QUALITY, REFERENCE
 from repro.pareto import pareto_mask
@@ -35,6 +36,9 @@ from repro.store import Store
 NAN = float("nan")
 BOUND_MARGIN = 0.05  # a speedup interval lying more than 5% beyond the Amdahl bound is not noise
 SPREAD_LIMIT = 0.5  # per-item speedups spanning more than half the median: timing is not stable
+#: where a generation's time went (experiments.instrumentation), per item and averaged per point
+TIME_PARTS = ("text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "loop_overhead_s",
+              "compile_s", "recompiles")
 
 
 def quality_columns(store: Store) -> tuple[str, ...]:
@@ -72,9 +76,8 @@ def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool 
                               "error": f"media missing ({g.get('media_dir')}); re-run the sweep to regenerate it"}
     columns = quality_columns(store)
     scores = store.scores() if keys is None else store.scores(keys=list(gens))
-    protocol = run_protocol(store.meta().get("spec") or {})
-    labels = {p["point_id"]: p["label"] for p in store.points()}
-    methods = {p["point_id"]: p["method"] for p in store.points()}
+    protocol = run_protocol(meta.get("spec") or {})
+    points = {p["point_id"]: p for p in store.points()}
     rows = []
     wanted = None if keys is None or with_baselines else set(keys)
     for g in gens.values():
@@ -86,13 +89,14 @@ def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool 
         sc = scores.get(g["key"], {})
         ref_sc = scores.get(quality_ref_key, {}) if quality_ref_key else sc
         quality_ref = gens.get(quality_ref_key) if quality_ref_key else g  # the unoptimized, uncached run
+        point = points.get(g["point_id"], {"method": g["method"], "label": g["point_id"]})
         ok = g["status"] == "ok"
         ref_ok = speed_ref is not None and speed_ref["status"] == "ok"
         row = {
             "key": g["key"], "role": g["role"], "point_id": g["point_id"], "quality_baseline_key": quality_ref_key,
-            "method": "baseline" if g["role"] == "baseline" else methods.get(g["point_id"], g["method"]),
+            "method": "baseline" if g["role"] == "baseline" else point["method"],
             # a baseline's point id is "baseline" or "baseline | <its optimization>": its name in every table
-            "label": g["point_id"] if g["role"] == "baseline" else labels.get(g["point_id"], g["point_id"]),
+            "label": g["point_id"] if g["role"] == "baseline" else point["label"],
             "prompt_index": g["prompt_index"], "prompt": g["prompt"], "seed": g["seed"],
             "status": g["status"], "error": g["error"], "kind": g["kind"],
             "frames_dir": str(store.run_dir / g["media_dir"]) if g.get("media_dir") else None,
@@ -107,9 +111,7 @@ def item_rows(store: Store, keys: list[str] | None = None, with_baselines: bool 
             "peak_memory_mb": (g["peak_memory_bytes"] / 2**20) if ok and g["peak_memory_bytes"] else NAN,
             "device": g["device"], "num_frames": g.get("num_frames"),
         }
-        for part in ("text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "loop_overhead_s",
-                     "compile_s",
-                     "recompiles"):
+        for part in TIME_PARTS:
             v = s.get(part)
             row[part] = NAN if v is None or not ok else float(v)
         row["speedup_bound"] = amdahl_bound(_transformer_share(s, speed_ref), row["compute_fraction"]) \
@@ -186,7 +188,7 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
             "point_id": pid, "method": first["method"], "label": first["label"],
             "params": json.dumps(p.get("params", {}), sort_keys=True),
             "key_param": p.get("key_param"), "key_value": p.get("key_value"),
-            "optimization": _opt_label(p.get("optimization", {})) if p else _baseline_opt(pid),
+            "optimization": optimization_label(p.get("optimization", {})) if p else pid.partition(" | ")[2] or "none",
             "status": status, "error": failed[0]["error"] if failed else None, "n_items": len(ok),
             "n_failed": len(failed), "python_call": p.get("python_call"), "spec_snippet": p.get("spec_snippet"),
         }
@@ -195,9 +197,7 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         row["latency_q25_s"] = _quantile(lat, 0.25)
         row["latency_q75_s"] = _quantile(lat, 0.75)
         row["speedup_vs_unoptimized"] = _mean([i["speedup_vs_unoptimized"] for i in ok])
-        for col in ("denoise_s", "speedup_denoise", "compute_fraction", "speedup_bound", "peak_memory_mb",
-                    "text_encode_s", "vae_decode_s", "inter_step_gap_s", "other_s", "transformer_s", "loop_overhead_s",
-                    "compile_s", "recompiles"):
+        for col in ("denoise_s", "speedup_denoise", "compute_fraction", "speedup_bound", "peak_memory_mb", *TIME_PARTS):
             row[col] = _mean([i[col] for i in ok])
         row["reference"] = bool(its[0].get("reference"))
         quality = [q for q in QUALITY if q in its[0]]
@@ -210,11 +210,12 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
             if agg and protocol.averaging == "per_frame" and col != "speedup":
                 agg = _per_frame_mean(agg, ok, col, protocol)
             if values and all(math.isinf(v) for v in values):  # every item identical to its baseline
-                row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = values[0], values[0], values[0]
+                mean = low = high = values[0]
             elif not agg or not agg.get("n"):
-                row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = NAN, NAN, NAN
+                mean = low = high = NAN
             else:
-                row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = agg["mean"], agg["ci_low"], agg["ci_high"]
+                mean, low, high = agg["mean"], agg["ci_low"], agg["ci_high"]
+            row[col], row[f"{col}_ci_low"], row[f"{col}_ci_high"] = mean, low, high
             if col in registry.METRICS and registry.METRICS[col].recommended_samples:  # a set-level score
                 row[f"{col}_n"] = len(values)
                 row[f"{col}_sample_warning"] = registry.sample_size_warning(col, len(values)) or ""
@@ -298,10 +299,9 @@ def _mark_fronts(rows: list[dict[str, Any]]) -> None:
     for m in [m for m in FRONT if rows and m in rows[0]]:
         eligible = [r for r in rows if r["method"] != "baseline" and r["status"] == "ok"]
         mask = pareto_mask([r["speedup"] for r in eligible], [r[m] for r in eligible], registry.better(m))
+        on_front = {id(r): on for r, on in zip(eligible, mask)}
         for r in rows:
-            r[f"on_front_{m}"] = False
-        for r, on in zip(eligible, mask):
-            r[f"on_front_{m}"] = on
+            r[f"on_front_{m}"] = on_front.get(id(r), False)
 
 
 def tables(store: Store):
@@ -393,7 +393,7 @@ def _ratio(ref: dict[str, Any], g: dict[str, Any], col: str) -> float:
 
 
 def _mean(values: list[float]) -> float:
-    vals = [v for v in values if v is not None and not _isnan(v)]
+    vals = [v for v in values if not _isnan(v)]
     return sum(vals) / len(vals) if vals else NAN
 
 
@@ -416,12 +416,3 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 def _isnan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
-
-def _opt_label(opt: dict[str, Any]) -> str:
-    from experiments.optimizations.axis import optimization_label
-
-    return optimization_label(opt)
-
-
-def _baseline_opt(point_id: str) -> str:
-    return point_id.partition(" | ")[2] or "none"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -148,11 +149,7 @@ class Plan:
                  f"{len(self.points)} points, {len(self.calibrations)} calibration(s)"
                  + (f" ({sum(c.published is not None for c in self.calibrations)} from published values)"
                     if any(c.published is not None for c in self.calibrations) else "")]
-        by_method: dict[str, int] = {}
-        for p in self.points:
-            by_method[p.method_label] = by_method.get(p.method_label, 0) + 1
-        for name, n in by_method.items():
-            lines.append(f"  {name}: {n} points")
+        lines += [f"  {name}: {n} points" for name, n in Counter(p.method_label for p in self.points).items()]
         return "\n".join(lines)
 
 
@@ -247,10 +244,9 @@ def optimization_grid(spec: Spec) -> list[dict[str, Any]]:
 
 def build_plan(spec: Spec) -> Plan:
     refuse_ranges(spec)  # a range stands for a grid `repro tune` searches; a plan runs lists
-    check_support(spec)
+    family = check_support(spec)
     base_identity = {"model": model_identity(spec), "generation": spec.generation.pipeline_kwargs(),
                      "timing": spec.timing.model_dump(mode="json"), "versions": versions()}
-    family = _family(spec)
     opts = optimization_grid(spec)
     default_opt = {k: v for k, v in defaults().items() if k in spec.optimizations.axes()}  # the quality reference
     items = [(i, p, s) for i, p in enumerate(spec.prompts) for s in spec.seeds]
@@ -349,26 +345,25 @@ def calibration_for(spec: Spec, mspec: Any, base_identity: dict[str, Any]) -> Ca
                        params=tuple(sorted(params.items())))
 
 
-def check_support(spec: Spec) -> None:
-    """Refuse a method the model's family cannot run, or an optimization this machine cannot, before any model loads."""
+def check_support(spec: Spec) -> Any:
+    """Refuse a method the model's family cannot run, or an optimization this machine cannot, before any model loads;
+    returns the model's family (None: no known family)."""
     from experiments.errors import SpecError
-    from experiments.pipelines import family_of
+    from experiments.pipelines import family_of, resolve_device
 
     if not all(is_default_optimization(o) for o in optimization_grid(spec)):
         from experiments.optimizations import check_available
-        from experiments.pipelines import resolve_device
 
         check_available(spec.optimizations, resolve_device(spec.model.device),
                         dtype=spec.model.component_dtypes.get("transformer", spec.model.dtype))
     family = family_of(spec.model)
-    if family is None:
-        return
-    for i, m in enumerate(spec.methods):
+    for i, m in enumerate(spec.methods if family is not None else ()):
         support = family.methods.get(m.name)
         if support is not None and support.status == "unsupported":
             raise SpecError(f"methods[{i}]: {m.name} does not support the {family.name} family: {support.reason}")
         if support is not None and not support.applicable:
             raise SpecError(f"methods[{i}]: {m.name} does not apply to the {family.name} family: {support.reason}")
+    return family
 
 
 def _baseline_id(opt: dict[str, Any]) -> str:
@@ -378,9 +373,3 @@ def _baseline_id(opt: dict[str, Any]) -> str:
 def _label(axes: dict[str, Any], params: dict[str, Any]) -> str:
     shown = [k for k in axes if k in params] or list(params)[:1]
     return " ".join(f"{_SHORT.get(k, k)}={params[k]}" for k in shown) or "default"
-
-
-def _family(spec: Spec) -> Any:
-    from experiments.pipelines import family_of
-
-    return family_of(spec.model)

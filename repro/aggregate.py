@@ -161,6 +161,9 @@ def metric_labels(store: Store) -> dict[str, str]:
     if "clip" in seen:
         for m in ("clip", "clip_delta"):
             labels[m] = registry.with_random_tag(f"{labels[m]} ({net['clip']})", seen["clip"]["random_weights"])
+    for m, s in seen.items():  # every other network metric (VBench's, ImageReward): its weights said
+        if m in labels and m not in ("lpips", "clip") and registry.METRICS[m].needs_weights:
+            labels[m] = registry.with_random_tag(labels[m], s["random_weights"])
     return {k: v for k, v in labels.items() if k in quality_columns(store)}
 
 

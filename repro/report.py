@@ -16,7 +16,7 @@ def columns(points) -> list[tuple[str, str, int]]:
 
 def format_points(points, only_front: str | None = None) -> str:
     """The points table; only the metrics the run requested, and "ref" where the baseline is the reference."""
-    from metrics.registry import QUALITY
+    from metrics.registry import METRICS, QUALITY
 
     rows = points.to_dict("records")
     if only_front:
@@ -28,7 +28,8 @@ def format_points(points, only_front: str | None = None) -> str:
         cells = []
         for i, (col, _, w) in enumerate(columns_):
             v = r.get(col)
-            text = "ref" if col in QUALITY and _is_reference(r) and _missing(v) else _fmt(col, v)
+            text = "ref" if col in METRICS and METRICS[col].reference and _is_reference(r) and _missing(v) \
+                else _fmt(col, v)
             text += "?" if col == "speedup" and r.get("timing_suspect") in (True,) else ""
             cells.append(f"{text:>{w}}" if i > 1 else f"{text[:w]:<{w}}")
         lines.append(" ".join(cells))

@@ -18,11 +18,9 @@ class Progress:
         self.stream = stream or sys.stderr
         self.total = total
         self.items = items
-        self.done = 0
-        self.items_done = 0
+        self.done = self.items_done = 0
         self.interactive = self.stream.isatty()
-        self._overall = None
-        self._steps = None
+        self._overall = self._steps = None
         self._jobs: dict[str, tuple[str, float]] = {}
         self._first_start: float | None = None
         if self.interactive and total:
@@ -58,9 +56,6 @@ class Progress:
             took = time.perf_counter() - started
             print(f"[gen {self.done}/{self.total} | item {self.items_done}/{self.items} | ETA {self.eta()}] "
                   f"{description}: {outcome} ({took:.1f}s)", file=self.stream, flush=True)
-
-    def item_finished(self) -> None:
-        self.items_done += 1
 
     def eta(self) -> str:
         """Remaining time at the rate so far (generations of one sweep cost about the same)."""

@@ -52,12 +52,10 @@ def handled() -> Iterator[None]:
     """The handler installed for SIGINT and SIGTERM (not for a signal ignored at start; main thread only)."""
     previous = {}
     _event.interrupted = 0
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread: signals are the main thread's to handle
         for s in _SIGNALS:
             if signal.getsignal(s) is not signal.SIG_IGN:
                 previous[s] = signal.signal(s, _handle)
-    except ValueError:  # not the main thread: signals are the main thread's to handle
-        pass
     outer = set(_event.installed)
     _event.installed |= set(previous)
     try:
@@ -97,18 +95,13 @@ def reclaim() -> None:
     """Give SIGINT and SIGTERM back to our handler after a library took them over while ours was installed
     (``ray.init`` installs a SIGTERM handler of its own that aborts the driver)."""
     for s in _event.installed:
-        try:
+        with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(s, _handle)
-        except ValueError:  # not the main thread
-            pass
 
 
 def exiting() -> None:
     """The process ends now (interrupted): further Ctrl-C or SIGTERM are ignored, also while Python finalizes
     (which would otherwise put the default handler back and die of the signal instead of exiting 130)."""
     for s in _event.installed | set(_SIGNALS):
-        try:
-            if signal.getsignal(s) is not signal.SIG_IGN:
-                signal.signal(s, signal.SIG_IGN)
-        except ValueError:  # not the main thread
-            pass
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(s, signal.SIG_IGN)

@@ -281,7 +281,7 @@ class Store:
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for r in self._select("SELECT * FROM scores WHERE 1=1", [], "generation_key", keys):
             out.setdefault(r["generation_key"], {})[r["metric"]] = {
-                "value": _from_db(r["value"]), "label": r["label"],
+                "value": None if r["value"] is None else float(r["value"]), "label": r["label"],
                 "per_frame": decode_nonfinite(json.loads(r["per_frame"])),
                 "random_weights": bool(r["random_weights"]),
             }
@@ -388,7 +388,3 @@ def _decode_calibration(r: sqlite3.Row) -> dict[str, Any]:
 def _finite_or_text(value: float | None) -> Any:
     # SQLite stores inf as a REAL (+inf); NaN becomes NULL, which is what "not computed" means.
     return None if value is None or value != value else float(value)
-
-
-def _from_db(value: Any) -> float | None:
-    return None if value is None else float(value)

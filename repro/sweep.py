@@ -256,7 +256,12 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
             t0 = time.perf_counter()
             executor.start()
             progress.note(f"ready to generate after {time.perf_counter() - t0:.1f} s of loading")
-            ratios = _calibrations(plan, todo, store, executor, progress)
+            # calibrations (MagCache ratios, TeaCache coefficients): computed once, stored, reused
+            needed = {j.calibration_key for j in todo if j.calibration_key}
+            ratios = {cal.key: ensure_calibration(store, cal, executor, progress.note) for cal in plan.calibrations
+                      if cal.key in needed}
+            if ratios:  # each point records the branch and ratios it runs with, in its paste-ready call and snippet
+                store.put_points(point_records(plan, store))
             with stop.graceful(progress.note):
                 executor.run(items, prepare=lambda item: _unit(item, spec, store, ratios), on_start=driver.started,
                              on_generated=driver.generated, on_scored=driver.scored, should_stop=stop.requested)
@@ -273,16 +278,6 @@ def _generate(spec, plan, store, todo, executor_kind, workers, ray_address, stre
         print(progress_summary(outcome.stats, outcome.generated + len(outcome.failed_keys), executor_kind), file=stream)
     outcome.finished = True
     events.emit("sweep_finished", SweepFinished(outcome, outcome.stats))
-
-
-def _calibrations(plan: Plan, todo: list[Job], store: Store, executor, progress: Progress) -> dict[str, dict]:
-    """Stored calibrations per key (MagCache ratios, TeaCache coefficients): computed once, stored, reused."""
-    needed = {j.calibration_key for j in todo if j.calibration_key}
-    out = {cal.key: ensure_calibration(store, cal, executor, progress.note) for cal in plan.calibrations
-           if cal.key in needed}
-    if out:  # each point records the branch and ratios it runs with, in its paste-ready call and snippet
-        store.put_points(point_records(plan, store))
-    return out
 
 
 def point_records(plan: Plan, store: Store) -> list[dict[str, Any]]:
@@ -387,7 +382,7 @@ class _Driver:
         jobs = [j for j in item.jobs if j.key in self.recorded]
         scores = self.store.scores(keys=[j.key for j in jobs])
         rows = {g["key"]: g for g in self.store.generations(keys=[j.key for j in jobs])}
-        self.progress.item_finished()
+        self.progress.items_done += 1
         for job in jobs:
             self.recorded.discard(job.key)
             self.finished += 1

@@ -84,19 +84,16 @@ def resolve_target(spec: Any, run_dir: Path, mode: str | None = None) -> Target:
 
 
 def resolve_mode(mode: str) -> str:
+    """`auto`: online with credentials (WANDB_API_KEY, or a netrc entry for api.wandb.ai), else offline."""
     if mode != "auto":
         return mode
-    return "online" if has_credentials() else "offline"
-
-
-def has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+        return "online"
     try:
-        return "api.wandb.ai" in netrc.read_text()
+        netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc")).read_text()
     except OSError:
-        return False
+        netrc = ""
+    return "online" if "api.wandb.ai" in netrc else "offline"
 
 
 def run_id(name: str, point_id: str, run_dir: Path) -> str:
@@ -169,8 +166,7 @@ class Projection:
         self.ledger = Ledger(self.run_dir / LEDGER, target.fingerprint())
         self.columns = quality_columns(store)
         self.points = {p["point_id"]: p for p in store.points()}
-        self._summary_at = 0.0
-        self._completed_since_summary = False
+        self._summary_at, self._completed_since_summary = 0.0, False
 
     # what the store holds ---------------------------------------------------------------------
 
@@ -244,9 +240,14 @@ class Projection:
         """Resume the point's run, log `rows` (steps continuing the ledger's) and `summary`, finish, record."""
         rid = self._rid(pid)
         point = self.points.get(pid)
-        run = self._init(wandb, rid, name=f"baseline {pid.partition(' | ')[2]}".strip() if point is None
-                         else f"{point['method']} {point['label']}",
-                         job_type="baseline" if point is None else "cached", config=self._point_config(pid, point))
+        if point is None:  # a baseline: its point id is "baseline" or "baseline | <its optimization>"
+            name, job_type = f"baseline {pid.partition(' | ')[2]}".strip(), "baseline"
+            what = {"method": "baseline", "params": {}}
+        else:
+            name, job_type = f"{point['method']} {point['label']}", "cached"
+            what = {k: point[k] for k in ("method", "params", "optimization")}
+        run = self._init(wandb, rid, name=name, job_type=job_type,
+                         config={**self._base_config(), "point_id": pid, **what})
         try:
             step = len(self.ledger.items.get(rid, []))
             for row in rows:
@@ -297,13 +298,11 @@ class Projection:
             ok = points[(points["status"] == "ok") & (points["method"] != "baseline")]
             for metric in FRONT:
                 if metric in self.columns and metric in ok and ok[metric].notna().any():
-                    xs, ys, names = [], [], []
-                    for method, group in ok.sort_values("speedup").groupby("method", sort=True):
-                        xs.append([float(v) for v in group["speedup"]])
-                        ys.append([_clean(v) for v in group[metric]])
-                        names.append(method)
+                    by_method = list(ok.sort_values("speedup").groupby("method", sort=True))
                     data[f"speedup_vs_{metric}"] = wandb.plot.line_series(
-                        xs=xs, ys=ys, keys=names, title=f"speedup vs {metric}", xname="speedup")
+                        xs=[[float(v) for v in g["speedup"]] for _, g in by_method],
+                        ys=[[_clean(v) for v in g[metric]] for _, g in by_method], keys=[m for m, _ in by_method],
+                        title=f"speedup vs {metric}", xname="speedup")
             if final:
                 data["media"] = _media_table(wandb, items, self.columns)
             run.log(data, step=step)
@@ -351,17 +350,9 @@ class Projection:
                           config=config, resume="allow", reinit="create_new", settings=settings)
 
     def _base_config(self) -> dict[str, Any]:
-        meta = self.store.meta()
         spec = self.spec
         return {"spec_name": spec.name, "spec_hash": spec.spec_hash(), "model": spec.model.model_dump(mode="json"),
-                "generation": spec.generation.pipeline_kwargs(), "versions": meta.get("versions")}
-
-    def _point_config(self, pid: str, point: dict[str, Any] | None) -> dict[str, Any]:
-        cfg = {**self._base_config(), "point_id": pid}
-        if point is None:
-            return {**cfg, "method": "baseline", "params": {}}
-        return {**cfg, "method": point["method"], "params": point["params"], "optimization": point["optimization"]}
-
+                "generation": spec.generation.pipeline_kwargs(), "versions": self.store.meta().get("versions")}
 
 def track(run_dir: str | Path, mode: str | None = None, follow: bool = False, stream: TextIO | None = None) -> bool:
     """Log what W&B lacks of RUN_DIR's store (`repro track`); with `follow`, keep doing so while the sweep that

@@ -199,8 +199,8 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         row["latency_s"] = _mean([i["e2e_s"] for i in ok])
         row["latency_q25_s"] = _quantile(lat, 0.25)
         row["latency_q75_s"] = _quantile(lat, 0.75)
-        row["speedup_vs_unoptimized"] = _mean([i["speedup_vs_unoptimized"] for i in ok])
-        for col in ("denoise_s", "speedup_denoise", "compute_fraction", "speedup_bound", "peak_memory_mb", *TIME_PARTS):
+        for col in ("speedup_vs_unoptimized", "denoise_s", "speedup_denoise", "compute_fraction", "speedup_bound",
+                    "peak_memory_mb", *TIME_PARTS):
             row[col] = _mean([i[col] for i in ok])
         row["reference"] = bool(its[0].get("reference"))
         quality = [q for q in QUALITY if q in its[0]]
@@ -227,9 +227,9 @@ def point_rows(store: Store, items: list[dict[str, Any]] | None = None) -> list[
         reasons = timing_suspect_reasons(row, [i["speedup"] for i in ok]) if first["role"] == "cached" else []
         row["timing_suspect"] = bool(reasons)
         row["timing_suspect_reason"] = "; ".join(reasons)
-        if status != "ok":
+        if status == "failed":
             for col in ("speedup", *quality):
-                row[col] = NAN if status == "failed" else row[col]
+                row[col] = NAN
         rows.append(row)
     _mark_fronts(rows)
     _mark_significance(rows, items)
@@ -320,20 +320,13 @@ def tables(store: Store):
     points.attrs["title"] = f"{spec.get('name', store.run_dir.name)} ({spec.get('model', {}).get('tiny') and 'tiny ' or ''}{_model_name(spec)})"
     if meta.get("tune"):  # the gates `repro tune` chose its settings with, for the figures' captions
         points.attrs["tune"] = meta["tune"]
-    subset = not_reportable(spec)
-    if subset:
-        points.attrs["not_reportable"] = subset
+    ps = spec.get("prompt_set") or {}
+    if ps and not ps.get("reportable", True):  # its numbers must not be reported next to published ones
+        points.attrs["not_reportable"] = (f"prompt subset: {ps.get('limit')} of the {ps.get('n_total')} "
+                                          f"{ps.get('preset')} prompts (limit={ps.get('limit')}, "
+                                          f"sample_seed={ps.get('sample_seed')})")
         points.attrs["title"] += " [NOT REPORTABLE: prompt subset]"
     return points, pd.DataFrame(items)
-
-
-def not_reportable(spec: dict[str, Any]) -> str | None:
-    """Why a run's numbers must not be reported next to published ones (None: they may be)."""
-    ps = spec.get("prompt_set") or {}
-    if ps and not ps.get("reportable", True):
-        return (f"prompt subset: {ps.get('limit')} of the {ps.get('n_total')} {ps.get('preset')} prompts "
-                f"(limit={ps.get('limit')}, sample_seed={ps.get('sample_seed')})")
-    return None
 
 
 def _model_name(spec: dict[str, Any]) -> str:

@@ -607,8 +607,7 @@ def methods(family, plugins, probe):
         if not columns:
             continue
         width = max(len(m) for m in columns) + 2
-        click.echo("")
-        click.echo("family".ljust(16) + "".join(m.ljust(width) for m in columns))
+        click.echo("\n" + "family".ljust(16) + "".join(m.ljust(width) for m in columns))
         supported = not_applicable = 0
         for fam in fams:
             cells = []
@@ -626,8 +625,7 @@ def methods(family, plugins, probe):
                       + (f" ({not_applicable} n/a: defined for another model)" if not_applicable else ""))
     click.echo("\nsupported cells: " + "; ".join(counts))
     if reasons:
-        click.echo("\nreasons:")
-        click.echo("\n".join(reasons))
+        click.echo("\nreasons:\n" + "\n".join(reasons))
     if probe:
         from experiments.families.matrix import report
 

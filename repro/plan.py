@@ -197,12 +197,9 @@ def item_major(plan: Plan, todo: list[Job]) -> list[ItemWork]:
         if j.key in wanted:
             item.groups[j.key] = group
             item.jobs.append(j)
-    out = []
     for item in items.values():
-        if item.jobs:
-            item.jobs.sort(key=lambda j: group_order[item.groups[j.key]])  # stable: baseline, then cached
-            out.append(item)
-    return out
+        item.jobs.sort(key=lambda j: group_order[item.groups[j.key]])  # stable: baseline, then cached
+    return [item for item in items.values() if item.jobs]
 
 
 @lru_cache(maxsize=1)
@@ -263,7 +260,8 @@ def build_plan(spec: Spec) -> Plan:
             quality = None if opt == default_opt else baseline(default_opt, i, prompt, seed).key
             baselines[k] = Job(
                 key=key(prompt=prompt, seed=seed, method=None, params={}, optimization=opt),
-                role="baseline", point_id=_baseline_id(opt), method=None, params={}, optimization=opt,
+                role="baseline", method=None, params={}, optimization=opt,
+                point_id="baseline" if is_default_optimization(opt) else f"baseline | {optimization_label(opt)}",
                 prompt_index=i, prompt=prompt, seed=seed, quality_baseline_key=quality,
             )
         return baselines[k]
@@ -364,10 +362,6 @@ def check_support(spec: Spec) -> Any:
         if support is not None and not support.applicable:
             raise SpecError(f"methods[{i}]: {m.name} does not apply to the {family.name} family: {support.reason}")
     return family
-
-
-def _baseline_id(opt: dict[str, Any]) -> str:
-    return "baseline" if is_default_optimization(opt) else f"baseline | {optimization_label(opt)}"
 
 
 def _label(axes: dict[str, Any], params: dict[str, Any]) -> str:

@@ -95,8 +95,7 @@ class _Worker:
         if len(self._outputs) < len(self._unit.work.jobs):
             return job.key, result, []
         scores = score_outputs(self.scoring, self._unit, self._outputs)
-        self._item = self._unit = None
-        self._outputs = []
+        self._item, self._unit, self._outputs = None, None, []
         return job.key, result, scores
 
     def calibrate(self, method: str, items: list[tuple[str, int]], params: dict | None = None) -> dict[str, list[float]]:
@@ -338,9 +337,8 @@ class RayExecutor:
 
     def _ready_for_more(self) -> _Slot | None:
         """An idle worker, else one whose last queued job is running (its next item queues behind it)."""
-        loaded = [s for s in self.slots if s.ready is None]
-        return next((s for s in loaded if not s.pending), None) or next((s for s in loaded if len(s.pending) == 1),
-                                                                         None)
+        loaded = [s for s in self.slots if s.ready is None and len(s.pending) <= 1]
+        return min(loaded, key=lambda s: len(s.pending), default=None)  # the first of the least busy
 
     def _loaded(self, slot: _Slot) -> None:
         try:

@@ -62,12 +62,23 @@ class Metric:
     default: bool = False
     #: fewest frames an item needs; an item with fewer (an image) gets no value, only a note
     min_frames: int = 1
-    #: what ``per_frame`` is indexed by: "frame" (one value per frame) or "transition" (value i
-    #: is about the change from frame i to frame i+1: one value fewer than frames)
+    #: smallest frame side (px) its network can score; smaller frames get no value, only a note
+    min_side: int = 1
+    #: what ``per_frame`` is indexed by: "frame" (one value per frame), "transition" (value i
+    #: is about the change from frame i to frame i+1: one value fewer than frames) or "odd_frame"
+    #: (value i is about frame 2i+1, predicted from frames 2i and 2i+2)
     per_frame_axis: str = "frame"
     #: the number of samples the metric's source asks for (a set-level score), and where it says so
     recommended_samples: int | None = None
     samples_source: str | None = None
+
+    def frame_position(self, i: int) -> float:
+        """Where value ``i`` of ``per_frame`` sits on the clip's frame axis.
+
+        >>> [METRICS[n].frame_position(1) for n in ("psnr", "psnr_tdiff", "vbench_motion_smoothness")]
+        [1.0, 1.5, 3.0]
+        """
+        return {"frame": float(i), "transition": i + 0.5, "odd_frame": 2.0 * i + 1.0}[self.per_frame_axis]
 
     @property
     def direction(self) -> str:
@@ -153,6 +164,25 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
                                    "/ 10, mean over frames; vbench/aesthetic_quality.py",
                      "network": "open_clip ViT-L-14 / openai + LAION sa_0_4_vit_l_14_linear.pth",
                      "pooling": _FRAMES}),
+    Metric("vbench_motion_smoothness", "VBench motion smoothness", higher_is_better=True, reference=False,
+           needs_weights=True, min_frames=3, min_side=113, per_frame_axis="odd_frame", recommended_samples=500,
+           samples_source=_VBENCH_APPROX,
+           protocol={"definition": "(255 - mean over odd frames of mean |AMT-S(x_(2i), x_(2i+2)) - x_(2i+1)| on "
+                                   "0..255) / 255: the even frames kept, each odd frame predicted by AMT-S "
+                                   "interpolation (embt 0.5, padding to 16) and compared; "
+                                   "vbench/motion_smoothness.py",
+                     "network": "AMT-S transcribed from VBench's third_party/amt (metrics.amt) + amt-s.pth",
+                     "frame_size": "at least 113 px a side (smaller frames make VBench's AMT-S divide by 0 and "
+                                   "score NaN): no value below, a note says why",
+                     "pooling": "per predicted (odd) frame, then the mean over them",
+                     "images": _VIDEO_ONLY}),
+    Metric("vbench_imaging_quality", "VBench imaging quality", higher_is_better=True, reference=False,
+           needs_weights=True, recommended_samples=500, samples_source=_VBENCH_APPROX,
+           protocol={"definition": "MUSIQ (SPAQ) score / 100 per frame, mean over frames; frames whose longer "
+                                   "side exceeds 512 resized to it first (bilinear, no antialias); "
+                                   "vbench/imaging_quality.py",
+                     "network": "MUSIQ transcribed from pyiqa 0.1.16 (metrics.musiq) + musiq_spaq_ckpt-358bb6af.pth",
+                     "pooling": _FRAMES}),
     # --- image reward against the prompt (metrics.image_reward) ---
     Metric("image_reward", "ImageReward", higher_is_better=True, reference=False, needs_weights=True,
            protocol={"definition": "ImageReward-v1.0 (THUDM/ImageReward): BLIP ViT-L/16 + BERT cross-attention, "
@@ -205,8 +235,8 @@ def capped(name: str) -> bool:
 def sample_size_warning(name: str, n: int) -> str | None:
     """A warning when a set-level metric is averaged over fewer samples than its source asks for.
 
-    >>> sample_size_warning("vbench_temporal_flickering", 4)[:60]
-    'vbench_temporal_flickering: computed on 4 samples; its source'
+    >>> sample_size_warning("vbench_temporal_flickering", 4)[:59]
+    'vbench_temporal_flickering: computed on 4 samples; its sour'
     >>> sample_size_warning("psnr", 4) is None
     True
     """

@@ -243,6 +243,11 @@ class Scorer:
             if fr.n < REGISTRY[n].min_frames:
                 out[n] = not_applicable(fr.n, labels[n])
                 continue
+            if min(h, w) < REGISTRY[n].min_side:
+                out[n] = {"value": None, "per_frame": [], "label": labels[n],
+                          "note": f"not applicable: {h}x{w} frames; {n} needs at least {REGISTRY[n].min_side} px "
+                                  f"a side"}
+                continue
             if n == "clip":
                 out[n] = self.score_prompt(frames, prompt)
                 continue

@@ -23,7 +23,7 @@ Model-free and exact: uint8 frames are differenced in integers (no wrap-around),
 >>> still = np.zeros((3, 8, 8, 3), np.uint8)
 >>> moving = still.copy(); moving[1] = 51  # frame 1 jumps by 0.2 and back
 >>> r = transition_errors(moving, still)
->>> [round(v, 6) for v in r["mae_tdiff"]], [round(v, 4) for v in r["psnr_tdiff"]]
+>>> [round(float(v), 6) for v in r["mae_tdiff"]], [round(float(v), 4) for v in r["psnr_tdiff"]]
 ([0.2, 0.2], [13.9794, 13.9794])
 """
 

@@ -29,15 +29,21 @@ in a sweep the baseline has its own value, stored with the baseline.
     LAION's aesthetic predictor: ``nn.Linear(768, 1)`` (``sa_0_4_vit_l_14_linear.pth``) on
     L2-normalised CLIP ViT-L/14 (OpenAI) image features, divided by 10, mean over frames.
 
-Not implemented: ``motion_smoothness`` needs AMT-S (VBench's vendored third_party/amt code; no
-installed, maintained package provides the network), ``imaging_quality`` needs MUSIQ (pyiqa, not
-installed here), ``dynamic_degree`` RAFT (vendored). VBench's set score is the mean over videos
+``vbench_imaging_quality`` (vbench/imaging_quality.py)
+    MUSIQ (SPAQ checkpoint) score / 100 per frame, frames longer than 512 px resized first; the
+    network and VBench's rule in :mod:`metrics.musiq` (transcribed from pyiqa 0.1.16).
+``vbench_motion_smoothness`` (vbench/motion_smoothness.py)
+    The even frames kept, each odd frame predicted by AMT-S from its neighbours and compared:
+    ``(255 - mean |prediction - frame| on 0..255) / 255`` per odd frame; the network and the
+    rule in :mod:`metrics.amt` (transcribed from VBench's third_party/amt).
+
+Not implemented: ``dynamic_degree`` (RAFT, vendored by VBench). VBench's set score is the mean over videos
 (temporal flickering, aesthetic quality) or over all frames of all videos (the two consistency
 dimensions); we keep one value per video and average per item like every other metric.
 
 >>> import numpy as np
 >>> v = np.zeros((3, 4, 4, 3), np.uint8); v[1] = 51
->>> [round(x, 6) for x in temporal_flickering(v)]  # |0-51| = 51 in both transitions
+>>> [round(float(x), 6) for x in temporal_flickering(v)]  # |0-51| = 51 in both transitions
 [0.8, 0.8]
 """
 
@@ -67,6 +73,14 @@ NETWORK_DIMENSIONS = {
     "vbench_subject_consistency": "DINO ViT-B/16 (timm vit_base_patch16_224.dino)",
     "vbench_background_consistency": "CLIP ViT-B-32 (openai)",
     "vbench_aesthetic_quality": "CLIP ViT-L-14 (openai) + LAION aesthetic linear head",
+    "vbench_imaging_quality": "MUSIQ (pyiqa's SPAQ checkpoint; metrics.musiq)",
+    "vbench_motion_smoothness": "AMT-S (VBench's third_party/amt; metrics.amt)",
+}
+#: the single checkpoint file of a dimension, downloaded by URL as VBench's vbench/utils.py does: name -> (URL, what)
+URL_CHECKPOINTS = {
+    "vbench_imaging_quality": ("https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/"
+                               "musiq_spaq_ckpt-358bb6af.pth", "MUSIQ (SPAQ) checkpoint"),
+    "vbench_motion_smoothness": ("https://huggingface.co/lalala125/AMT/resolve/main/amt-s.pth", "AMT-S checkpoint"),
 }
 DINO_REPO, DINO_FILE = "timm/vit_base_patch16_224.dino", "model.safetensors"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -148,12 +162,18 @@ def load_dimension(name: str, device: Any = "auto", allow_random_weights: bool =
         net = load_clip("ViT-B-32", "openai", dev, allow_random_weights)
         return VBenchNet(name, net, random_weights=net.random_weights)
     if name == "vbench_aesthetic_quality":
-        from .weights import resolve_aesthetic_head
+        from .weights import AESTHETIC_URL, resolve_url_file
 
         net = load_clip("ViT-L-14", "openai", dev, allow_random_weights)
-        head_path = resolve_aesthetic_head(allow_random_weights)
+        head_path = resolve_url_file(AESTHETIC_URL, "LAION aesthetic head", name, allow_random_weights)
         head = _aesthetic_head(str(dev), None if head_path is None else str(head_path))
         return VBenchNet(name, net, head, random_weights=net.random_weights or head_path is None)
+    if name in URL_CHECKPOINTS:
+        from .weights import resolve_url_file
+
+        path = resolve_url_file(*URL_CHECKPOINTS[name], metric=name, allow_random_weights=allow_random_weights)
+        return VBenchNet(name, _url_network(name, str(dev), None if path is None else str(path)),
+                         random_weights=path is None)
     raise ValueError(f"{name!r} is not a VBench network dimension; known: {', '.join(NETWORK_DIMENSIONS)}")
 
 
@@ -176,6 +196,17 @@ def _dino(device: str, path: str | None) -> "torch.nn.Module":
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+@functools.lru_cache(maxsize=2)
+def _url_network(name: str, device: str, path: str | None) -> "torch.nn.Module":
+    if name == "vbench_motion_smoothness":
+        from .amt import build_amt
+
+        return build_amt(path, device)
+    from .musiq import build_musiq
+
+    return build_musiq(path, device)
 
 
 @functools.lru_cache(maxsize=2)
@@ -228,9 +259,19 @@ def frame_features(net: VBenchNet, fr: "Frames", batch_size: int) -> "torch.Tens
 
 
 def score_dimension(net: VBenchNet, fr: "Frames", batch_size: int = 16) -> np.ndarray:
-    """Per-frame (aesthetic) or per-transition (consistency) values of one video for a network dimension."""
+    """Per-frame (aesthetic, imaging quality) or per-transition (consistency) values of one video."""
     import torch
 
+    if net.name == "vbench_motion_smoothness":  # each odd frame from its two neighbours: the whole clip at once
+        from .amt import motion_smoothness_frames
+
+        return motion_smoothness_frames(net.model, fr.pixels(0, fr.n, device="cpu"), batch_size)
+    if net.name == "vbench_imaging_quality":
+        from .musiq import imaging_quality_frames
+
+        dev = next(net.model.parameters()).device
+        return np.concatenate([imaging_quality_frames(net.model, fr.pixels(s, s + batch_size, device=dev))
+                               for s in range(0, fr.n, batch_size)])
     feats = frame_features(net, fr, batch_size)
     if net.head is None:
         return consistency(feats)

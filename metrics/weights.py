@@ -42,7 +42,7 @@ __all__ = [
     "hf_cache_dir",
     "lpips_backbone_file",
     "offline",
-    "resolve_aesthetic_head",
+    "resolve_url_file",
     "resolve_clip_checkpoint",
     "resolve_hub_file",
     "resolve_lpips_backbone",
@@ -360,19 +360,20 @@ def resolve_hub_file(repo_id: str, filename: str, what: str, metric: str,
         raise
 
 
-def resolve_aesthetic_head(allow_random_weights: bool = False) -> Path | None:
-    """LAION's aesthetic linear head (VBench aesthetic quality) in the torch checkpoint folder."""
+def resolve_url_file(url: str, what: str, metric: str, allow_random_weights: bool = False) -> Path | None:
+    """A checkpoint its source downloads by URL (VBench's aesthetic head, MUSIQ, AMT-S), in the torch checkpoint
+    folder under its own file name (downloading it if possible). None only when ``allow_random_weights``."""
     import torch
 
-    target = torch_checkpoint_dir() / os.path.basename(AESTHETIC_URL)
+    target = torch_checkpoint_dir() / os.path.basename(url)
     if target.is_file():
         return target
     try:
-        cmd, what = _metric_command("vbench_aesthetic_quality"), f"LAION aesthetic head {target.name}"
-        _may_download(what, target.parent, AESTHETIC_URL, cmd)
+        cmd, what = _metric_command(metric), f"{what} {target.name}"
+        _may_download(what, target.parent, url, cmd)
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(AESTHETIC_URL, str(target), progress=True)
+            torch.hub.download_url_to_file(url, str(target), progress=True)
         except Exception as err:  # noqa: BLE001
             raise _missing(what, target.parent, f"download failed: {err}", cmd) from err
         return target
@@ -392,7 +393,11 @@ def _fetch_metric_files(name: str) -> list[str]:
         return fetch_weights(clip_model="ViT-B-32", clip_pretrained="openai", metrics=("clip",))
     if name == "vbench_aesthetic_quality":
         return [*fetch_weights(clip_model="ViT-L-14", clip_pretrained="openai", metrics=("clip",)),
-                str(resolve_aesthetic_head())]
+                str(resolve_url_file(AESTHETIC_URL, "LAION aesthetic head", name))]
+    from .vbench import URL_CHECKPOINTS
+
+    if name in URL_CHECKPOINTS:
+        return [str(resolve_url_file(*URL_CHECKPOINTS[name], name))]
     if name == "image_reward":
         from .image_reward import BERT_REPO, BERT_FILES, CHECKPOINT, REPO
 

@@ -4,7 +4,7 @@ Input is a tidy table (one row per item, metric and frame), built from plain dat
 :func:`frame_table` (the item rows and each generation's stored ``per_frame`` lists; this
 module never reads the store). A metric whose ``per_frame`` is indexed by transition
 (``metrics.registry`` ``per_frame_axis == "transition"``: value t is about frames t -> t+1)
-is drawn half-way between the two frames. Each curve is a point's mean over its items; inf
+is drawn half-way between the two frames, one indexed by odd frame at frame 2t+1. Each curve is a point's mean over its items; inf
 (PSNR of identical frames) is drawn at ``metrics.PSNR_CAP_DB`` and the caption says so.
 When the points table carries ``step_computed`` (the fraction of transformer calls computed
 at each denoising step), a panel beside the curves shows that time-resolved skip pattern.
@@ -56,11 +56,10 @@ def frame_table(items: Sequence[Mapping[str, Any]] | pd.DataFrame,
             base = metric.partition("@")[0]
             if base not in registry.METRICS or (metrics is not None and metric not in metrics):
                 continue
-            shift = 0.5 if registry.METRICS[base].per_frame_axis == "transition" else 0.0
             for t, v in enumerate(entry.get("per_frame") or []):
                 value = math.nan if v is None else float(v)
                 out.append((it.get("key"), it.get("point_id"), c.text(it.get("label")) or it.get("point_id"),
-                            metric, t + shift, value))
+                            metric, registry.METRICS[base].frame_position(t), value))
     return pd.DataFrame(out, columns=list(COLUMNS))
 
 
@@ -102,7 +101,8 @@ def frame_curves(table: pd.DataFrame, out_dir: Path | str, points: pd.DataFrame 
             if math.isfinite(ident):
                 ax.axhline(ident, color="black", lw=0.5, ls=(0, (1, 2)), alpha=0.7)
             axis = registry.METRICS[metric.partition("@")[0]].per_frame_axis
-            ax.set_xlabel("frame (transitions between frames)" if axis == "transition" else "frame")
+            ax.set_xlabel({"transition": "frame (transitions between frames)",
+                           "odd_frame": "frame (odd frames, interpolated from their neighbours)"}.get(axis, "frame"))
             ax.set_ylabel(plain_text(c.metric_label(labelled, metric)))
             ax.set_title(plain_text(c.metric_label(labelled, metric)), loc="left")
         axes[0][0].legend(loc="best", fontsize="small")

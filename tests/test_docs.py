@@ -84,3 +84,19 @@ def test_the_manual_builds_with_mkdocs_strict(tmp_path):
     built = {p.relative_to(tmp_path / "site").as_posix() for p in (tmp_path / "site").rglob("index.html")}
     expected = {"index.html" if p == "index.md" else p.removesuffix(".md") + "/index.html" for p in pages()}
     assert expected <= built, sorted(expected - built)
+
+
+@pytest.mark.parametrize("package", ["metrics", "paper_figures"])
+def test_the_docstring_examples_of_the_standalone_packages_hold(package):
+    """Their docstring examples are their users' first documentation: each must still print what it shows."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    failed = []
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        module = importlib.import_module(f"{package}.{info.name}")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        if result.failed:
+            failed.append(f"{module.__name__}: {result.failed} of {result.attempted}")
+    assert not failed, failed

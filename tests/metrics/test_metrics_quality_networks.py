@@ -14,7 +14,7 @@ import metrics
 from metrics import registry
 
 NETWORK_METRICS = ("vbench_subject_consistency", "vbench_background_consistency", "vbench_aesthetic_quality",
-                   "image_reward")
+                   "vbench_imaging_quality", "vbench_motion_smoothness", "image_reward")
 
 
 @pytest.mark.parametrize("name", NETWORK_METRICS)
@@ -120,6 +120,52 @@ def test_aesthetic_quality_plumbing_on_random_clip_l14(rng, empty_caches):
     expected = (net.head(feats).squeeze(-1) / 10).double().numpy()  # VBench: head(normalised features) / 10
     np.testing.assert_allclose(r["per_frame"], expected, atol=1e-6)
     assert r["label"].endswith(registry.RANDOM_WEIGHTS_TAG) and len(r["per_frame"]) == 2
+
+
+def test_imaging_quality_plumbing_on_random_musiq(rng, empty_caches):
+    import torch
+
+    from metrics.musiq import imaging_quality_frames
+
+    mp = empty_caches()
+    try:
+        s = metrics.Scorer(names=("vbench_imaging_quality",), device="cpu", batch_size=2, allow_random_weights=True)
+    finally:
+        mp.undo()
+    v = _video(rng, n=3)
+    r = s.score_alone(v)["vbench_imaging_quality"]
+    assert r["label"] == f"vbench_imaging_quality {registry.RANDOM_WEIGHTS_TAG}" and len(r["per_frame"]) == 3
+    # VBench scores frame by frame: the scorer's batches of 2 give each frame's own value
+    one_by_one = [imaging_quality_frames(s._vbench["vbench_imaging_quality"].model,
+                                         torch.from_numpy(f).permute(2, 0, 1)[None])[0] for f in v]
+    np.testing.assert_allclose(r["per_frame"], one_by_one, atol=1e-6)
+    assert r["value"] == pytest.approx(float(np.mean(one_by_one)), abs=1e-9)
+    assert s.score_alone(v[0])["vbench_imaging_quality"]["value"] is not None  # an image has imaging quality
+
+
+def test_motion_smoothness_plumbing_on_random_amt(rng, empty_caches):
+    import torch
+
+    from metrics.amt import motion_smoothness_frames
+
+    mp = empty_caches()
+    try:
+        s = metrics.Scorer(names=("vbench_motion_smoothness",), device="cpu", allow_random_weights=True)
+    finally:
+        mp.undo()
+    v = _video(rng, n=6, h=120, w=128)
+    r = s.score_alone(v)["vbench_motion_smoothness"]
+    assert r["label"] == f"vbench_motion_smoothness {registry.RANDOM_WEIGHTS_TAG}"
+    # frames 1 and 3 are predicted from 0-2 and 2-4; frame 5 has no right neighbour (VBench drops it)
+    expected = motion_smoothness_frames(s._vbench["vbench_motion_smoothness"].model,
+                                        torch.from_numpy(v).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(r["per_frame"], expected, atol=1e-5)  # memory layout: a rare uint8 level apart
+    assert len(r["per_frame"]) == 2 and r["value"] == pytest.approx(float(expected.mean()))
+    assert registry.METRICS["vbench_motion_smoothness"].frame_position(1) == 3.0
+    small = s.score_alone(v[:, :64, :64])["vbench_motion_smoothness"]  # below AMT-S's 113 px: a note, no value
+    assert small["value"] is None and "113 px" in small["note"]
+    short = s.score_alone(v[:2])["vbench_motion_smoothness"]  # 2 frames: nothing to re-create
+    assert short["value"] is None and "not applicable" in short["note"]
 
 
 def test_image_reward_state_dict_conversion_covers_every_weight():

@@ -310,6 +310,8 @@ def score_folders(dir_a, dir_b, names, allow_random_weights, common_only):
 @_friendly_errors
 def pareto(run_dir, metric):
     """Print the Pareto front(s) of speedup vs quality."""
+    from experiments.errors import SpecError
+    from metrics.registry import FRONT
     from repro.aggregate import tables
     from repro.report import format_points
     from repro.store import Store
@@ -317,9 +319,6 @@ def pareto(run_dir, metric):
     points, _ = tables(Store.open_existing(run_dir, read_only=True))
     _require_results(points, run_dir)
     cached = points[points["method"] != "baseline"]
-    from experiments.errors import SpecError
-    from metrics.registry import FRONT
-
     if metric != "all" and metric not in FRONT:
         raise SpecError(f"--metric {metric!r}: allowed are {', '.join(FRONT)} or all")
     for m in (FRONT if metric == "all" else [metric]):
@@ -337,6 +336,7 @@ def pareto(run_dir, metric):
 @_friendly_errors
 def best(run_dir, maxima, minima, confident):
     """Print the fastest point meeting every quality gate, as a spec snippet and a Python call."""
+    from experiments.errors import NoResults
     from repro.aggregate import tables
     from repro.pareto import check_gates_scored, parse_gates, ranked_points
     from repro.report import format_best
@@ -350,8 +350,6 @@ def best(run_dir, maxima, minima, confident):
     check_gates_scored(points, gates, points.attrs.get("metric_labels", {}))
     ranked = ranked_points(points.to_dict("records"), gates, confident)
     if not ranked:
-        from experiments.errors import NoResults
-
         raise NoResults("no point meets every gate")
     choice = ranked[0]
     click.echo(format_best(choice, gates))  # its own call and snippet: its calibration, branch and steps
@@ -376,6 +374,7 @@ def best(run_dir, maxima, minima, confident):
 def tune(spec, maxima, minima, methods, budget, search_items, out, overrides, wandb_mode):
     """The fastest setting of each method in SPEC whose quality meets every gate (at 95% confidence),
     searched over the ranges of its sweep with a fraction of a grid's generations (docs/tune.md)."""
+    from experiments.errors import NoResults
     from repro.pareto import parse_gates
     from repro.tune import format_result, search_subset, tune as run_tune
 
@@ -390,8 +389,6 @@ def tune(spec, maxima, minima, methods, budget, search_items, out, overrides, wa
     click.echo(f"every setting tried is a point of {loaded.run_dir}: `repro figures {loaded.run_dir}` shows them "
                f"(the chosen ones ringed), `repro best {loaded.run_dir} --confident ...` checks the same gates")
     if any(r.chosen is None for r in results):
-        from experiments.errors import NoResults
-
         raise NoResults("no setting of " + ", ".join(r.space.label for r in results if r.chosen is None)
                         + " meets every gate")
 
@@ -411,6 +408,7 @@ def figures(run_dir, out, formats):
     if not fmts or any(f not in ("png", "pdf", "svg") for f in fmts):
         raise SpecError(f"--format {formats!r}: allowed formats are png, pdf, svg (comma-separated)")
     import paper_figures
+    from paper_figures.frame_curves import frame_table
 
     store = Store.open_existing(run_dir, read_only=True)
     points, items = tables(store)
@@ -419,8 +417,6 @@ def figures(run_dir, out, formats):
     points.attrs["provenance"] = {"spec_name": (meta.get("spec") or {}).get("name"), "spec_hash": meta.get("spec_hash"),
                                   "versions": meta.get("versions"), "environment": meta.get("environment")}
     out_dir = Path(out) if out else Path(run_dir) / "figures"
-    from paper_figures.frame_curves import frame_table
-
     frames = frame_table(items, store.scores(keys=list(items["key"])) if len(items) else {})
     written = paper_figures.make_all(points, items, store.calibrations(), out_dir, formats=fmts, frames=frames)
     click.echo(f"wrote {len(written)} figures and tables to {out_dir} (browse {out_dir / 'index.html'} "
@@ -461,8 +457,7 @@ def compare(run_dir, paper, points, parity, matches, fmt, out):
     if bool(paper) + bool(points) + parity != 1:
         raise SpecError("repro compare: give exactly one of --paper NAME, --points A B or --parity")
     if parity:
-        from repro.parity import format_parity
-        from repro.parity import parity as run_parity
+        from repro.parity import format_parity, parity as run_parity
 
         if fmt == "latex":
             raise SpecError("repro compare --parity: --format text or markdown")
@@ -584,6 +579,8 @@ def papers(name):
 @_friendly_errors
 def methods(family, plugins, probe):
     """List the cache methods (with where each comes from) and the method x family matrix."""
+    import textwrap
+
     from experiments.families import LIBRARY_METHODS, METHODS, all_families, get_family
     from experiments.methods import all_methods, load_plugins
     from experiments.methods.plugins import entry_points
@@ -591,8 +588,6 @@ def methods(family, plugins, probe):
     load_plugins(plugins, where="--plugin")
     fams = [get_family(family)] if family else list(all_families().values())
     registered = all_methods()
-    import textwrap
-
     click.echo("method".ljust(30) + "origin".ljust(34) + "config")
     for name, m in registered.items():
         click.echo(name.ljust(30) + m.origin.ljust(34) + (m.missing() or _config_label(m)))

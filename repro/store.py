@@ -133,10 +133,9 @@ class Store:
                     for table, column, kind in _ADDED_COLUMNS:
                         if column not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
                             self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        except sqlite3.DatabaseError as exc:
-            if _is_disk_full(exc) or "readonly" in str(exc) or "unable to open" in str(exc):
-                raise _operational(exc, self.path) from None
-            raise StoreDamaged(self.path, str(exc)) from None
+        except sqlite3.DatabaseError as exc:  # a full disk, a read-only directory, else a damaged file
+            error = _operational(exc, self.path)
+            raise (StoreDamaged(self.path, str(exc)) if error is exc else error) from None
 
     @classmethod
     def open_existing(cls, run_dir: str | Path, read_only: bool = False) -> "Store":
@@ -352,14 +351,11 @@ def _check_integrity(db: sqlite3.Connection, path: Path) -> None:
         raise StoreDamaged(path, "; ".join(str(r[0]) for r in rows[:3]))
 
 
-def _is_disk_full(exc: BaseException) -> bool:
-    return "disk is full" in str(exc) or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
-
-
-def _operational(exc: sqlite3.OperationalError, path: Path) -> Exception:
+def _operational(exc: sqlite3.DatabaseError, path: Path) -> Exception:
+    """DiskFull or a read-only SpecError naming this store; any other error is returned as it is."""
     from experiments.errors import DiskFull
 
-    if _is_disk_full(exc):
+    if "disk is full" in str(exc) or getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
         return DiskFull(path)
     if "readonly" in str(exc) or "unable to open" in str(exc):
         return SpecError(f"{path}: cannot write the results store ({exc}); is the run directory read-only? "

@@ -536,10 +536,8 @@ def lowest_priority(pid: int = 0) -> None:
 
 
 def _forget_inherited_service() -> None:
-    """Start this process's own W&B service rather than one a parent process exported (WANDB_SERVICE:
-    a notebook or script that used W&B before). That service outlives a killed tracker with its runs still
-    open, and a later tracker's segments of the same run ids then never reached a finished offline
-    directory. A service this process started (its pid in the token, "VERSION-PID-...") is kept."""
+    """Start this process's own W&B service, not one a parent exported (WANDB_SERVICE), which outlives a killed
+    tracker with its runs still open (docs/wandb.md); one this process started ("VERSION-PID-...") is kept."""
     token = os.environ.get("WANDB_SERVICE")
     if token and token.split("-")[1:2] != [str(os.getpid())]:
         del os.environ["WANDB_SERVICE"]

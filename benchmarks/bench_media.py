@@ -22,7 +22,8 @@ Videos:
   the cached-like partner is the same shot with the camera a quarter pixel off
 
 --candidates also encodes every video with the other lossless codecs this FFmpeg has
-(FFV1, lossless H.265 and VP9, other x264 presets), which is how the format was chosen, and
+(FFV1, lossless H.265 and VP9, other x264 presets, and H.264 / H.265 on YCoCg-R planes), which is
+how the format was chosen, and
 --images compares single-frame formats (why an image stays PNG). Timings share the machine
 with whatever else runs: compare them within one run. Run:
 
@@ -177,6 +178,25 @@ def measure(name: str, baseline: np.ndarray, cached: np.ndarray, tmp: Path, repe
 
 # -- candidate codecs (how the format was chosen) --------------------------------------------------
 
+YCOCG = "ycocg-r"  # frames handed over as YCoCg-R planes in yuv444p10le
+
+
+def ycocg_r(frames: np.ndarray) -> np.ndarray:
+    """RGB uint8 [F, H, W, 3] -> YCoCg-R planes uint16 [F, 3, H, W] (Co, Cg offset by 256: 1..511)."""
+    r, g, b = (frames[..., i].astype(np.int32) for i in range(3))
+    co = r - b
+    t = b + (co >> 1)
+    cg = g - t
+    return np.stack([t + (cg >> 1), co + 256, cg + 256], axis=1).astype(np.uint16)
+
+
+def ycocg_r_inverse(planes: np.ndarray) -> np.ndarray:
+    y, co, cg = planes[:, 0].astype(np.int32), planes[:, 1].astype(np.int32) - 256, planes[:, 2].astype(np.int32) - 256
+    t = y - (cg >> 1)
+    b = t - (co >> 1)
+    return np.stack([b + co, cg + t, b], axis=-1).astype(np.uint8)
+
+
 CANDIDATES = {  # name: (encoder, pixel format handed to it, options)
     "ffv1": ("ffv1", "bgr0", {"level": "3", "coder": "1", "context": "1"}),
     "x264rgb veryfast": ("libx264rgb", "rgb24", {"qp": "0", "preset": "veryfast"}),
@@ -185,7 +205,24 @@ CANDIDATES = {  # name: (encoder, pixel format handed to it, options)
     "x265 lossless gbrp": ("libx265", "gbrp", {"x265-params": "lossless=1:log-level=error", "preset": "medium"}),
     "vp9 lossless gbrp": ("libvpx-vp9", "gbrp", {"lossless": "1", "deadline": "good", "cpu-used": "4",
                                                   "row-mt": "1"}),
+    # YCoCg-R (the reversible integer colour transform of H.264 FRExt / JPEG XR): luma 8 bits, the two
+    # chroma planes 9 bits, coded as lossless 10-bit 4:4:4; undone exactly after decoding
+    "x264 ycocg-r 10-bit": ("libx264", YCOCG, {"qp": "0", "preset": "medium"}),
+    "x265 ycocg-r 10-bit": ("libx265", YCOCG, {"x265-params": "lossless=1:log-level=error", "preset": "medium"}),
 }
+
+
+def _frame(f: np.ndarray, pix_fmt: str):
+    import av
+
+    if pix_fmt != YCOCG:
+        return av.VideoFrame.from_ndarray(f, format="rgb24")
+    frame = av.VideoFrame(f.shape[2], f.shape[1], "yuv444p10le")  # PyAV has no from_ndarray for it
+    for plane, values in zip(frame.planes, f):
+        rows = np.zeros((f.shape[1], plane.line_size // 2), np.uint16)
+        rows[:, : f.shape[2]] = values
+        plane.update(rows.tobytes())
+    return frame
 
 
 def encode(frames: np.ndarray, codec: str, pix_fmt: str, options: dict) -> bytes:
@@ -194,18 +231,23 @@ def encode(frames: np.ndarray, codec: str, pix_fmt: str, options: dict) -> bytes
     buf = io.BytesIO()
     with av.open(buf, "w", format="matroska", container_options={"fflags": "+bitexact"}) as c:
         s = c.add_stream(codec, rate=16, options=dict(options))
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        for f in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        s.width, s.height = frames.shape[2], frames.shape[1]
+        s.pix_fmt = "yuv444p10le" if pix_fmt == YCOCG else pix_fmt
+        for f in ycocg_r(frames) if pix_fmt == YCOCG else frames:
+            c.mux(s.encode(_frame(f, pix_fmt)))
         c.mux(s.encode())
     return buf.getvalue()
 
 
-def decode(data: bytes) -> np.ndarray:
+def decode(data: bytes, pix_fmt: str = "rgb24") -> np.ndarray:
     import av
 
     with av.open(io.BytesIO(data)) as c:
-        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        if pix_fmt != YCOCG:
+            return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+        planes = [np.stack([np.frombuffer(bytes(p), np.uint16).reshape(f.height, -1)[:, : f.width] for p in f.planes])
+                  for f in c.decode(video=0)]
+    return ycocg_r_inverse(np.stack(planes))
 
 
 def candidates(name: str, frames: np.ndarray, png_bytes: int, repeats: int) -> dict:
@@ -216,7 +258,7 @@ def candidates(name: str, frames: np.ndarray, png_bytes: int, repeats: int) -> d
         if codec not in av.codecs_available:
             continue
         data, enc = timed(lambda: encode(frames, codec, pix_fmt, options), repeats)
-        dec_frames, dec = timed(lambda: decode(data), repeats)
+        dec_frames, dec = timed(lambda: decode(data, pix_fmt), repeats)
         exact = dec_frames.shape == frames.shape and np.array_equal(dec_frames, frames)
         out[cand] = (len(data) / png_bytes, exact, enc, dec)
     return out

@@ -431,7 +431,7 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
     frames, height, width = (int(n) for n in result.frames.shape[:3])
     store.put_generation({
         **row, "status": "ok", "error": None, "kind": result.kind,
-        **{k: str(Path(p).relative_to(spec.run_dir)) if p else None for k, p in paths.items()},  # media_dir, mp4
+        **{k: str(Path(paths[k]).relative_to(spec.run_dir)) if paths[k] else None for k in ("media_dir", "mp4")},
         "num_frames": frames, "height": height, "width": width, "summary": summary, "device": result.device,
         **{k: summary[k] for k in ("e2e_s", "denoise_s", "compute_executed", "compute_possible", "peak_memory_bytes")},
     })

@@ -7,6 +7,8 @@ the project's own code path (write_frames / read_frames), and prints for each vi
 
 - bytes of the lossless frames (the MP4 preview excluded from both) and their ratio to PNG;
   also the disk space taken (whole blocks: a PNG per frame costs a block per frame)
+- the same for its cached output, written as the sweep writes it (its baseline's frames at hand:
+  stored as itself or as its difference from the baseline, whichever is smaller)
 - encode and decode time, decode speed in frames/s and MB/s of pixels
 - whether the decoded frames equal the frames given, bit for bit
 - whether PSNR and SSIM (the metrics package) of a cached-like output against its baseline,
@@ -19,7 +21,9 @@ Videos:
 - synthetic natural video: scikit-image photographs seen by a moving camera (sub-pixel pan
   and slow zoom, bicubic resampling: every frame differs from the last, nothing repeats
   exactly), clean and with Gaussian grain (sigma 1.5, a worst case: grain cannot be predicted);
-  the cached-like partner is the same shot with the camera a quarter pixel off
+  the cached output is the baseline plus a smooth error field slowly changing over time (3 levels
+  RMS, about 39 dB: residual reuse), or with --partner offset the same shot with the camera a
+  quarter pixel off (a worst case for storing the difference)
 
 --candidates also encodes every video with the other lossless codecs this FFmpeg has
 (FFV1, lossless H.265 and VP9, other x264 presets, and H.264 / H.265 on YCoCg-R planes), which is
@@ -112,14 +116,27 @@ def camera(img: np.ndarray, h: int, w: int, f: int, offset: float = 0.0, grain: 
     return np.stack(frames)
 
 
-def synthetic_clips(h: int, w: int, f: int, sources: list[str]):
+def cache_error(frames: np.ndarray, level: float, seed: int = 3) -> np.ndarray:
+    """`frames` plus a smooth error field slowly changing over time (Gaussian noise blurred by 4 frames and 6 px),
+    `level` 8-bit levels RMS: what reusing a residual leaves, at about 20 log10(255 / level) dB."""
+    from scipy.ndimage import gaussian_filter
+
+    field = gaussian_filter(np.random.default_rng(seed).standard_normal(frames.shape[:3]), sigma=(4, 6, 6))
+    field *= level / field.std()
+    return np.clip(frames + field[..., None], 0, 255).round().astype(np.uint8)
+
+
+def synthetic_clips(h: int, w: int, f: int, sources: list[str], partner: str = "cache"):
     from skimage import data
 
     for name in sources:
         img = getattr(data, name)()
         for grain in (0.0, 1.5):
             tag = f"{name} {h}x{w}x{f}" + (f" grain {grain}" if grain else "")
-            yield tag, camera(img, h, w, f, grain=grain, seed=1), camera(img, h, w, f, offset=0.25, grain=grain, seed=2)
+            base = camera(img, h, w, f, grain=grain, seed=1)
+            cached = cache_error(base, 3.0) if partner == "cache" else \
+                camera(img, h, w, f, offset=0.25, grain=grain, seed=2)
+            yield tag, base, cached
 
 
 # -- the two formats through the project's code ----------------------------------------------------
@@ -164,11 +181,16 @@ def measure(name: str, baseline: np.ndarray, cached: np.ndarray, tmp: Path, repe
                 media.write_frames(frames, folder, mp4=False)
 
         _, row[f"{fmt}_enc_s"] = timed(write, repeats)
-        (write_png_frames if fmt == "png" else lambda fr, fo: media.write_frames(fr, fo, mp4=False))(cached, c)
+        if fmt == "png":
+            write_png_frames(cached, c)
+        else:  # as the sweep writes a cached output: its baseline's frames at hand
+            media.write_frames(cached, c, mp4=False, base=(b, baseline))
+            row["cached_format"] = media.media_info(c).format
         row[f"{fmt}_bytes"], row[f"{fmt}_disk"] = folder_bytes(b)
+        row[f"{fmt}_cached_bytes"], _ = folder_bytes(c)
         decoded, row[f"{fmt}_dec_s"] = timed(lambda b=b: media.read_frames(b), repeats)
         row[f"{fmt}_exact"] = decoded.shape == baseline.shape and np.array_equal(decoded, baseline)
-        dc = media.read_frames(c)
+        dc, row[f"{fmt}_cached_dec_s"] = timed(lambda c=c: media.read_frames(c), repeats)
         row[f"{fmt}_exact"] &= np.array_equal(dc, cached)
         row[f"{fmt}_scores"] = {m.__name__: np.asarray(m(dc, decoded)) for m in (metrics.psnr, metrics.ssim)}
     row["same_scores"] = all(np.array_equal(row["png_scores"][k], row["new_scores"][k]) for k in row["png_scores"])
@@ -310,6 +332,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", type=int, default=4, help="held-out captions for the reference model (0: none)")
     ap.add_argument("--reference-size", default="", help="also generate at this HxWxF, e.g. 64x64x17")
     ap.add_argument("--repeats", type=int, default=1, help="timings: best of this many")
+    ap.add_argument("--partner", choices=("cache", "offset"), default="cache",
+                    help="the synthetic cached output: the baseline plus a smooth error of 3 levels RMS (~39 dB), "
+                         "or the same shot with the camera a quarter pixel off (a worst case for the difference)")
     ap.add_argument("--candidates", action="store_true", help="also measure the other lossless codecs")
     ap.add_argument("--images", action="store_true", help="also compare single-frame formats")
     args = ap.parse_args(argv)
@@ -319,7 +344,7 @@ def main(argv=None) -> int:
     if args.reference:
         sizes = [(32, 32, 5)] + ([tuple(int(v) for v in args.reference_size.split("x"))] if args.reference_size else [])
         clips += reference_clips(args.reference, sizes)
-    clips += list(synthetic_clips(h, w, f, [s for s in args.sources.split(",") if s]))
+    clips += list(synthetic_clips(h, w, f, [s for s in args.sources.split(",") if s], args.partner))
 
     import av
 
@@ -327,7 +352,8 @@ def main(argv=None) -> int:
           f"(libx264rgb qp 0, preset {media.X264_PRESET}); PyAV {av.__version__}, libavcodec "
           f"{'.'.join(map(str, av.library_versions['libavcodec']))}, {os.cpu_count()} CPUs")
     head = (f"{'video':34} {'PNG MB':>8} {'new MB':>8} {'bytes':>6} {'disk':>6} {'PNG enc':>8} {'new enc':>8} "
-            f"{'PNG dec':>8} {'new dec':>8} {'dec fps':>8} {'dec MB/s':>8}  exact  same scores (psnr dB)")
+            f"{'PNG dec':>8} {'new dec':>8} {'dec fps':>8} {'dec MB/s':>8}  exact  same scores (psnr dB)  "
+            f"cached: bytes, stored as")
     print(head)
     rows, cand_rows = [], {}
     with tempfile.TemporaryDirectory() as tmp_root:
@@ -340,7 +366,9 @@ def main(argv=None) -> int:
                   f"{r['png_enc_s']:7.2f}s {r['new_enc_s']:7.2f}s {r['png_dec_s']:7.2f}s {r['new_dec_s']:7.2f}s "
                   f"{r['frames'] / r['new_dec_s']:8.0f} {r['raw'] / r['new_dec_s'] / 1e6:8.1f}  "
                   f"{'yes' if r['png_exact'] and r['new_exact'] else 'NO':5}  "
-                  f"{'yes' if r['same_scores'] else 'NO'} ({r['psnr']:.2f})", flush=True)
+                  f"{'yes' if r['same_scores'] else 'NO'} ({r['psnr']:.2f})  "
+                  f"{r['new_cached_bytes'] / r['png_cached_bytes']:6.3f} "
+                  f"{'difference' if r['cached_format'] == media.DELTA_FORMAT else 'itself'}", flush=True)
             if args.candidates:
                 cand_rows[name] = candidates(name, baseline, r["png_bytes"], args.repeats)
             shutil.rmtree(tmp)
@@ -358,8 +386,12 @@ def main(argv=None) -> int:
             enc = sum(r["new_enc_s"] for r in rs) / sum(r["png_enc_s"] for r in rs)
             fps = statistics.median(r["frames"] / r["new_dec_s"] for r in rs)
             png_fps = statistics.median(r["frames"] / r["png_dec_s"] for r in rs)
-            print(f"  {g:24} bytes {ratio:.3f}x PNG, disk {disk:.3f}x, encode time {enc:.2f}x PNG's, decode "
-                  f"{fps:.0f} frames/s (PNG {png_fps:.0f}); bit-exact {all(r['new_exact'] for r in rs)}, "
+            cached = sum(r["new_cached_bytes"] for r in rs) / sum(r["png_cached_bytes"] for r in rs)
+            cfps = statistics.median(r["frames"] / r["new_cached_dec_s"] for r in rs)
+            print(f"  {g:24} baselines: bytes {ratio:.3f}x PNG, disk {disk:.3f}x, encode time {enc:.2f}x PNG's, "
+                  f"decode {fps:.0f} frames/s (PNG {png_fps:.0f}); cached outputs: bytes {cached:.3f}x PNG "
+                  f"({sum(r['cached_format'] == media.DELTA_FORMAT for r in rs)} of {len(rs)} stored as their "
+                  f"difference), decode {cfps:.0f} frames/s; bit-exact {all(r['new_exact'] for r in rs)}, "
                   f"identical PSNR/SSIM {all(r['same_scores'] for r in rs)} ({len(rs)} videos)")
         if cand_rows:
             names = list(next(iter(cand_rows.values())))

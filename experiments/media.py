@@ -4,6 +4,12 @@
   qp 0 codes the RGB planes themselves (no colour conversion), so decoding gives back every
   pixel bit for bit, and inter-frame prediction makes it smaller than a PNG per frame. Chosen by
   measurement against FFV1, lossless H.265 and VP9 and PNG (``benchmarks/bench_media.py``).
+- A cached video whose baseline's frames are at hand may instead be stored as its difference from
+  them: ``frames.mkv`` then codes ``(cached - baseline + 128) mod 256`` (the same lossless H.264),
+  and ``media.json`` names the baseline's folder (a sibling) and the SHA-256 of its pixels. A cache
+  changes little of its baseline, so the difference is mostly flat: 0.19-0.21x PNG's bytes at
+  480x832x81 where the video itself took 0.39-0.67x (benchmarks/bench_media.py, docs/benchmarks.md).
+  Both are encoded and the smaller is kept, per generation. Reading one decodes its baseline too.
 - An image (one frame) stays one PNG, ``frame_00000.png``: a single frame gains nothing from
   inter-frame coding, and a PNG opens anywhere (reports, W&B, image viewers).
 - ``media.json`` records the format, the frame count and size, and the SHA-256 of the pixels,
@@ -37,6 +43,9 @@ RECORD = "media.json"
 VIDEO_FILE = "frames.mkv"
 #: The lossless video format: H.264 High 4:4:4 Predictive, qp 0 (lossless), RGB planes, in Matroska.
 VIDEO_FORMAT = "h264-lossless-rgb-mkv"
+#: The same, of the difference from a baseline folder's frames: (frames - base + 128) mod 256.
+DELTA_FORMAT = "h264-lossless-rgb-delta-mkv"
+DELTA_OFFSET = 128  # small negative differences stay small numbers rather than wrapping to 255
 IMAGE_FORMAT = "png"
 LEGACY_FORMAT = "png-frames"  # a folder from before media.json: one PNG per frame
 # x264's "medium" preset (bench_media.py --candidates, 2 shared cores): "slow" saved 3-4% more bytes
@@ -52,16 +61,27 @@ class MediaError(RuntimeError):
 class MediaInfo:
     """What a frames folder holds, read without decoding it."""
 
-    format: str  # VIDEO_FORMAT, IMAGE_FORMAT or LEGACY_FORMAT
+    format: str  # VIDEO_FORMAT, DELTA_FORMAT, IMAGE_FORMAT or LEGACY_FORMAT
     frames: int
     files: tuple[str, ...]  # the lossless files, relative to the folder
     height: int | None = None  # None for a legacy folder (not recorded)
     width: int | None = None
     sha256: str | None = None  # of the uint8 pixels [F, H, W, 3], C order; None for a legacy folder
+    base: str | None = None  # DELTA_FORMAT: the baseline's folder name, a sibling of this one
+    base_sha256: str | None = None  # DELTA_FORMAT: the baseline's pixels the difference was taken from
+
+    @property
+    def is_video(self) -> bool:
+        """Decoded from one video file (rather than read as a PNG per frame)."""
+        return self.format in (VIDEO_FORMAT, DELTA_FORMAT)
 
 
-def write_frames(frames: np.ndarray, folder: Path, mp4: bool, fps: int = 16) -> dict[str, str | None]:
-    """Write uint8 frames [F,H,W,3] to `folder` atomically; returns the paths written."""
+def write_frames(frames: np.ndarray, folder: Path, mp4: bool, fps: int = 16,
+                 base: tuple[Path, np.ndarray] | None = None) -> dict[str, str | None]:
+    """Write uint8 frames [F,H,W,3] to `folder` atomically; returns the paths written.
+
+    `base`: a baseline's folder (a sibling of `folder`) and its frames; a video of the same shape is
+    then stored as its difference from them when that is smaller (see the module doc)."""
     frames = np.ascontiguousarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not frames.shape[0]:
         raise ValueError(f"frames must be uint8 [F, H, W, 3] with F >= 1, got {frames.dtype} {frames.shape}")
@@ -71,16 +91,22 @@ def write_frames(frames: np.ndarray, folder: Path, mp4: bool, fps: int = 16) -> 
     tmp.mkdir(parents=True)
     mp4_name = "video.mp4" if mp4 and len(frames) > 1 else None
     try:
+        record = {"frames": int(frames.shape[0]), "height": int(frames.shape[1]), "width": int(frames.shape[2])}
         if len(frames) > 1:
-            _write_video(frames, tmp / VIDEO_FILE, fps)
-            fmt, files = VIDEO_FORMAT, (VIDEO_FILE,)
+            record.update(format=VIDEO_FORMAT, files=[VIDEO_FILE])
+            data = _encode_video(frames, fps)
+            if base is not None and Path(base[0]).parent == folder.parent and base[1].shape == frames.shape:
+                delta = _encode_video(_difference(frames, base[1]), fps)
+                if len(delta) < len(data):
+                    data = delta
+                    record.update(format=DELTA_FORMAT, base=Path(base[0]).name, base_sha256=_digest(base[1]))
+            (tmp / VIDEO_FILE).write_bytes(data)
         else:
             from PIL import Image
 
             Image.fromarray(frames[0]).save(tmp / FRAME_PATTERN.format(0), compress_level=1)
-            fmt, files = IMAGE_FORMAT, (FRAME_PATTERN.format(0),)
-        record = {"format": fmt, "frames": int(frames.shape[0]), "height": int(frames.shape[1]),
-                  "width": int(frames.shape[2]), "files": list(files), "sha256": _digest(frames)}
+            record.update(format=IMAGE_FORMAT, files=[FRAME_PATTERN.format(0)])
+        record["sha256"] = _digest(frames)
         (tmp / RECORD).write_text(json.dumps(record, indent=1) + "\n")
         if mp4_name:
             write_mp4(frames, tmp / mp4_name, fps)
@@ -100,7 +126,15 @@ def read_frames(folder: str | Path) -> np.ndarray:
     info = media_info(folder)
     if info is None:
         raise FileNotFoundError(f"no frames in {folder}")
-    if info.format == VIDEO_FORMAT:
+    if info.format == DELTA_FORMAT:
+        base = folder.parent / info.base
+        base_info = media_info(base)
+        if base_info is None or base_info.format == DELTA_FORMAT or base_info.sha256 != info.base_sha256:
+            raise MediaError(f"{folder}: stored as its difference from {base}, which "
+                             f"{'holds no frames' if base_info is None else 'no longer holds those frames'}; "
+                             f"delete the folder and re-run the sweep to regenerate it")
+        frames = _sum(_read_video(folder / info.files[0]), read_frames(base))
+    elif info.format == VIDEO_FORMAT:
         frames = _read_video(folder / info.files[0])
     else:
         from PIL import Image
@@ -128,14 +162,19 @@ def media_info(folder: str | Path) -> MediaInfo | None:
         return MediaInfo(LEGACY_FORMAT, len(files), tuple(files)) if files else None
     except (OSError, ValueError) as exc:
         raise MediaError(f"{folder / RECORD}: unreadable ({exc}); delete the folder and re-run the sweep") from None
-    if record.get("format") not in (VIDEO_FORMAT, IMAGE_FORMAT):
+    if record.get("format") not in (VIDEO_FORMAT, DELTA_FORMAT, IMAGE_FORMAT):
         raise MediaError(f"{folder / RECORD}: unknown media format {record.get('format')!r}; this version reads "
-                         f"{VIDEO_FORMAT!r}, {IMAGE_FORMAT!r} and folders of frame_*.png")
+                         f"{VIDEO_FORMAT!r}, {DELTA_FORMAT!r}, {IMAGE_FORMAT!r} and folders of frame_*.png")
+    base = record.get("base")
+    if record["format"] == DELTA_FORMAT and not _sibling_name(base):
+        raise MediaError(f"{folder / RECORD}: base {base!r} is not the name of a sibling folder")
     files = tuple(record["files"])
     if not all((folder / f).is_file() for f in files):
         return None
+    if base is not None and not (folder.parent / base / RECORD).is_file():
+        return None  # its baseline's frames are gone: this one cannot be decoded either
     return MediaInfo(record["format"], int(record["frames"]), files, int(record["height"]), int(record["width"]),
-                     record["sha256"])
+                     record["sha256"], base, record.get("base_sha256"))
 
 
 def has_frames(folder: str | Path) -> bool:
@@ -146,16 +185,35 @@ def has_frames(folder: str | Path) -> bool:
         return False
 
 
-def _write_video(frames: np.ndarray, path: Path, fps: int) -> None:
+def _encode_video(frames: np.ndarray, fps: int) -> bytes:
+    import io
+
     import av
 
+    buf = io.BytesIO()
     # +bitexact: no random segment UID or version strings, so the same frames give the same bytes
-    with av.open(str(path), "w", format="matroska", container_options={"fflags": "+bitexact"}) as container:
+    with av.open(buf, "w", format="matroska", container_options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream("libx264rgb", rate=fps, options={"qp": "0", "preset": X264_PRESET})
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "rgb24"
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())  # flush the frames the encoder holds back
+    return buf.getvalue()
+
+
+def _difference(frames: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``(frames - base + DELTA_OFFSET) mod 256`` in uint8 (wrapping arithmetic: exact, undone by :func:`_sum`)."""
+    return frames - base + np.uint8(DELTA_OFFSET)
+
+
+def _sum(delta: np.ndarray, base: np.ndarray) -> np.ndarray:
+    return delta + base - np.uint8(DELTA_OFFSET)
+
+
+def _sibling_name(name: object) -> bool:
+    """A plain folder name (never a path, never '..' or hidden): a delta's baseline stays inside the media folder."""
+    return isinstance(name, str) and bool(name) and name == os.path.basename(name) and not name.startswith(".") \
+        and "\\" not in name
 
 
 def _read_video(path: Path) -> np.ndarray:

@@ -48,18 +48,20 @@ def output_frames(frames_dir: object) -> list[Frame]:
         return []
     if info is None:
         return []
-    if info.format == media.VIDEO_FORMAT:
+    if info.is_video:
         return [Frame(d, i) for i in range(info.frames)]
     return [Frame(d, i, d / f) for i, f in enumerate(info.files)]
 
 
-def _stamp(folder: Path) -> int:
-    """Changes when the folder is rewritten (so a cached decode is never stale)."""
-    return (folder / media.RECORD).stat().st_mtime_ns
+def _stamp(folder: Path) -> tuple[int, ...]:
+    """Changes when the folder, or the baseline a difference is decoded with, is rewritten (so a cached decode
+    is never stale)."""
+    base = media.media_info(folder).base
+    return tuple((f / media.RECORD).stat().st_mtime_ns for f in (folder, *([folder.parent / base] if base else [])))
 
 
 @functools.lru_cache(maxsize=_DECODED_VIDEOS)
-def _decoded(folder: Path, stamp: int) -> np.ndarray:
+def _decoded(folder: Path, stamp: tuple[int, ...]) -> np.ndarray:
     return media.read_frames(folder)
 
 

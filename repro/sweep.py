@@ -355,6 +355,8 @@ class _Driver:
         self.drop_media = set() if keep == "all" else {j.key for it in items if it.index >= keep for j in it.jobs
                                                        if j.role == "cached"}
         self.unrecorded: dict[str, Any] = {}  # job key -> its result, until its item is scored
+        # baseline key -> its frames, until its item is scored: a cached video may be stored as its difference
+        self.baseline_frames: dict[str, Any] = {}
         self.recorded: set[str] = set()
         self.finished = 0
 
@@ -367,7 +369,10 @@ class _Driver:
             self.unrecorded[job.key] = result  # recorded with its scores: a crash before them regenerates it
             note = _note(result.summary()) + ", media dropped once scored"
         else:
-            note = _record(job, result, self.spec, self.store, self.outcome)
+            note = _record(job, result, self.spec, self.store, self.outcome,
+                           base=self.baseline_frames.get(job.quality_baseline_key or ""))
+        if job.role == "baseline" and not isinstance(result, BaseException):
+            self.baseline_frames[job.key] = result.frames
         self.recorded.add(job.key)
         self.progress.finish(job.key, note)
 
@@ -375,6 +380,8 @@ class _Driver:
         for job in item.jobs:
             if job.key in self.unrecorded:
                 _record(job, self.unrecorded.pop(job.key), self.spec, self.store, self.outcome, media=False)
+        for job in item.jobs:
+            self.baseline_frames.pop(job.key, None)
         for result in results:
             scoring.write(self.store, result)
             if result.error:
@@ -401,8 +408,10 @@ class _Driver:
                     self.events.emit("point_finished", PointFinished(job.point_id, self.point_keys[job.point_id]))
 
 
-def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutcome, media: bool = True) -> str:
-    """Write one generation (media unless `media` is False, then its row); returns a note for the progress line."""
+def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutcome, media: bool = True,
+            base: Any = None) -> str:
+    """Write one generation (media unless `media` is False, then its row); returns a note for the progress line.
+    `base`: the frames of its quality baseline, when at hand (experiments.media may store the difference)."""
     row = {
         "key": job.key, "role": job.role, "point_id": job.point_id, "method": job.method, "params": job.params,
         "optimization": job.optimization, "prompt_index": job.prompt_index, "prompt": job.prompt, "seed": job.seed,
@@ -422,7 +431,8 @@ def _record(job: Job, result: Any, spec: Spec, store: Store, outcome: SweepOutco
     paths = {"media_dir": None, "mp4": None}
     try:
         if media:
-            paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video")
+            paths = write_frames(result.frames, folder, mp4=spec.output.mp4 and result.kind == "video",
+                                 base=None if base is None else (folder.with_name(job.quality_baseline_key), base))
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # nothing recorded: the next run generates it again
             raise DiskFull(folder, needed_bytes=int(result.frames.nbytes)) from None

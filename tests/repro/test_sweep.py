@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -69,6 +70,24 @@ def test_threshold_zero_reproduces_baseline_bit_for_bit(finished):
         assert scores[g["key"]]["ssim"]["value"] == pytest.approx(1.0)
 
 
+def test_cached_videos_are_stored_as_their_difference_from_their_own_baseline_and_read_back_exactly(finished):
+    """Generated after their baseline in the same session, cached videos take the difference where it is smaller
+    (on these clips: always); decoded, they give the very pixels the sweep scored."""
+    import metrics
+    from experiments.media import DELTA_FORMAT, media_info
+
+    spec, _, _ = finished
+    store = Store(spec.run_dir)
+    scores = store.scores()
+    for g in store.generations(role="cached"):
+        base = store.generation(g["quality_baseline_key"])
+        info = media_info(spec.run_dir / g["media_dir"])
+        assert info.format == DELTA_FORMAT and info.base == os.path.basename(base["media_dir"]), g["key"]
+        psnr = metrics.psnr(read_frames(spec.run_dir / g["media_dir"]), read_frames(spec.run_dir / base["media_dir"]))
+        assert np.array_equal(np.asarray(psnr, dtype=float), np.asarray(scores[g["key"]]["psnr"]["per_frame"],
+                                                                         dtype=float)), g["key"]
+
+
 def test_compute_fraction_below_one_only_when_skipping(finished):
     from repro.aggregate import tables
 
@@ -111,12 +130,14 @@ def test_rerun_generates_nothing_and_loads_nothing(finished, monkeypatch):
 
 def test_added_threshold_reuses_baselines_and_calibration(finished, tmp_path):
     spec, _, _ = finished
+    run_dir = tmp_path / "run"  # a copy: the shared run stays as its spec made it, whatever the test order
+    shutil.copytree(spec.run_dir, run_dir)
     methods = [dict(METHODS[0], sweep={"threshold": [0.0, 0.3, 0.6]}), METHODS[1]]
-    wider = Spec.model_validate(tiny_spec_dict(spec.run_dir, methods=methods))
+    wider = Spec.model_validate(tiny_spec_dict(run_dir, methods=methods))
     outcome = run_sweep(wider)
     items = len(spec.prompts) * len(spec.seeds)
     assert outcome.generated == items  # only the new threshold's cached generations
-    assert len(Store(spec.run_dir).calibrations()) == 1
+    assert len(Store(run_dir).calibrations()) == 1
 
 
 def test_failed_point_is_isolated_and_retried_alone(tmp_path):

@@ -126,14 +126,8 @@ def read_frames(folder: str | Path) -> np.ndarray:
     info = media_info(folder)
     if info is None:
         raise FileNotFoundError(f"no frames in {folder}")
-    if info.format == DELTA_FORMAT:
-        base = folder.parent / info.base
-        base_info = media_info(base)
-        if base_info is None or base_info.format == DELTA_FORMAT or base_info.sha256 != info.base_sha256:
-            raise MediaError(f"{folder}: stored as its difference from {base}, which "
-                             f"{'holds no frames' if base_info is None else 'no longer holds those frames'}; "
-                             f"delete the folder and re-run the sweep to regenerate it")
-        frames = _sum(_read_video(folder / info.files[0]), read_frames(base))
+    if info.format == DELTA_FORMAT:  # media_info found its baseline holding the frames it was taken from
+        frames = _sum(_read_video(folder / info.files[0]), read_frames(folder.parent / info.base))
     elif info.format == VIDEO_FORMAT:
         frames = _read_video(folder / info.files[0])
     else:
@@ -171,8 +165,8 @@ def media_info(folder: str | Path) -> MediaInfo | None:
     files = tuple(record["files"])
     if not all((folder / f).is_file() for f in files):
         return None
-    if base is not None and not (folder.parent / base / RECORD).is_file():
-        return None  # its baseline's frames are gone: this one cannot be decoded either
+    if record["format"] == DELTA_FORMAT and not _base_holds(folder.parent / base, record.get("base_sha256")):
+        return None  # its baseline's frames are gone or were replaced: this one cannot be decoded either
     return MediaInfo(record["format"], int(record["frames"]), files, int(record["height"]), int(record["width"]),
                      record["sha256"], base, record.get("base_sha256"))
 
@@ -208,6 +202,17 @@ def _difference(frames: np.ndarray, base: np.ndarray) -> np.ndarray:
 
 def _sum(delta: np.ndarray, base: np.ndarray) -> np.ndarray:
     return delta + base - np.uint8(DELTA_OFFSET)
+
+
+def _base_holds(base: Path, sha256: object) -> bool:
+    """Whether `base` holds, as a complete video stored as itself, the frames of that SHA-256 (its record
+    read, not its media: never recursive, so crafted records cannot make a cycle)."""
+    try:
+        record = json.loads((base / RECORD).read_text())
+        return record.get("format") == VIDEO_FORMAT and record.get("sha256") == sha256 and \
+            all((base / f).is_file() for f in record["files"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
 
 
 def _sibling_name(name: object) -> bool:

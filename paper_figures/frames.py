@@ -56,7 +56,8 @@ def output_frames(frames_dir: object) -> list[Frame]:
 def _stamp(folder: Path) -> tuple[int, ...]:
     """Changes when the folder, or the baseline a difference is decoded with, is rewritten (so a cached decode
     is never stale)."""
-    base = media.media_info(folder).base
+    info = media.media_info(folder)
+    base = info.base if info is not None else None
     return tuple((f / media.RECORD).stat().st_mtime_ns for f in (folder, *([folder.parent / base] if base else [])))
 
 

@@ -95,7 +95,8 @@ def write_frames(frames: np.ndarray, folder: Path, mp4: bool, fps: int = 16,
         if len(frames) > 1:
             record.update(format=VIDEO_FORMAT, files=[VIDEO_FILE])
             data = _encode_video(frames, fps)
-            if base is not None and Path(base[0]).parent == folder.parent and base[1].shape == frames.shape:
+            if base is not None and Path(base[0]).parent == folder.parent and not Path(base[0]).is_symlink() \
+                    and base[1].shape == frames.shape:
                 delta = _encode_video(_difference(frames, base[1]), fps)
                 if len(delta) < len(data):
                     data = delta
@@ -163,6 +164,9 @@ def media_info(folder: str | Path) -> MediaInfo | None:
     if record["format"] == DELTA_FORMAT and not _sibling_name(base):
         raise MediaError(f"{folder / RECORD}: base {base!r} is not the name of a sibling folder")
     files = tuple(record["files"])
+    if not all(map(_sibling_name, files)):
+        raise MediaError(f"{folder / RECORD}: files {list(files)} include one that is not a plain file name "
+                         f"inside the folder")
     if not all((folder / f).is_file() for f in files):
         return None
     if record["format"] == DELTA_FORMAT and not _base_holds(folder.parent / base, record.get("base_sha256")):
@@ -207,16 +211,18 @@ def _sum(delta: np.ndarray, base: np.ndarray) -> np.ndarray:
 def _base_holds(base: Path, sha256: object) -> bool:
     """Whether `base` holds, as a complete video stored as itself, the frames of that SHA-256 (its record
     read, not its media: never recursive, so crafted records cannot make a cycle)."""
+    if base.is_symlink():  # never followed out of the media folder
+        return False
     try:
         record = json.loads((base / RECORD).read_text())
-        return record.get("format") == VIDEO_FORMAT and record.get("sha256") == sha256 and \
-            all((base / f).is_file() for f in record["files"])
+        return record.get("format") == VIDEO_FORMAT and record.get("sha256") == sha256 \
+            and all(_sibling_name(f) and (base / f).is_file() for f in record["files"])
     except (OSError, ValueError, TypeError, KeyError):
         return False
 
 
 def _sibling_name(name: object) -> bool:
-    """A plain folder name (never a path, never '..' or hidden): a delta's baseline stays inside the media folder."""
+    """A plain name (never a path, never '..' or hidden): what a record names stays inside the media folder."""
     return isinstance(name, str) and bool(name) and name == os.path.basename(name) and not name.startswith(".") \
         and "\\" not in name
 

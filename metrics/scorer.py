@@ -264,7 +264,7 @@ class Scorer:
             else:
                 from .vbench import score_dimension
 
-                v = score_dimension(self._vbench[n], fr, self.batch_size)
+                v = score_dimension(self._vbench[n], fr, chunk)
             out[n] = {"value": float(v.mean()), "per_frame": v.tolist(), "label": labels[n],
                       "protocol": REGISTRY[n].protocol.get("definition", "")}
         return out

@@ -259,13 +259,15 @@ def frame_features(net: VBenchNet, fr: "Frames", batch_size: int) -> "torch.Tens
 
 
 def score_dimension(net: VBenchNet, fr: "Frames", batch_size: int = 16) -> np.ndarray:
-    """Per-frame (aesthetic, imaging quality) or per-transition (consistency) values of one video."""
+    """Per-frame (aesthetic, imaging quality), per-odd-frame (motion smoothness) or per-transition (consistency)
+    values of one video; `batch_size` frames at a time (the Scorer passes its pixel-bounded chunk)."""
     import torch
 
     if net.name == "vbench_motion_smoothness":  # each odd frame from its two neighbours: the whole clip at once
         from .amt import motion_smoothness_frames
 
-        return motion_smoothness_frames(net.model, fr.pixels(0, fr.n, device="cpu"), batch_size)
+        # one pair at a time, as VBench: AMT-S's all-pairs correlation takes ~0.7 GB per pair at 480x832
+        return motion_smoothness_frames(net.model, fr.pixels(0, fr.n, device="cpu"), batch_size=1)
     if net.name == "vbench_imaging_quality":
         from .musiq import imaging_quality_frames
 

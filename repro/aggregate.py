@@ -153,7 +153,8 @@ def metric_labels(store: Store) -> dict[str, str]:
     seen: dict[str, dict[str, Any]] = {}
     for per_gen in store.scores().values():
         for metric, s in per_gen.items():
-            seen.setdefault(metric.partition("@")[0], s)  # "psnr@pooled_video": the psnr of another protocol
+            first = seen.setdefault(metric.partition("@")[0], dict(s))  # "psnr@pooled_video": another protocol's
+            first["random_weights"] = bool(first["random_weights"] or s["random_weights"])  # any score: tagged
     net = {m: s["label"].replace(registry.RANDOM_WEIGHTS_TAG, "").strip().removeprefix(f"{m}_")
            for m, s in seen.items()}
     if "lpips" in seen:

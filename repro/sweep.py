@@ -337,6 +337,9 @@ def _unit(item: ItemWork, spec: Spec, store: Store, ratios: dict[str, tuple]):
     return ItemUnit(item, requests, speed, spec.timing.repeats if targeted else 1, references)
 
 
+BASELINES_HELD = 32  # baseline videos held for their cached outputs' differences (items in flight at once)
+
+
 class _Driver:
     """The executor's callbacks: writes each generation, then its item's scores, into the store, and tells
     progress and the listeners what finished."""
@@ -373,6 +376,8 @@ class _Driver:
                            base=self.baseline_frames.get(job.quality_baseline_key or ""))
         if job.role == "baseline" and not isinstance(result, BaseException):
             self.baseline_frames[job.key] = result.frames
+            while len(self.baseline_frames) > BASELINES_HELD:  # items given up on are never scored: oldest out
+                del self.baseline_frames[next(iter(self.baseline_frames))]
         self.recorded.add(job.key)
         self.progress.finish(job.key, note)
 
@@ -380,8 +385,9 @@ class _Driver:
         for job in item.jobs:
             if job.key in self.unrecorded:
                 _record(job, self.unrecorded.pop(job.key), self.spec, self.store, self.outcome, media=False)
-        for job in item.jobs:
-            self.baseline_frames.pop(job.key, None)
+        # by the item's baselines, not its jobs: an item requeued after a lost worker lists only what was left
+        for key in (item.quality_baseline.key, *(b.key for b in item.speed_baselines.values())):
+            self.baseline_frames.pop(key, None)
         for result in results:
             scoring.write(self.store, result)
             if result.error:

@@ -266,3 +266,30 @@ def test_a_difference_never_reads_a_baseline_outside_its_media_folder(tmp_path, 
     with pytest.raises(MediaError, match="not the name of a sibling folder"):
         read_frames(tmp_path / "c")
     assert media_present(tmp_path, {"media_dir": "c"}) is False
+
+
+def test_a_difference_never_follows_a_linked_baseline_and_files_are_plain_names(tmp_path):
+    outside = tmp_path / "outside"
+    run = tmp_path / "media"
+    b = _moving_texture(frames=4, grain=0)
+    write_frames(b, outside / "b", mp4=False)
+    run.mkdir()
+    (run / "b").symlink_to(outside / "b")
+    cached = _cached_like(b)
+    write_frames(cached, run / "c", mp4=False, base=(run / "b", b))  # a linked baseline is never a base
+    assert media_info(run / "c").format == media.VIDEO_FORMAT and np.array_equal(read_frames(run / "c"), cached)
+    write_frames(b, run / "real", mp4=False)
+    write_frames(cached, run / "d", mp4=False, base=(run / "real", b))
+    shutil.rmtree(run / "real")
+    (run / "real").symlink_to(outside / "b")  # the baseline swapped for a link out after the fact
+    assert media_present(run, {"media_dir": "d"}) is False
+    with pytest.raises(FileNotFoundError):
+        read_frames(run / "d")
+    write_frames(b, run / "v", mp4=False)
+    for bad in ("../outside/b/frames.mkv", str(outside / "b" / media.VIDEO_FILE), ".hidden"):
+        record = json.loads((run / "v" / media.RECORD).read_text())
+        record["files"] = [bad]
+        (run / "v" / media.RECORD).write_text(json.dumps(record))
+        with pytest.raises(MediaError, match="not a plain file name"):
+            read_frames(run / "v")
+        assert media_present(run, {"media_dir": "v"}) is False

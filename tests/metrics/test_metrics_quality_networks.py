@@ -154,7 +154,14 @@ def test_motion_smoothness_plumbing_on_random_amt(rng, empty_caches):
     finally:
         mp.undo()
     v = _video(rng, n=6, h=120, w=128)
-    r = s.score_alone(v)["vbench_motion_smoothness"]
+    model = s._vbench["vbench_motion_smoothness"].model
+    pairs = []
+    hook = model.register_forward_pre_hook(lambda m, args: pairs.append(args[0].shape[0]))
+    try:
+        r = s.score_alone(v)["vbench_motion_smoothness"]
+    finally:
+        hook.remove()
+    assert pairs == [1, 1]  # one pair at a time, as VBench (a pair's correlation volume is ~0.7 GB at 480x832)
     assert r["label"] == f"vbench_motion_smoothness {registry.RANDOM_WEIGHTS_TAG}"
     # frames 1 and 3 are predicted from 0-2 and 2-4; frame 5 has no right neighbour (VBench drops it)
     expected = motion_smoothness_frames(s._vbench["vbench_motion_smoothness"].model,

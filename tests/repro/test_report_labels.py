@@ -35,3 +35,19 @@ def test_ref_marks_only_metrics_against_the_baseline():
     row = format_points(points).splitlines()[1].split()
     head = format_points(points).splitlines()[0].split()
     assert row[head.index("psnr")] == "ref" and row[head.index(alone)] == "-"
+
+
+def test_a_metric_is_tagged_when_any_of_its_scores_used_random_weights(tmp_path):
+    """Mixed runs (a node without the checkpoint, weights fetched between sessions): the first score read must
+    not decide the column's label."""
+    store = Store(tmp_path)
+    try:
+        store.set_meta(spec={"metrics": {"names": ["vbench_imaging_quality"]}})
+        for key, random in (("a", False), ("b", True)):
+            label = f"vbench_imaging_quality{' ' + RANDOM_WEIGHTS_TAG if random else ''}"
+            store.put_scores(key, {"vbench_imaging_quality": {"label": label, "value": 0.5, "per_frame": [0.5],
+                                                              "random_weights": random}}, None)
+        labels = metric_labels(store)
+    finally:
+        store.close()
+    assert RANDOM_WEIGHTS_TAG in labels["vbench_imaging_quality"], labels

@@ -40,6 +40,12 @@ def format_points(points, only_front: str | None = None) -> str:
     for r in rows:
         if r.get("timing_suspect") in (True,):
             lines.append(f"timing suspect (speedup marked ?): {r['method']} {r['label']}: {r['timing_suspect_reason']}")
+    for col in [c for c, _, _ in columns_ if c in METRICS and all(_missing(r.get(c)) for r in rows)]:
+        m = METRICS[col]
+        needs = [f"{m.min_frames} frames" if m.min_frames > 1 else "", f"{m.min_side} px a side" if m.min_side > 1 else ""]
+        # the table has no frame sizes: both causes are named
+        why = f"outputs of fewer than {' or '.join(n for n in needs if n)}, or " if any(needs) else ""
+        lines.append(f"{col}: no value on any point ({why}not scored yet: `repro score RUN_DIR`)")
     if any(c[0] in QUALITY for c in columns_):
         lines.append("ref: the uncached, unoptimized baseline each point is scored against (not a measurement)")
     if "psnr" in points.columns:

@@ -51,3 +51,13 @@ def test_a_metric_is_tagged_when_any_of_its_scores_used_random_weights(tmp_path)
     finally:
         store.close()
     assert RANDOM_WEIGHTS_TAG in labels["vbench_imaging_quality"], labels
+
+
+def test_a_requested_metric_without_any_value_says_when_it_applies():
+    """Motion smoothness on 32x32 clips: every cell is '-'; the table says why rather than leaving a blank column."""
+    points = pd.DataFrame([{"point_id": p, "method": m, "label": p, "reference": p == "baseline", "status": "ok",
+                            "psnr": v, "vbench_motion_smoothness": math.nan}
+                           for p, m, v in (("baseline", "baseline", math.nan), ("t=0.1", "fbc", 30.0))])
+    text = format_points(points)
+    assert "vbench_motion_smoothness: no value on any point" in text and "113 px a side" in text
+    assert "3 frames" in text and "psnr: no value" not in text

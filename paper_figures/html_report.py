@@ -241,7 +241,7 @@ def _pair(i: int, name: str, cached: dict[str, Any], baseline: dict[str, Any], o
                f"speedup {_e(_fmt('speedup', float(cached.get('speedup', math.nan)), pd.Series(dtype=object)))}</p>")
     if c.text(cached.get("mp4")) and c.text(baseline.get("mp4")) and Path(cached["mp4"]).is_file() \
             and Path(baseline["mp4"]).is_file():
-        return (f"<div class='pair video-pair' id='pair-{i}'>{caption}<div class='side'>"
+        return (f"<div class='pair video-pair' id='pair-{i}' data-state='paused'>{caption}<div class='side'>"
                 f"<figure><video muted playsinline preload='auto' src='{_e(_rel(Path(baseline['mp4']), out))}'></video>"
                 f"<figcaption>baseline</figcaption></figure>"
                 f"<figure><video muted playsinline preload='auto' src='{_e(_rel(Path(cached['mp4']), out))}'></video>"
@@ -358,37 +358,45 @@ _SCRIPT = r"""
     });
   });
 
-  // video pairs: one control drives both; the cached video follows the baseline's clock
+  // video pairs: one control drives both; the cached video follows the baseline's clock. What the button does
+  // follows the pair's state (data-state), never lead.paused: at a clip's end the browser marks the video paused
+  // before its "ended" handler restarts it, and a click in that gap must still pause both
   document.querySelectorAll(".video-pair").forEach(function (pair) {
     var v = pair.querySelectorAll("video"), lead = v[0], follow = v[1];
     var button = pair.querySelector(".play"), seek = pair.querySelector(".seek"), loop = pair.querySelector(".loop");
+    function playing() { return pair.dataset.state === "playing"; }
     function align() {
       if (Math.abs(follow.currentTime - lead.currentTime) > 0.03) { follow.currentTime = lead.currentTime; }
     }
     function tick() {
-      if (!lead.paused) {
+      if (playing() && !lead.paused) {
         align();
         if (lead.duration) { seek.value = Math.round(1000 * lead.currentTime / lead.duration); }
         requestAnimationFrame(tick);
       }
     }
     function play() {
+      pair.dataset.state = "playing";
+      button.textContent = "pause both";
       follow.currentTime = lead.currentTime;
-      Promise.all([lead.play(), follow.play()]).then(function () { button.textContent = "pause both"; tick(); })
+      Promise.all([lead.play(), follow.play()]).then(tick)
         .catch(function (err) {
           // a pause (the other video ending, a click) cutting a pending play() short is not an error
           if (err && err.name === "AbortError") { return; }
-          button.textContent = "play both"; pair.dataset.error = String(err);
+          pause(); pair.dataset.error = String(err);
         });
     }
-    function pause() { lead.pause(); follow.pause(); align(); button.textContent = "play both"; }
-    button.addEventListener("click", function () { if (lead.paused) { play(); } else { pause(); } });
+    function pause() {
+      pair.dataset.state = "paused";
+      lead.pause(); follow.pause(); align(); button.textContent = "play both";
+    }
+    button.addEventListener("click", function () { if (playing()) { pause(); } else { play(); } });
     seek.addEventListener("input", function () {
       if (lead.duration) { lead.currentTime = follow.currentTime = lead.duration * seek.value / 1000; }
     });
     lead.addEventListener("ended", function () {
       follow.pause();
-      if (loop.checked) { lead.currentTime = follow.currentTime = 0; play(); } else { pause(); }
+      if (playing() && loop.checked) { lead.currentTime = follow.currentTime = 0; play(); } else { pause(); }
     });
     follow.addEventListener("ended", function () { if (!lead.paused) { align(); } });
   });

@@ -105,3 +105,16 @@ def exiting() -> None:
     for s in _event.installed | set(_SIGNALS):
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(s, signal.SIG_IGN)
+    _forget_caught_interrupt()
+
+
+def _forget_caught_interrupt() -> None:
+    """CPython marks a KeyboardInterrupt that passed through code run by exec() or eval() of a string as unhandled
+    even when it was caught (dataclasses build their methods so, at import, where a start-up Ctrl-C often lands),
+    and ``python -m repro.cli`` then ends by SIGINT (status -2) instead of exiting 130. Clear the mark where the
+    interpreter exports it (3.10, 3.11); 3.12 and later keep it private, so there only the ``repro`` command (which
+    CPython exits through another path) is sure to exit 130."""
+    import ctypes
+
+    with contextlib.suppress(ValueError, AttributeError):  # not exported by this interpreter
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0

@@ -133,18 +133,6 @@ def test_bad_wandb_mode_variable_exits_2_and_writes_nothing(tmp_path, write_spec
             del os.environ["WANDB_MODE"]
 
 
-def test_wandb_dir_variable_moves_the_offline_runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
-    monkeypatch.setenv("WANDB_PROJECT", "env-project")
-    spec = Spec.model_validate(tiny_spec_dict(tmp_path / "run", prompts=["a red fox in snow"],
-                                              methods=[FBC[0] | {"sweep": {"threshold": [0.3]}}],
-                                              wandb={"mode": "offline"}))
-    assert run_sweep(spec).exit_code == 0
-    runs = read_runs(tmp_path / "wb" / "wandb")
-    assert len(runs) == 3 and {r["project"] for r in runs.values()} == {"env-project"}
-    assert not (spec.run_dir / "wandb").exists()
-
-
 def test_a_tracking_failure_is_a_warning_and_a_later_track_logs_it_all(tmp_path, monkeypatch, capsys):
     """W&B cannot write (its folder is a file): the sweep is complete and says so once; `repro track` later logs all."""
     blocked = tmp_path / "blocked"
@@ -156,14 +144,18 @@ def test_a_tracking_failure_is_a_warning_and_a_later_track_logs_it_all(tmp_path,
     assert err.count("wandb: logging failed") == 1 and "local results are complete" in err, err
     assert len(Store(spec.run_dir).generations(status="ok")) == 3
     assert json.loads((spec.run_dir / "environment.json").read_text())["libraries"]["torch"]
-    # nothing reached W&B, so the ledger holds nothing: `repro track` logs it all
+    # nothing reached W&B, so the ledger holds nothing: `repro track` logs it all, where WANDB_DIR and
+    # WANDB_PROJECT say (not in the run directory, not the default project)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wb"))
+    monkeypatch.setenv("WANDB_PROJECT", "env-project")
     out = subprocess.run([sys.executable, "-m", "repro.cli", "track", str(spec.run_dir)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "wandb: 3 items in 3 point runs" in out.stderr
     items = _items_by_run(tmp_path / "wb" / "wandb")
     assert sorted(k for keys in items.values() for k in keys) == sorted(g["key"] for g in Store(spec.run_dir).generations())
+    assert {r["project"] for r in read_runs(tmp_path / "wb" / "wandb").values()} == {"env-project"}
+    assert not (spec.run_dir / "wandb").exists()
 
 
 def test_a_tracker_keeps_its_own_wandb_service_and_drops_an_inherited_one(monkeypatch):
@@ -243,8 +235,9 @@ def _child_tracker(parent: int) -> int | None:
 
 
 
-@pytest.mark.parametrize("victim", ["sweep", "tracker"])
-def test_kill_9_mid_sweep_then_a_rerun_leaves_every_item_on_the_dashboard_exactly_once(tmp_path, victim):
+def test_kill_9_of_the_tracker_then_of_the_sweep_then_a_rerun_leaves_every_item_on_the_dashboard_once(tmp_path):
+    """One sweep, two kills: its tracker at a third of the generations (the sweep goes on without it), then the
+    sweep itself at two thirds; a re-run finishes both the generations and the logging, each item exactly once."""
     run_dir = tmp_path / "run"
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(tiny_spec_dict(
@@ -255,31 +248,34 @@ def test_kill_9_mid_sweep_then_a_rerun_leaves_every_item_on_the_dashboard_exactl
     proc = subprocess.Popen([sys.executable, "-m", "repro.cli", "sweep", str(spec_path)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 600
-    try:
-        # a third of the generations stored (what the tracker has logged by then depends on how much CPU it got
-        # between timed calls: maybe nothing yet; the test holds either way)
-        while _stored(run_dir) < total // 3 or (victim == "tracker" and _child_tracker(proc.pid) is None):
+
+    def wait_until(stored: int, tracker: bool = False) -> None:
+        # what the tracker has logged by then depends on how much CPU it got between timed calls: maybe
+        # nothing yet; the test holds either way
+        while _stored(run_dir) < stored or (tracker and _child_tracker(proc.pid) is None):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             assert time.time() < deadline, "the sweep made no progress"
             time.sleep(0.05)
-        pid = proc.pid if victim == "sweep" else _child_tracker(proc.pid)
-        os.kill(pid, signal.SIGKILL)
-        first = proc.wait(timeout=600)
+
+    try:
+        wait_until(total // 3, tracker=True)
+        killed_at = _stored(run_dir)
+        os.kill(_child_tracker(proc.pid), signal.SIGKILL)
+        wait_until(killed_at + 2)  # the sweep never depended on its tracker: it goes on
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=600)
     finally:
         proc.kill()
         proc.wait()
     store = Store(run_dir)
     stored = {g["key"] for g in store.generations()}
     store.close()
-    if victim == "sweep":
-        assert len(stored) < total, "killed too late to test anything"
-    else:
-        assert first == 0 and len(stored) == total  # the sweep never depended on its tracker
+    assert len(stored) < total, "killed too late to test anything"
     from click.testing import CliRunner
 
     from repro.cli import main
 
-    resumed = CliRunner().invoke(main, ["sweep", str(spec_path)])  # the kill is what needed a process
+    resumed = CliRunner().invoke(main, ["sweep", str(spec_path)])  # the kills are what needed a process
     assert resumed.exit_code == 0, resumed.output[-3000:]
     store = Store(run_dir)
     every = {g["key"] for g in store.generations()}

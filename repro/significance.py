@@ -264,7 +264,7 @@ def format_point_comparison(rows: list[dict[str, Any]], points, a: str, b: str, 
         body.append([r["metric"], str(r["n"]), f(r["a"]), f(r["b"]), diff, format_p(r["p"]),
                      format_p(r["p_wilcoxon"]), format_p(r["p_sign"]), sig_text])
     title = f"A = {names.get(a, a)}, B = {names.get(b, b)}: paired over items (prompt x seed)"
-    notes = [f"speedup: ratio of geometric means (A / B), tested on log speedup; others: mean of A - B",
+    notes = ["speedup: ratio of geometric means (A / B), tested on log speedup; others: mean of A - B",
              f"significant: paired bootstrap and Wilcoxon both p < {ALPHA} (with 5 items or fewer Wilcoxon cannot be)"]
     if fmt == "markdown":
         lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

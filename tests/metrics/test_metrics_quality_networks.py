@@ -58,16 +58,21 @@ def _video(rng, n=4, h=40, w=56):
     return np.clip(base.astype(int) + rng.integers(-20, 21, (n, h, w, 3)), 0, 255).astype(np.uint8)
 
 
+def _random_scorer(empty_caches, names: tuple[str, ...], **kwargs) -> metrics.Scorer:
+    """A Scorer for `names` built on random weights, with the torch and hub caches empty (no real weights found)."""
+    mp = empty_caches()
+    try:
+        return metrics.Scorer(names=names, device="cpu", allow_random_weights=True, **kwargs)
+    finally:
+        mp.undo()
+
+
 def _consistency_plumbing(name, rng, empty_caches):
     import torch
 
     from metrics.vbench import consistency, frame_features
 
-    mp = empty_caches()
-    try:
-        s = metrics.Scorer(names=(name,), device="cpu", batch_size=2, allow_random_weights=True)
-    finally:
-        mp.undo()
+    s = _random_scorer(empty_caches, (name,), batch_size=2)
     assert s.random_weights[name] and s.labels[name] == f"{name} {registry.RANDOM_WEIGHTS_TAG}"
     v = _video(rng)
     r = s.score_alone(v)[name]
@@ -106,11 +111,7 @@ def test_background_consistency_plumbing_on_random_clip(rng, empty_caches):
 def test_aesthetic_quality_plumbing_on_random_clip_l14(rng, empty_caches):
     import torch
 
-    mp = empty_caches()
-    try:
-        s = metrics.Scorer(names=("vbench_aesthetic_quality",), device="cpu", allow_random_weights=True)
-    finally:
-        mp.undo()
+    s = _random_scorer(empty_caches, ("vbench_aesthetic_quality",))
     v = _video(rng, n=2)
     r = s.score_alone(v)["vbench_aesthetic_quality"]
     net = s._vbench["vbench_aesthetic_quality"]
@@ -127,11 +128,7 @@ def test_imaging_quality_plumbing_on_random_musiq(rng, empty_caches):
 
     from metrics.musiq import imaging_quality_frames
 
-    mp = empty_caches()
-    try:
-        s = metrics.Scorer(names=("vbench_imaging_quality",), device="cpu", batch_size=2, allow_random_weights=True)
-    finally:
-        mp.undo()
+    s = _random_scorer(empty_caches, ("vbench_imaging_quality",), batch_size=2)
     v = _video(rng, n=3)
     r = s.score_alone(v)["vbench_imaging_quality"]
     assert r["label"] == f"vbench_imaging_quality {registry.RANDOM_WEIGHTS_TAG}" and len(r["per_frame"]) == 3
@@ -148,11 +145,7 @@ def test_motion_smoothness_plumbing_on_random_amt(rng, empty_caches):
 
     from metrics.amt import motion_smoothness_frames
 
-    mp = empty_caches()
-    try:
-        s = metrics.Scorer(names=("vbench_motion_smoothness",), device="cpu", allow_random_weights=True)
-    finally:
-        mp.undo()
+    s = _random_scorer(empty_caches, ("vbench_motion_smoothness",))
     v = _video(rng, n=6, h=120, w=128)
     model = s._vbench["vbench_motion_smoothness"].model
     pairs = []
@@ -202,11 +195,7 @@ def test_image_reward_state_dict_conversion_covers_every_weight():
 
 @pytest.mark.slow  # BLIP ViT-L/16 + BERT with random weights: ~450M parameters to initialise
 def test_image_reward_plumbing_on_random_weights(rng, empty_caches):
-    mp = empty_caches()
-    try:
-        s = metrics.Scorer(names=("image_reward", "psnr"), device="cpu", batch_size=2, allow_random_weights=True)
-    finally:
-        mp.undo()
+    s = _random_scorer(empty_caches, ("image_reward", "psnr"), batch_size=2)
     assert s.random_weights["image_reward"] and s.labels["image_reward"].endswith(registry.RANDOM_WEIGHTS_TAG)
     imgs = rng.integers(0, 256, (3, 48, 40, 3), dtype=np.uint8)
     r = s.score_alone(imgs, "a red fox")["image_reward"]
